@@ -1,0 +1,3 @@
+//! DNS: wire parsing, the answer engine, and transports.
+
+pub mod transport;

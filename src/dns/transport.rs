@@ -1,0 +1,29 @@
+//! DNS transports: batched UDP worker threads and a tokio TCP listener.
+//!
+//! Transports know nothing about DNS semantics: they move bytes between
+//! sockets and a [`Handler`].
+
+use std::net::SocketAddr;
+
+/// Which transport a query arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: responses are limited in size and may be truncated.
+    Udp,
+    /// TCP: responses up to 65535 bytes.
+    Tcp,
+}
+
+/// Answers raw queries. Implemented by the DNS answer engine; transports call
+/// it from many threads at once.
+pub trait Handler: Send + Sync + 'static {
+    /// Answer the query in `query` from `client`, writing the response into
+    /// `out` (cleared by the caller). Return `false` to send nothing (drop).
+    fn handle(
+        &self,
+        query: &[u8],
+        client: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool;
+}

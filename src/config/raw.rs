@@ -1,0 +1,315 @@
+//! The serde mirror of the TOML file. Every table denies unknown keys, and
+//! values that semantic checks may complain about are `Spanned`, so errors
+//! can point at them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::duration::Duration;
+
+/// A spanned string, the most common field type here.
+pub type SString = Spanned<String>;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`: listeners, node identity, protocol limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[geoip]`: databases and overrides.
+    #[serde(default)]
+    pub geoip: GeoipConfig,
+    /// `[zones."name"]`: the zones served.
+    #[serde(default)]
+    pub zones: BTreeMap<String, Spanned<ZoneConfig>>,
+    /// `[pools.name]`: groups of endpoints.
+    #[serde(default)]
+    pub pools: BTreeMap<String, Spanned<PoolConfig>>,
+    /// `[names."fqdn"]`: balanced names.
+    #[serde(default)]
+    pub names: BTreeMap<String, Spanned<NameConfig>>,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Node name for NSID, `id.server` and `hostname.bind` (default: host name).
+    pub node_name: Option<SString>,
+    /// Answer to `version.bind`/`version.server`; absent means REFUSED.
+    pub version: Option<SString>,
+    /// DNS listen addresses (UDP and TCP on each).
+    #[serde(default = "default_dns_listen")]
+    pub dns_listen: Vec<SString>,
+    /// HTTP API listen address.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SString,
+    /// UDP worker threads (sockets) per listen address; 0 = one per core.
+    #[serde(default)]
+    pub udp_workers: usize,
+    /// Largest UDP response we send, whatever the client advertises.
+    #[serde(default = "default_max_udp_payload")]
+    pub max_udp_payload: Spanned<u16>,
+    /// Use EDNS Client Subnet to locate clients.
+    #[serde(default = "default_true")]
+    pub ecs: bool,
+    /// Idle timeout of TCP connections.
+    #[serde(default = "default_tcp_idle")]
+    pub tcp_idle_timeout: Spanned<Duration>,
+    /// Concurrent TCP connections, all listeners together.
+    #[serde(default = "default_tcp_max")]
+    pub tcp_max_connections: usize,
+    /// Seed for weighted random picks (tests); absent = random.
+    pub random_seed: Option<u64>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            node_name: None,
+            version: None,
+            dns_listen: default_dns_listen(),
+            http_listen: default_http_listen(),
+            udp_workers: 0,
+            max_udp_payload: default_max_udp_payload(),
+            ecs: true,
+            tcp_idle_timeout: default_tcp_idle(),
+            tcp_max_connections: default_tcp_max(),
+            random_seed: None,
+        }
+    }
+}
+
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+fn default_dns_listen() -> Vec<SString> {
+    vec![unspanned("[::]:53".into()), unspanned("0.0.0.0:53".into())]
+}
+fn default_http_listen() -> SString {
+    unspanned("127.0.0.1:9153".into())
+}
+fn default_max_udp_payload() -> Spanned<u16> {
+    unspanned(1232)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_tcp_idle() -> Spanned<Duration> {
+    unspanned(Duration::from_secs(10))
+}
+fn default_tcp_max() -> usize {
+    1024
+}
+
+/// `[geoip]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoipConfig {
+    /// Location database (City or Country, nested or flat schema).
+    pub database: Option<SString>,
+    /// Optional ASN database.
+    pub asn_database: Option<SString>,
+    /// `[[geoip.override]]` entries.
+    #[serde(default, rename = "override")]
+    pub overrides: Vec<OverrideConfig>,
+}
+
+/// `[[geoip.override]]`: a network placed by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    /// The network, `10.0.0.0/8`.
+    pub cidr: SString,
+    /// Continent code (derived from the country when absent).
+    pub continent: Option<SString>,
+    /// ISO country code.
+    pub country: Option<SString>,
+    /// ISO 3166-2 subdivision, `US-CA`.
+    pub subdivision: Option<SString>,
+    /// AS number.
+    pub asn: Option<u32>,
+    /// Latitude in degrees (with `longitude`).
+    pub latitude: Option<Spanned<f64>>,
+    /// Longitude in degrees (with `latitude`).
+    pub longitude: Option<Spanned<f64>>,
+}
+
+/// `[zones."name"]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// Default TTL of records.
+    #[serde(default = "default_zone_ttl")]
+    pub ttl: Spanned<Duration>,
+    /// Name servers of the zone (apex NS records).
+    pub ns: Vec<SString>,
+    /// SOA fields.
+    #[serde(default)]
+    pub soa: SoaConfig,
+    /// Static records.
+    #[serde(default)]
+    pub records: Vec<RecordConfig>,
+}
+
+fn default_zone_ttl() -> Spanned<Duration> {
+    unspanned(Duration::from_secs(3600))
+}
+
+/// `[zones."name".soa]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SoaConfig {
+    /// Primary name server (default: the first `ns`).
+    pub mname: Option<SString>,
+    /// Contact mailbox as a name (default: `hostmaster.<zone>`).
+    pub rname: Option<SString>,
+    /// Serial (default 1).
+    pub serial: Option<u32>,
+    /// Refresh (default 1h).
+    pub refresh: Option<Spanned<Duration>>,
+    /// Retry (default 15m).
+    pub retry: Option<Spanned<Duration>>,
+    /// Expire (default 1w).
+    pub expire: Option<Spanned<Duration>>,
+    /// Negative caching TTL, the SOA MINIMUM field (default 60s).
+    pub minimum: Option<Spanned<Duration>>,
+    /// TTL of the SOA record itself (default: the zone TTL).
+    pub ttl: Option<Spanned<Duration>>,
+}
+
+/// One static record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Owner: `@` for the apex, relative, or absolute with a trailing dot.
+    pub name: SString,
+    /// Record type (`A`, `AAAA`, `CNAME`, `MX`, `TXT`, `SRV`, `CAA`, `NS`, `PTR`).
+    #[serde(rename = "type")]
+    pub rtype: SString,
+    /// TTL (default: the zone TTL).
+    pub ttl: Option<Spanned<Duration>>,
+    /// Record data in zone file syntax.
+    pub data: SString,
+}
+
+/// `[pools.name]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The endpoints.
+    pub endpoints: Spanned<Vec<EndpointConfig>>,
+    /// Endpoints that must be up for the pool to be usable.
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy: Spanned<u32>,
+    /// Latitude of the pool (proximity).
+    pub latitude: Option<Spanned<f64>>,
+    /// Longitude of the pool (proximity).
+    pub longitude: Option<Spanned<f64>>,
+    /// Country or subdivision of the pool; its centroid is used for
+    /// proximity when no coordinates are given.
+    pub region: Option<SString>,
+}
+
+fn default_min_healthy() -> Spanned<u32> {
+    unspanned(1)
+}
+
+/// One endpoint of a pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// IPv4 (A), IPv6 (AAAA) or a host name (CNAME).
+    pub address: SString,
+    /// Label for logs and the API (default: the address).
+    pub name: Option<SString>,
+    /// Relative weight (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: Spanned<u32>,
+    /// Disabled endpoints are never answered.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_weight() -> Spanned<u32> {
+    unspanned(1)
+}
+
+/// Steering policy of a balanced name.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// Ordered pools, first usable wins.
+    Failover,
+    /// Location map to ordered pool lists.
+    Geo,
+    /// Nearest pool first.
+    Proximity,
+    /// Endpoints of all pools picked at random by weight.
+    Weighted,
+}
+
+/// What to answer when no endpoint is usable anywhere.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDownConfig {
+    /// Answer as if every endpoint were up.
+    #[default]
+    FailOpen,
+    /// Answer NODATA.
+    Nodata,
+}
+
+/// `[names."fqdn"]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameConfig {
+    /// TTL of answers.
+    #[serde(default = "default_name_ttl")]
+    pub ttl: Spanned<Duration>,
+    /// The policy.
+    pub policy: Spanned<PolicyKind>,
+    /// Pools for `failover`, `proximity`, `weighted`.
+    #[serde(default)]
+    pub pools: Option<Spanned<Vec<SString>>>,
+    /// Map for `geo`.
+    pub geo: Option<Spanned<GeoMapConfig>>,
+    /// Pool used when no listed pool is usable.
+    pub fallback: Option<SString>,
+    /// Most address records in one answer (default: all of the chosen
+    /// pool; 1 for `weighted`).
+    pub max_answers: Option<Spanned<u32>>,
+    /// Behaviour when nothing is usable.
+    #[serde(default)]
+    pub all_down: AllDownConfig,
+}
+
+fn default_name_ttl() -> Spanned<Duration> {
+    unspanned(Duration::from_secs(30))
+}
+
+/// `[names."fqdn".geo]`: location → ordered pool list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoMapConfig {
+    /// Pools for clients no rule matches.
+    pub default: Spanned<Vec<SString>>,
+    /// By continent code.
+    #[serde(default)]
+    pub continent: BTreeMap<String, Spanned<Vec<SString>>>,
+    /// By ISO country code.
+    #[serde(default)]
+    pub country: BTreeMap<String, Spanned<Vec<SString>>>,
+    /// By ISO 3166-2 subdivision (`US-CA`).
+    #[serde(default)]
+    pub subdivision: BTreeMap<String, Spanned<Vec<SString>>>,
+    /// By AS number (keys are strings in TOML).
+    #[serde(default)]
+    pub asn: BTreeMap<String, Spanned<Vec<SString>>>,
+    /// By client network.
+    #[serde(default)]
+    pub cidr: BTreeMap<String, Spanned<Vec<SString>>>,
+}

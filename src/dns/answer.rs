@@ -1,0 +1,555 @@
+//! The answer engine: one synchronous function from query bytes to response
+//! bytes, shared by the UDP and TCP transports, tests, benches and fuzzers.
+//!
+//! Responses are written straight into the caller's buffer. Record data was
+//! encoded when the snapshot was compiled; owner names are compression
+//! pointers into the question wherever possible.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::transport::Transport;
+use super::wire::{self, Ecs, Edns, ParseError, Query};
+use crate::geo::Location;
+use crate::select::{self, Decision, Family, Inputs, Rng, Target};
+use crate::snapshot::Snapshot;
+use crate::zone::{self, Node, RrSet, Zone, rtype};
+
+/// Response codes.
+pub mod rcode {
+    /// No error.
+    pub const NOERROR: u16 = 0;
+    /// Format error.
+    pub const FORMERR: u16 = 1;
+    /// Server failure.
+    pub const SERVFAIL: u16 = 2;
+    /// Name does not exist.
+    pub const NXDOMAIN: u16 = 3;
+    /// Not implemented.
+    pub const NOTIMP: u16 = 4;
+    /// Refused.
+    pub const REFUSED: u16 = 5;
+    /// Bad EDNS version (extended).
+    pub const BADVERS: u16 = 16;
+}
+
+const CLASS_IN: u16 = 1;
+const CLASS_CH: u16 = 3;
+const CLASS_ANY: u16 = 255;
+/// Longest CNAME chain followed inside a zone.
+const MAX_CHAIN: usize = 8;
+/// ECS source prefixes are truncated to these before lookup (privacy, and
+/// the databases are not more precise anyway).
+const ECS_MAX_V4: u8 = 24;
+const ECS_MAX_V6: u8 = 56;
+
+/// What happened to a query (for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to send.
+    Dropped,
+    /// A response was written with this RCODE (extended codes included).
+    Answered {
+        /// The RCODE.
+        rcode: u16,
+    },
+}
+
+/// Who asked, as the transport saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    /// Source address of the packet or connection.
+    pub addr: SocketAddr,
+    /// Transport the query came on.
+    pub transport: Transport,
+}
+
+/// Answer one query packet into `out` (which is cleared first).
+pub fn answer(snap: &Snapshot, pkt: &[u8], client: Client, rng: &mut Rng, out: &mut Vec<u8>) -> Outcome {
+    out.clear();
+    let q = match wire::parse(pkt) {
+        Ok(q) => q,
+        Err(ParseError::Drop) => return Outcome::Dropped,
+        Err(ParseError::NotImp) => return header_only(pkt, rcode::NOTIMP, out),
+        Err(ParseError::FormErr { question_end }) => {
+            header_only(pkt, rcode::FORMERR, out);
+            if question_end > 12 {
+                out.extend_from_slice(&pkt[12..question_end]);
+                out[5] = 1;
+            }
+            return Outcome::Answered {
+                rcode: rcode::FORMERR,
+            };
+        }
+    };
+    let mut r = Response::start(snap, &q, client.transport, out);
+    if let Some(e) = &q.edns {
+        if e.version > 0 {
+            return r.finish(rcode::BADVERS, None);
+        }
+    }
+    match q.qclass {
+        CLASS_IN | CLASS_ANY => {}
+        CLASS_CH => return chaos(snap, &q, r),
+        _ => return r.finish(rcode::REFUSED, None),
+    }
+    match q.qtype {
+        rtype::OPT => return r.finish(rcode::FORMERR, None),
+        rtype::AXFR | rtype::IXFR => return r.finish(rcode::REFUSED, None),
+        rtype::MAILA | rtype::MAILB => return r.finish(rcode::NOTIMP, None),
+        _ => {}
+    }
+    let mut offsets = [0u8; 128];
+    let n = zone::label_offsets(q.name_lc(), &mut offsets);
+    let Some((zone, _)) = snap.zones.find(q.name_lc(), &offsets[..n]) else {
+        return r.finish(rcode::REFUSED, None);
+    };
+    r.set_aa(true);
+    let (code, scope) = resolve(snap, zone, &q, client, rng, &mut r);
+    r.finish(code, scope)
+}
+
+/// Where a name led inside a zone.
+enum Found<'z> {
+    Node(&'z Node),
+    Delegation(&'z [u8], &'z Node),
+    NxDomain,
+}
+
+fn find<'z>(zone: &'z Zone, name: &[u8], qtype: u16) -> Found<'z> {
+    let mut offsets = [0u8; 128];
+    let n = zone::label_offsets(name, &mut offsets);
+    let apex_len = zone.apex.len();
+    // Label index where the apex starts.
+    let Some(k) = offsets[..n]
+        .iter()
+        .position(|&o| name.len() - o as usize == apex_len)
+    else {
+        return Found::NxDomain;
+    };
+    for i in (0..k).rev() {
+        let suffix = &name[offsets[i] as usize..];
+        match zone.nodes.get_key_value(suffix) {
+            None => {
+                // Closest encloser is one label up: try its wildcard.
+                let ce = &name[offsets[i + 1] as usize..];
+                let mut key = [0u8; 257];
+                key[0] = 1;
+                key[1] = b'*';
+                key[2..2 + ce.len()].copy_from_slice(ce);
+                return match zone.nodes.get(&key[..2 + ce.len()]) {
+                    Some(w) => Found::Node(w),
+                    None => Found::NxDomain,
+                };
+            }
+            Some((owner, node)) if node.delegation && !(i == 0 && qtype == rtype::DS) => {
+                return Found::Delegation(owner, node);
+            }
+            Some(_) => {}
+        }
+    }
+    match zone.nodes.get(name) {
+        Some(n) => Found::Node(n),
+        None => Found::NxDomain,
+    }
+}
+
+/// Resolve inside the zone, writing answer/authority/additional. Returns the
+/// RCODE and the ECS scope of the answer (None = location independent).
+fn resolve(
+    snap: &Snapshot,
+    zone: &Zone,
+    q: &Query<'_>,
+    client: Client,
+    rng: &mut Rng,
+    r: &mut Response<'_>,
+) -> (u16, Option<u8>) {
+    let mut name_buf = [0u8; 255];
+    let mut name_len = q.qname_len;
+    name_buf[..name_len].copy_from_slice(q.name_lc());
+    let mut scope: Option<u8> = None;
+    for _ in 0..MAX_CHAIN {
+        let name = &name_buf[..name_len];
+        let node = match find(zone, name, q.qtype) {
+            Found::NxDomain => {
+                r.soa(zone);
+                return (rcode::NXDOMAIN, scope);
+            }
+            Found::Delegation(owner, node) => {
+                if r.an == 0 {
+                    // A referral is not authoritative.
+                    r.set_aa(false);
+                    if let Some(ns) = node.rrset(rtype::NS) {
+                        r.rrset(owner, ns, Section::Authority);
+                    }
+                    r.glue(node);
+                }
+                return (rcode::NOERROR, scope);
+            }
+            Found::Node(n) => n,
+        };
+        // The next name in a CNAME chain, if this node has one.
+        let mut next: Option<&[u8]> = None;
+        if let Some(bid) = node.balancer.filter(|_| is_balanced_type(q.qtype)) {
+            let b = &snap.balancers[bid as usize];
+            let loc = locate(snap, q.edns.as_ref(), client);
+            let inputs = Inputs {
+                pools: &snap.pools,
+                health: &snap.health,
+            };
+            let d: Decision<'_> = select::choose(b, &inputs, &loc.location, loc.lookup_ip);
+            scope = Some(scope.unwrap_or(u8::MAX).min(d.scope.min(loc.max_scope)));
+            let family = if q.qtype == rtype::AAAA { Family::V6 } else { Family::V4 };
+            let t = select::targets(b, &inputs, &d, family, rng);
+            let mut t_iter = t.iter().peekable();
+            let mut t2 = None;
+            if t_iter.peek().is_none() && q.qtype == rtype::ANY {
+                t2 = Some(select::targets(b, &inputs, &d, Family::V6, rng));
+            }
+            let chosen = t2.as_ref().map_or(t, |x| *x);
+            let mut wrote = false;
+            for e in chosen.iter() {
+                match &e.target {
+                    Target::Host(h) => {
+                        r.record(name, rtype::CNAME, b.ttl, &e.rdata, Section::Answer);
+                        next = Some(h);
+                        wrote = true;
+                        break;
+                    }
+                    Target::V4(_) => r.record(name, rtype::A, b.ttl, &e.rdata, Section::Answer),
+                    Target::V6(_) => r.record(name, rtype::AAAA, b.ttl, &e.rdata, Section::Answer),
+                }
+                wrote = true;
+            }
+            if !wrote {
+                r.soa(zone);
+                return (rcode::NOERROR, scope);
+            }
+        } else if let Some(cname) = node.rrset(rtype::CNAME).filter(|_| q.qtype != rtype::CNAME) {
+            r.rrset(name, cname, Section::Answer);
+            next = cname.target.as_deref();
+        } else if q.qtype == rtype::ANY {
+            // RFC 8482: answer one RRset, not all of them.
+            match node.rrsets.first() {
+                Some(set) => r.rrset(name, set, Section::Answer),
+                None => r.soa(zone),
+            }
+        } else if let Some(set) = node.rrset(q.qtype) {
+            r.rrset(name, set, Section::Answer);
+            if q.qtype == rtype::NS {
+                r.glue(node);
+            }
+        } else {
+            r.soa(zone);
+        }
+        match next {
+            // Follow only inside this zone; resolvers chase the rest.
+            Some(t) if t.len() >= zone.apex.len() && t.ends_with(&zone.apex) && t != name => {
+                name_len = t.len();
+                let (dst, src) = (&mut name_buf[..name_len], t);
+                dst.copy_from_slice(src);
+                dst.make_ascii_lowercase();
+            }
+            _ => return (rcode::NOERROR, scope),
+        }
+    }
+    (rcode::NOERROR, scope)
+}
+
+fn is_balanced_type(t: u16) -> bool {
+    matches!(t, rtype::A | rtype::AAAA | rtype::CNAME | rtype::ANY)
+}
+
+/// A located client.
+pub struct Located {
+    /// The location.
+    pub location: Location,
+    /// The address looked up (ECS address truncated, or the source).
+    pub lookup_ip: IpAddr,
+    /// Cap on the ECS scope (the truncated source prefix).
+    pub max_scope: u8,
+}
+
+/// Locate the client: the ECS address when present and enabled, else the
+/// packet's source.
+pub fn locate(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> Located {
+    let ecs = edns.and_then(|e| e.ecs).filter(|_| snap.settings.ecs);
+    match ecs {
+        Some(Ecs { source_prefix: 0, addr, .. }) => Located {
+            // A /0 source asks us not to use any address: answer the default.
+            location: Location::default(),
+            lookup_ip: addr,
+            max_scope: 0,
+        },
+        Some(e) => {
+            let max = if e.family == 1 { ECS_MAX_V4 } else { ECS_MAX_V6 };
+            let len = e.source_prefix.min(max);
+            let ip = wire::mask(e.addr, len);
+            Located {
+                location: snap.geo.locate(ip),
+                lookup_ip: ip,
+                max_scope: len,
+            }
+        }
+        None => {
+            let ip = canonical_ip(client.addr.ip());
+            Located {
+                location: snap.geo.locate(ip),
+                lookup_ip: ip,
+                max_scope: if ip.is_ipv4() { 32 } else { 128 },
+            }
+        }
+    }
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn chaos(snap: &Snapshot, q: &Query<'_>, mut r: Response<'_>) -> Outcome {
+    let name = q.name_lc();
+    let text: Option<&str> = match name {
+        b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => Some(&snap.settings.node_name),
+        b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => snap.settings.version.as_deref(),
+        _ => None,
+    };
+    match text {
+        Some(t) if q.qtype == rtype::TXT || q.qtype == rtype::ANY => {
+            let bytes = t.as_bytes();
+            let len = bytes.len().min(255);
+            let mut rdata = [0u8; 256];
+            rdata[0] = len as u8;
+            rdata[1..=len].copy_from_slice(&bytes[..len]);
+            r.record_class(name, rtype::TXT, CLASS_CH, 0, &rdata[..=len], Section::Answer);
+            r.set_aa(true);
+            r.finish(rcode::NOERROR, None)
+        }
+        Some(_) => r.finish(rcode::NOERROR, None),
+        None => r.finish(rcode::REFUSED, None),
+    }
+}
+
+fn header_only(pkt: &[u8], code: u16, out: &mut Vec<u8>) -> Outcome {
+    out.clear();
+    out.extend_from_slice(&pkt[..12]);
+    // QR, keep opcode and RD, clear the rest, set RCODE.
+    out[2] = 0x80 | (pkt[2] & 0x79);
+    out[3] = (code & 0xF) as u8;
+    out[4..12].fill(0);
+    Outcome::Answered { rcode: code }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+/// A response being written.
+struct Response<'a> {
+    out: &'a mut Vec<u8>,
+    q_lc: &'a [u8],
+    question_end: usize,
+    an: u16,
+    ns: u16,
+    ar: u16,
+    limit: usize,
+    edns: Option<Edns>,
+    snap: &'a Snapshot,
+    /// Names written uncompressed in record data (CNAME targets), with their
+    /// offsets, so later owners can point at them.
+    known: [(usize, usize); 8],
+    known_len: usize,
+}
+
+impl<'a> Response<'a> {
+    fn start(snap: &'a Snapshot, q: &'a Query<'a>, transport: Transport, out: &'a mut Vec<u8>) -> Self {
+        out.extend_from_slice(&q.id.to_be_bytes());
+        let mut f1 = 0x80u8;
+        if q.rd {
+            f1 |= 0x01;
+        }
+        let f2 = if q.cd { 0x10 } else { 0 };
+        out.extend_from_slice(&[f1, f2, 0, 1, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(q.question);
+        let limit = match transport {
+            Transport::Tcp => 65535,
+            Transport::Udp => match &q.edns {
+                Some(e) => (e.udp_size.min(snap.settings.max_udp_payload) as usize).max(512),
+                None => 512,
+            },
+        };
+        Response {
+            question_end: out.len(),
+            out,
+            q_lc: q.name_lc(),
+            an: 0,
+            ns: 0,
+            ar: 0,
+            limit,
+            edns: q.edns,
+            snap,
+            known: [(0, 0); 8],
+            known_len: 0,
+        }
+    }
+
+    fn set_aa(&mut self, aa: bool) {
+        if aa {
+            self.out[2] |= 0x04;
+        } else {
+            self.out[2] &= !0x04;
+        }
+    }
+
+    /// Write a name: a pointer into the question or an earlier name where
+    /// one matches at a label boundary, else the bytes.
+    fn name(&mut self, name: &[u8]) {
+        let q = self.q_lc;
+        // Suffixes of the question name.
+        let mut i = 0;
+        while i < q.len() && q[i] != 0 {
+            if &q[i..] == name {
+                return self.pointer(12 + i);
+            }
+            i += 1 + q[i] as usize;
+        }
+        for &(off, len) in &self.known[..self.known_len] {
+            let written = &self.out[off..off + len];
+            if written.len() == name.len() && written.eq_ignore_ascii_case(name) {
+                return self.pointer(off);
+            }
+        }
+        self.out.extend_from_slice(name);
+    }
+
+    fn pointer(&mut self, off: usize) {
+        if off < 0x3FFF {
+            self.out.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
+        }
+    }
+
+    fn record_class(&mut self, owner: &[u8], t: u16, class: u16, ttl: u32, rdata: &[u8], s: Section) {
+        self.name(owner);
+        self.out.extend_from_slice(&t.to_be_bytes());
+        self.out.extend_from_slice(&class.to_be_bytes());
+        self.out.extend_from_slice(&ttl.to_be_bytes());
+        self.out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        let at = self.out.len();
+        self.out.extend_from_slice(rdata);
+        if t == rtype::CNAME && self.known_len < self.known.len() {
+            self.known[self.known_len] = (at, rdata.len());
+            self.known_len += 1;
+        }
+        match s {
+            Section::Answer => self.an += 1,
+            Section::Authority => self.ns += 1,
+            Section::Additional => self.ar += 1,
+        }
+    }
+
+    fn record(&mut self, owner: &[u8], t: u16, ttl: u32, rdata: &[u8], s: Section) {
+        self.record_class(owner, t, CLASS_IN, ttl, rdata, s);
+    }
+
+    fn rrset(&mut self, owner: &[u8], set: &RrSet, s: Section) {
+        for rd in &set.rdata {
+            self.record(owner, set.rtype, set.ttl, rd, s);
+        }
+    }
+
+    /// The zone's SOA in the authority section, with the negative TTL.
+    fn soa(&mut self, zone: &Zone) {
+        if let Some(rd) = zone.soa.rdata.first() {
+            self.record(&zone.apex, rtype::SOA, zone.negative_ttl, rd, Section::Authority);
+        }
+    }
+
+    /// Glue addresses for a node's NS set, as far as they fit.
+    fn glue(&mut self, node: &Node) {
+        for (owner, set) in &node.glue.sets {
+            for rd in &set.rdata {
+                let before = (self.out.len(), self.ar);
+                self.record(owner, set.rtype, set.ttl, rd, Section::Additional);
+                if self.out.len() + self.opt_len() > self.limit {
+                    self.out.truncate(before.0);
+                    self.ar = before.1;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn opt_len(&self) -> usize {
+        match &self.edns {
+            None => 0,
+            Some(e) => {
+                let mut n = 11;
+                if e.ecs.is_some() && self.snap.settings.ecs {
+                    n += 4 + 4 + 16;
+                }
+                if e.nsid {
+                    n += 4 + self.snap.settings.node_name.len();
+                }
+                n
+            }
+        }
+    }
+
+    fn finish(mut self, code: u16, scope: Option<u8>) -> Outcome {
+        if self.out.len() + self.opt_len() > self.limit {
+            // Does not fit: an empty, truncated answer tells the client to
+            // retry over TCP.
+            self.out.truncate(self.question_end);
+            self.an = 0;
+            self.ns = 0;
+            self.ar = 0;
+            self.out[2] |= 0x02;
+        }
+        self.out[3] = (self.out[3] & 0xF0) | (code & 0xF) as u8;
+        if let Some(e) = self.edns {
+            self.write_opt(&e, code, scope);
+        }
+        let counts = [self.an, self.ns, self.ar];
+        for (i, c) in counts.iter().enumerate() {
+            self.out[6 + 2 * i..8 + 2 * i].copy_from_slice(&c.to_be_bytes());
+        }
+        Outcome::Answered { rcode: code }
+    }
+
+    fn write_opt(&mut self, e: &Edns, code: u16, scope: Option<u8>) {
+        let o = &mut *self.out;
+        o.push(0);
+        o.extend_from_slice(&rtype::OPT.to_be_bytes());
+        o.extend_from_slice(&self.snap.settings.max_udp_payload.to_be_bytes());
+        let ext = ((code >> 4) & 0xFF) as u8;
+        let do_bit = if e.dnssec_ok { 0x80 } else { 0 };
+        o.extend_from_slice(&[ext, 0, do_bit, 0]);
+        let len_at = o.len();
+        o.extend_from_slice(&[0, 0]);
+        if let Some(ecs) = e.ecs.filter(|_| self.snap.settings.ecs) {
+            let addr_len = (ecs.source_prefix as usize).div_ceil(8);
+            let scope = scope.unwrap_or(0).min(ecs.source_prefix);
+            o.extend_from_slice(&wire::OPT_ECS.to_be_bytes());
+            o.extend_from_slice(&((4 + addr_len) as u16).to_be_bytes());
+            o.extend_from_slice(&ecs.family.to_be_bytes());
+            o.extend_from_slice(&[ecs.source_prefix, scope]);
+            match ecs.addr {
+                IpAddr::V4(a) => o.extend_from_slice(&a.octets()[..addr_len]),
+                IpAddr::V6(a) => o.extend_from_slice(&a.octets()[..addr_len]),
+            }
+        }
+        if e.nsid {
+            let id = self.snap.settings.node_name.as_bytes();
+            o.extend_from_slice(&wire::OPT_NSID.to_be_bytes());
+            o.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            o.extend_from_slice(id);
+        }
+        let rdlen = (o.len() - len_at - 2) as u16;
+        o[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+        self.ar += 1;
+    }
+}

@@ -1,0 +1,387 @@
+//! Query parsing straight from the wire: the header, the one question, and
+//! the OPT record (EDNS0, Client Subnet, NSID). No allocation.
+//!
+//! Anything the engine does not need (answer/authority records in a query,
+//! TSIG) is skipped with bounds checks.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::zone::rtype;
+
+/// EDNS option code of Client Subnet (RFC 7871).
+pub const OPT_ECS: u16 = 8;
+/// EDNS option code of NSID (RFC 5001).
+pub const OPT_NSID: u16 = 3;
+
+/// The EDNS Client Subnet option of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ecs {
+    /// 1 = IPv4, 2 = IPv6.
+    pub family: u16,
+    /// Source prefix length as sent.
+    pub source_prefix: u8,
+    /// The address, bits past the source prefix zero.
+    pub addr: IpAddr,
+}
+
+/// EDNS0 data of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    /// Requestor's UDP payload size.
+    pub udp_size: u16,
+    /// EDNS version.
+    pub version: u8,
+    /// DNSSEC OK bit.
+    pub dnssec_ok: bool,
+    /// The client asked for NSID.
+    pub nsid: bool,
+    /// Client Subnet, when sent.
+    pub ecs: Option<Ecs>,
+}
+
+/// A parsed query. `qname` borrows the packet as sent; `qname_lc` is the
+/// lower-cased copy used for lookups.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    /// Message id.
+    pub id: u16,
+    /// Opcode.
+    pub opcode: u8,
+    /// Recursion desired (copied to the response).
+    pub rd: bool,
+    /// Checking disabled (copied to the response).
+    pub cd: bool,
+    /// The question section exactly as sent (name, type, class).
+    pub question: &'a [u8],
+    /// Lower-cased question name (wire).
+    pub qname_lc: [u8; 255],
+    /// Length of the name in `qname_lc`.
+    pub qname_len: usize,
+    /// QTYPE.
+    pub qtype: u16,
+    /// QCLASS.
+    pub qclass: u16,
+    /// EDNS, when an OPT record was present.
+    pub edns: Option<Edns>,
+}
+
+impl Query<'_> {
+    /// The lower-cased question name.
+    pub fn name_lc(&self) -> &[u8] {
+        &self.qname_lc[..self.qname_len]
+    }
+}
+
+/// Why a packet could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not worth answering: too short for a header, or a response.
+    Drop,
+    /// Answer with FORMERR. `question_end` is the end of a question that
+    /// did parse (0 if none), so it can be echoed.
+    FormErr {
+        /// End offset of the question section, or 0.
+        question_end: usize,
+    },
+    /// Opcode other than QUERY: answer NOTIMP.
+    NotImp,
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let v = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(v)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let s = self.b.get(self.i..self.i + 2)?;
+        self.i += 2;
+        Some(u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let s = self.b.get(self.i..self.i + 4)?;
+        self.i += 4;
+        Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.b.get(self.i..self.i.checked_add(n)?)?;
+        self.i += n;
+        Some(s)
+    }
+    /// Skip a possibly compressed name.
+    fn skip_name(&mut self) -> Option<()> {
+        let mut total = 0usize;
+        loop {
+            let l = self.u8()?;
+            match l & 0xC0 {
+                0x00 if l == 0 => return Some(()),
+                0x00 => {
+                    total += l as usize + 1;
+                    if total > 255 {
+                        return None;
+                    }
+                    self.take(l as usize)?;
+                }
+                0xC0 => {
+                    self.u8()?;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Parse a query packet.
+pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
+    if pkt.len() < 12 {
+        return Err(ParseError::Drop);
+    }
+    let flags = u16::from_be_bytes([pkt[2], pkt[3]]);
+    if flags & 0x8000 != 0 {
+        return Err(ParseError::Drop);
+    }
+    let opcode = ((flags >> 11) & 0xF) as u8;
+    if opcode != 0 {
+        return Err(ParseError::NotImp);
+    }
+    let form = |question_end| ParseError::FormErr { question_end };
+    let count = |i: usize| u16::from_be_bytes([pkt[i], pkt[i + 1]]);
+    let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
+    if qd != 1 {
+        return Err(form(0));
+    }
+    let mut c = Cursor { b: pkt, i: 12 };
+    let mut qname_lc = [0u8; 255];
+    let mut n = 0usize;
+    loop {
+        let l = c.u8().ok_or(form(0))? as usize;
+        if l & 0xC0 != 0 {
+            // Compression or extended labels cannot be valid in the
+            // question of a query (nothing precedes it to point at).
+            return Err(form(0));
+        }
+        if n + l + 1 > 255 {
+            return Err(form(0));
+        }
+        qname_lc[n] = l as u8;
+        n += 1;
+        if l == 0 {
+            break;
+        }
+        let label = c.take(l).ok_or(form(0))?;
+        for (d, s) in qname_lc[n..n + l].iter_mut().zip(label) {
+            *d = s.to_ascii_lowercase();
+        }
+        n += l;
+    }
+    let qtype = c.u16().ok_or(form(0))?;
+    let qclass = c.u16().ok_or(form(0))?;
+    let question_end = c.i;
+    let mut q = Query {
+        id: u16::from_be_bytes([pkt[0], pkt[1]]),
+        opcode,
+        rd: flags & 0x0100 != 0,
+        cd: flags & 0x0010 != 0,
+        question: &pkt[12..question_end],
+        qname_lc,
+        qname_len: n,
+        qtype,
+        qclass,
+        edns: None,
+    };
+    let bad = form(question_end);
+    for _ in 0..(an as u32 + ns as u32) {
+        c.skip_name().ok_or(bad)?;
+        c.take(8).ok_or(bad)?;
+        let len = c.u16().ok_or(bad)? as usize;
+        c.take(len).ok_or(bad)?;
+    }
+    for _ in 0..ar {
+        let name_start = c.i;
+        c.skip_name().ok_or(bad)?;
+        let is_root = c.i == name_start + 1 && pkt[name_start] == 0;
+        let t = c.u16().ok_or(bad)?;
+        let class = c.u16().ok_or(bad)?;
+        let ttl = c.u32().ok_or(bad)?;
+        let len = c.u16().ok_or(bad)? as usize;
+        let rdata = c.take(len).ok_or(bad)?;
+        if t != rtype::OPT {
+            continue;
+        }
+        if q.edns.is_some() || !is_root {
+            // RFC 6891 6.1.1: more than one OPT, or an OPT with a name.
+            return Err(bad);
+        }
+        q.edns = Some(parse_opt(class, ttl, rdata).ok_or(bad)?);
+    }
+    Ok(q)
+}
+
+fn parse_opt(class: u16, ttl: u32, rdata: &[u8]) -> Option<Edns> {
+    let mut e = Edns {
+        udp_size: class,
+        version: ((ttl >> 16) & 0xFF) as u8,
+        dnssec_ok: ttl & 0x8000 != 0,
+        nsid: false,
+        ecs: None,
+    };
+    let mut c = Cursor { b: rdata, i: 0 };
+    while c.i < rdata.len() {
+        let code = c.u16()?;
+        let len = c.u16()? as usize;
+        let data = c.take(len)?;
+        match code {
+            OPT_NSID => e.nsid = true,
+            OPT_ECS => {
+                if e.ecs.is_some() {
+                    return None;
+                }
+                e.ecs = Some(parse_ecs(data)?);
+            }
+            _ => {}
+        }
+    }
+    Some(e)
+}
+
+/// Parse an ECS option body; `None` means FORMERR (RFC 7871 section 7.1.1).
+pub fn parse_ecs(data: &[u8]) -> Option<Ecs> {
+    if data.len() < 4 {
+        return None;
+    }
+    let family = u16::from_be_bytes([data[0], data[1]]);
+    let source = data[2];
+    let addr = &data[4..];
+    let max = match family {
+        1 => 32,
+        2 => 128,
+        _ => return None,
+    };
+    if source > max || addr.len() != (source as usize).div_ceil(8) {
+        return None;
+    }
+    // Bits past the source prefix must be zero.
+    if let Some(&last) = addr.last() {
+        let used = source % 8;
+        if used != 0 && last & (0xFFu8 >> used) != 0 {
+            return None;
+        }
+    }
+    let ip = if family == 1 {
+        let mut b = [0u8; 4];
+        b[..addr.len()].copy_from_slice(addr);
+        IpAddr::V4(Ipv4Addr::from(b))
+    } else {
+        let mut b = [0u8; 16];
+        b[..addr.len()].copy_from_slice(addr);
+        IpAddr::V6(Ipv6Addr::from(b))
+    };
+    Some(Ecs {
+        family,
+        source_prefix: source,
+        addr: ip,
+    })
+}
+
+/// Zero the bits of `ip` past `len`.
+pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32) as u32) };
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 { 0 } else { u128::MAX << (128 - len.min(128) as u32) };
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[u8], qtype: u16, extra: &[u8], arcount: u16) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0];
+        p.extend_from_slice(&arcount.to_be_bytes());
+        p.extend_from_slice(name);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&1u16.to_be_bytes());
+        p.extend_from_slice(extra);
+        p
+    }
+
+    fn opt(options: &[u8]) -> Vec<u8> {
+        let mut o = vec![0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0];
+        o.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        o.extend_from_slice(options);
+        o
+    }
+
+    #[test]
+    fn parses_question_and_lowercases() {
+        let p = query(b"\x03WWW\x02lb\x00", 1, &[], 0);
+        let q = parse(&p).unwrap();
+        assert_eq!(q.id, 0x1234);
+        assert!(q.rd);
+        assert_eq!(q.name_lc(), b"\x03www\x02lb\x00");
+        assert_eq!(&q.question[1..4], b"WWW");
+        assert_eq!(q.qtype, 1);
+        assert!(q.edns.is_none());
+    }
+
+    #[test]
+    fn parses_edns_ecs_and_nsid() {
+        let ecs = [0, 8, 0, 7, 0, 1, 24, 0, 81, 2, 69];
+        let mut opts = ecs.to_vec();
+        opts.extend_from_slice(&[0, 3, 0, 0]);
+        let p = query(b"\x01a\x00", 1, &opt(&opts), 1);
+        let e = parse(&p).unwrap().edns.unwrap();
+        assert_eq!(e.udp_size, 1232);
+        assert!(e.dnssec_ok);
+        assert!(e.nsid);
+        let ecs = e.ecs.unwrap();
+        assert_eq!(ecs.source_prefix, 24);
+        assert_eq!(ecs.addr, "81.2.69.0".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert_eq!(parse(&[0; 5]).unwrap_err(), ParseError::Drop);
+        let mut resp = query(b"\x01a\x00", 1, &[], 0);
+        resp[2] |= 0x80;
+        assert_eq!(parse(&resp).unwrap_err(), ParseError::Drop);
+        let mut notify = query(b"\x01a\x00", 1, &[], 0);
+        notify[2] |= 4 << 3;
+        assert_eq!(parse(&notify).unwrap_err(), ParseError::NotImp);
+        // pointer in question
+        assert!(matches!(parse(&query(b"\xC0\x0C", 1, &[], 0)), Err(ParseError::FormErr { .. })));
+        // truncated name
+        let p = query(b"\x05ab", 1, &[], 0);
+        assert!(matches!(parse(&p[..15]), Err(ParseError::FormErr { .. })));
+        // ECS with bits past the prefix
+        let bad_ecs = [0, 8, 0, 7, 0, 1, 20, 0, 81, 2, 0x4F];
+        assert!(matches!(parse(&query(b"\x01a\x00", 1, &opt(&bad_ecs), 1)), Err(ParseError::FormErr { .. })));
+        // two OPT records
+        let mut two = opt(&[]);
+        two.extend_from_slice(&opt(&[]));
+        assert!(matches!(parse(&query(b"\x01a\x00", 1, &two, 2)), Err(ParseError::FormErr { .. })));
+        // arcount larger than the records present
+        assert!(matches!(parse(&query(b"\x01a\x00", 1, &[], 3)), Err(ParseError::FormErr { .. })));
+    }
+
+    #[test]
+    fn mask_truncates() {
+        let ip: IpAddr = "81.2.69.77".parse().unwrap();
+        assert_eq!(mask(ip, 24), "81.2.69.0".parse::<IpAddr>().unwrap());
+        assert_eq!(mask(ip, 0), "0.0.0.0".parse::<IpAddr>().unwrap());
+        let v6: IpAddr = "2001:218:1:2::1".parse().unwrap();
+        assert_eq!(mask(v6, 32), "2001:218::".parse::<IpAddr>().unwrap());
+    }
+}

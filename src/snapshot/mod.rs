@@ -1,0 +1,64 @@
+//! The read-only runtime snapshot: everything a query needs, behind one
+//! pointer, and the compiler that builds it from a parsed config.
+
+mod compile;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use compile::{build, build_with_geo, open_geo};
+
+use crate::geo::GeoDb;
+use crate::health::HealthTable;
+use crate::select::{Balancer, Pool, PoolId};
+use crate::zone::ZoneTable;
+
+/// Server settings from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// DNS listen addresses.
+    pub dns_listen: Vec<SocketAddr>,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// UDP sockets per listen address (0 = one per core).
+    pub udp_workers: usize,
+    /// Largest UDP response.
+    pub max_udp_payload: u16,
+    /// Locate clients by EDNS Client Subnet.
+    pub ecs: bool,
+    /// Node name (NSID, `id.server`, `hostname.bind`).
+    pub node_name: String,
+    /// Answer to `version.bind`, if any.
+    pub version: Option<String>,
+    /// TCP idle timeout.
+    pub tcp_idle_timeout: Duration,
+    /// TCP connection cap.
+    pub tcp_max_connections: usize,
+    /// Seed for weighted picks.
+    pub random_seed: Option<u64>,
+}
+
+/// Everything a query needs, immutable once built (health is atomics).
+pub struct Snapshot {
+    /// Counts reloads: 1 for the first config.
+    pub generation: u64,
+    /// The config file this came from.
+    pub source: PathBuf,
+    /// Server settings.
+    pub settings: Settings,
+    /// Zones and their records.
+    pub zones: ZoneTable,
+    /// Balanced names, indexed by `BalancerId`.
+    pub balancers: Vec<Balancer>,
+    /// Pools, indexed by `PoolId`.
+    pub pools: Vec<Pool>,
+    /// Pool ids by name.
+    pub pool_ids: HashMap<String, PoolId>,
+    /// Geo lookups.
+    pub geo: Arc<GeoDb>,
+    /// Endpoint health.
+    pub health: Arc<HealthTable>,
+}

@@ -136,3 +136,7 @@ impl GeoDb {
         todo!("geo helper")
     }
 }
+
+pub mod mmdb_writer;
+pub mod tables;
+pub mod trie;

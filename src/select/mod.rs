@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::geo::{Continent, Coords, CountryCode, Location, PrefixTrie, Subdivision};
+use crate::geo::trie::PrefixTrie;
+use crate::geo::{Continent, Coords, CountryCode, Location, Subdivision};
 use crate::health::HealthTable;
 use crate::zone::WireName;
 
@@ -19,7 +20,7 @@ pub type EndpointId = u32;
 pub const MAX_TARGETS: usize = 32;
 
 /// What an endpoint answers with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// An A record.
     V4(Ipv4Addr),

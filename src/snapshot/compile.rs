@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{CNAME, MX, NS, PTR, SOA, SRV};
+use hickory_proto::rr::rdata::{CNAME, NS, PTR, SOA};
 use hickory_proto::rr::{Name, RData, RecordType};
 use toml::Spanned;
 
@@ -18,7 +18,8 @@ use crate::config::raw::{
 };
 use crate::config::{ConfigError, Diagnostics, Source, quote_key};
 use crate::geo::{self, Continent, Coords, CountryCode, GeoDb, Location, LocationOverride,
-    LocationSource, PrefixTrie, Subdivision};
+    LocationSource, Subdivision};
+use crate::geo::trie::PrefixTrie;
 use crate::health::HealthTable;
 use crate::select::{
     AllDown, Balancer, Endpoint, GeoMap, Policy, Pool, PoolId, Target,
@@ -317,11 +318,11 @@ fn absolutize(rdata: RData, apex: &Name) -> RData {
         RData::PTR(PTR(n)) => RData::PTR(PTR(relative_to(&n, apex))),
         RData::MX(mut mx) => {
             mx.exchange = relative_to(&mx.exchange, apex);
-            RData::MX(MX { ..mx })
+            RData::MX(mx)
         }
         RData::SRV(mut srv) => {
             srv.target = relative_to(&srv.target, apex);
-            RData::SRV(SRV { ..srv })
+            RData::SRV(srv)
         }
         other => other,
     }
@@ -804,7 +805,7 @@ impl Compiler<'_> {
     fn compile_geo_map(&mut self, g: &GeoMapConfig, key: &str) -> Option<GeoMap> {
         let mut m = GeoMap::default();
         let mut ok = true;
-        let mut intern = |c: &mut Self, list: &Spanned<Vec<SString>>, k: String, m: &mut GeoMap| -> Option<u32> {
+        let intern = |c: &mut Self, list: &Spanned<Vec<SString>>, k: String, m: &mut GeoMap| -> Option<u32> {
             let l = c.pool_list(list, &k)?;
             if let Some(i) = m.lists.iter().position(|x| *x == l) {
                 return Some(i as u32);

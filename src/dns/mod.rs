@@ -1,5 +1,10 @@
 //! DNS: wire parsing, the answer engine, and transports.
 
 pub mod answer;
+pub mod tcp;
 pub mod transport;
+pub mod udp;
 pub mod wire;
+
+#[cfg(test)]
+mod test_support;

@@ -1,8 +1,15 @@
 //! steerdns: an authoritative GeoDNS server and global load balancer.
+//!
+//! The crate is a library first: the binary in `main.rs` only parses the
+//! command line and calls [`app`]. See the README's architecture section for
+//! how the modules depend on each other.
 #![warn(missing_docs)]
 
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod select;

@@ -1,0 +1,73 @@
+//! Command line: `serve`, `check`, `explain`, `geoip-build`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// steerdns: authoritative GeoDNS server and global load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "steerdns", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the DNS server.
+    Serve {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// DNS listen address (UDP and TCP); repeatable; replaces the config's list.
+        #[arg(long = "dns-listen", value_name = "ADDR")]
+        dns_listen: Vec<SocketAddr>,
+        /// HTTP API listen address.
+        #[arg(long = "http-listen", value_name = "ADDR")]
+        http_listen: Option<SocketAddr>,
+    },
+    /// Validate the config and open its databases; exit 0 when fine, 2 when not.
+    Check {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show how a client is located and steered, and the answer it gets.
+    Explain {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The client (or resolver) address.
+        #[arg(long)]
+        client: IpAddr,
+        /// The name queried.
+        name: String,
+        /// The query type.
+        #[arg(default_value = "A")]
+        qtype: String,
+    },
+    /// Build a MaxMind DB file from the readable CSV format of geoip/sample.csv.
+    GeoipBuild {
+        /// CSV input.
+        #[arg(long)]
+        input: PathBuf,
+        /// MMDB output.
+        #[arg(long)]
+        output: PathBuf,
+    },
+}

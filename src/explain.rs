@@ -1,0 +1,189 @@
+//! `steerdns explain`: why a client gets the answer it gets. Runs the same
+//! engine as the server, on a query built for the client, and adds the
+//! steering trace for balanced names.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{Name, RecordType};
+
+use crate::dns::answer::{self, Client};
+use crate::dns::transport::Transport;
+use crate::geo::{Location, LocationSource};
+use crate::select::{self, Inputs, Mode, Policy, Rng, Rule, Target};
+use crate::snapshot::Snapshot;
+use crate::zone;
+
+/// Errors in the explain request itself.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExplainError {
+    /// The name does not parse.
+    #[error("bad name {0:?}: {1}")]
+    Name(String, String),
+    /// The type is unknown.
+    #[error("unknown record type {0:?}")]
+    Type(String),
+}
+
+fn fmt_location(l: &Location) -> String {
+    let mut s = String::new();
+    match l.source {
+        LocationSource::Unknown => s.push_str("unknown"),
+        LocationSource::Database => s.push_str("database"),
+        LocationSource::Override => s.push_str("override"),
+    }
+    if let Some(c) = l.continent {
+        let _ = write!(s, ", continent {c:?}");
+    }
+    if let Some(c) = l.country {
+        let _ = write!(s, ", country {}", c.as_str());
+    }
+    if let Some(sd) = l.subdivision {
+        let _ = write!(s, ", subdivision {}-{}", sd.country.as_str(), sd.code_str());
+    }
+    if let Some(a) = l.asn {
+        let _ = write!(s, ", AS{a}");
+    }
+    if let Some(c) = l.coords {
+        let _ = write!(s, ", at {:.2},{:.2}", c.lat, c.lon);
+    }
+    let _ = write!(s, " (same location over /{})", l.scope);
+    s
+}
+
+fn fmt_rule(r: &Rule) -> String {
+    match r {
+        Rule::Cidr(n) => format!("cidr {n}"),
+        Rule::Asn(a) => format!("asn AS{a}"),
+        Rule::Subdivision(s) => format!("subdivision {}-{}", s.country.as_str(), s.code_str()),
+        Rule::Country(c) => format!("country {}", c.as_str()),
+        Rule::Continent(c) => format!("continent {c:?}"),
+        Rule::Default => "default (no rule matched)".into(),
+        Rule::Ordered => "failover order".into(),
+        Rule::Nearest { located: true } => "nearest pool first".into(),
+        Rule::Nearest { located: false } => "nearest first, but the client has no coordinates: configured order".into(),
+        Rule::Weighted => "weighted random over all pools".into(),
+    }
+}
+
+/// Explain the answer `client` gets for `name`/`qtype`.
+pub fn explain(snap: &Snapshot, client: IpAddr, name: &str, qtype: &str) -> Result<String, ExplainError> {
+    let n = Name::from_str(name).map_err(|e| ExplainError::Name(name.into(), e.to_string()))?;
+    let rt = RecordType::from_str(&qtype.to_ascii_uppercase()).map_err(|_| ExplainError::Type(qtype.into()))?;
+    let wire = zone::wire_name(&n);
+    let mut out = String::new();
+    let loc = snap.geo.locate(client);
+    let _ = writeln!(out, "client     {client}");
+    let _ = writeln!(out, "location   {}", fmt_location(&loc));
+    let _ = writeln!(out, "question   {} {rt}", zone::display_name(&wire));
+
+    // Steering trace, when the name is balanced.
+    let mut offsets = [0u8; 128];
+    let k = zone::label_offsets(&wire, &mut offsets);
+    if let Some((z, _)) = snap.zones.find(&wire, &offsets[..k]) {
+        let _ = writeln!(out, "zone       {}", z.display);
+        if let Some(bid) = z.nodes.get(&wire).and_then(|n| n.balancer) {
+            let b = &snap.balancers[bid as usize];
+            let policy = match &b.policy {
+                Policy::Failover(_) => "failover",
+                Policy::Geo(_) => "geo",
+                Policy::Proximity(_) => "proximity",
+                Policy::Weighted(_) => "weighted",
+            };
+            let _ = writeln!(out, "balancer   policy {policy}, ttl {}", b.ttl);
+            let inputs = Inputs {
+                pools: &snap.pools,
+                health: &snap.health,
+            };
+            let d = select::choose(b, &inputs, &loc, client);
+            let _ = writeln!(out, "rule       {}", fmt_rule(&d.rule));
+            let mut considered: Vec<u32> = d.list.to_vec();
+            if let Some(f) = b.fallback.filter(|f| !considered.contains(f)) {
+                considered.push(f);
+            }
+            for p in considered {
+                let pool = &snap.pools[p as usize];
+                let up = pool.endpoints.iter().filter(|e| e.enabled && snap.health.is_up(e.id)).count();
+                let mut line = format!(
+                    "pool       {}: {} ({up}/{} endpoints up, min_healthy {})",
+                    pool.name,
+                    if inputs.pool_usable(p) { "usable" } else { "not usable" },
+                    pool.endpoints.len(),
+                    pool.min_healthy
+                );
+                if Some(p) == b.fallback {
+                    line.push_str(", fallback");
+                }
+                if let (Some(c), Some(pc)) = (loc.coords, pool.coords) {
+                    let _ = write!(line, ", {:.0} km away", select::distance_km(c, pc));
+                }
+                if d.pool == Some(p) {
+                    line.push_str("  <- chosen");
+                }
+                let _ = writeln!(out, "{line}");
+                for e in pool.endpoints.iter() {
+                    let what = match &e.target {
+                        Target::V4(a) => a.to_string(),
+                        Target::V6(a) => a.to_string(),
+                        Target::Host(h) => format!("CNAME {}", zone::display_name(h)),
+                    };
+                    let state = if !e.enabled {
+                        "disabled"
+                    } else if snap.health.is_up(e.id) {
+                        "up"
+                    } else {
+                        "down"
+                    };
+                    let _ = writeln!(out, "             {} {what} weight {} {state}", e.label, e.weight);
+                }
+            }
+            let mode = match d.mode {
+                Mode::Normal => "normal",
+                Mode::Fallback => "fallback pool (no listed pool usable)",
+                Mode::FailOpen => "fail-open (nothing usable: answering as if all were up)",
+                Mode::Nodata => "all down: NODATA",
+            };
+            let _ = writeln!(out, "mode       {mode}");
+            let _ = writeln!(out, "ecs scope  /{} (with ECS, resolvers may cache the answer for the client's /{} network)", d.scope, d.scope);
+        }
+    }
+
+    // The real answer, from the engine, for a query sent from the client's
+    // address (as a resolver without ECS would).
+    let pkt = build_query(&wire, u16::from(rt));
+    let mut resp = Vec::new();
+    let mut rng = Rng::seeded(snap.settings.random_seed.unwrap_or(1));
+    let from = Client {
+        addr: SocketAddr::new(client, 53),
+        transport: Transport::Tcp,
+    };
+    answer::answer(snap, &pkt, from, &mut rng, &mut resp);
+    match Message::from_vec(&resp) {
+        Ok(m) => {
+            let _ = writeln!(out, "rcode      {}", m.metadata.response_code);
+            for r in &m.answers {
+                let _ = writeln!(out, "answer     {r}");
+            }
+            for r in &m.authorities {
+                let _ = writeln!(out, "authority  {r}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "answer     (could not decode the response: {e})");
+        }
+    }
+    Ok(out)
+}
+
+/// A plain query (EDNS, no options) for `wire`/`qtype`.
+pub fn build_query(wire: &[u8], qtype: u16) -> Vec<u8> {
+    let mut p = vec![0xE1, 0x01, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    p.extend_from_slice(wire);
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0]);
+    p
+}

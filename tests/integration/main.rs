@@ -1,0 +1,11 @@
+//! Integration tests: the real server on loopback ephemeral ports, queried
+//! with hickory-proto messages over real UDP and TCP sockets. One binary.
+
+mod harness;
+
+mod cli;
+mod dns_basics;
+mod ecs;
+mod edns;
+mod malformed;
+mod steering;

@@ -550,6 +550,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn oversized_answer_closes_after_earlier_answers() {
+        let server = start(TcpOptions::default());
+        let mut c = connect(server.addr).await;
+        let q = query(5);
+        let bytes: Vec<u8> = [frame(&q), frame(&[0xFD, 0, 0]), frame(&query(7))].concat();
+        c.write_all(&bytes).await.unwrap();
+        assert_eq!(read_answer(&mut c).await, expected_reply(&q));
+        expect_closed(&mut c).await;
+        server.stop().await;
+    }
+
+    #[tokio::test]
     async fn connection_limit_closes_extra_connections() {
         let opts = TcpOptions {
             max_connections: 1,

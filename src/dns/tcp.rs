@@ -245,7 +245,6 @@ async fn serve_connection(
                 break;
             };
             consumed += 2 + len;
-            deadline = Instant::now() + idle_timeout;
             out.clear();
             if !handler.handle(query, peer, Transport::Tcp, &mut out) || out.is_empty() {
                 close = true;
@@ -259,13 +258,18 @@ async fn serve_connection(
             wbuf.extend_from_slice(&answer_len.to_be_bytes());
             wbuf.extend_from_slice(&out);
         }
-        rbuf.drain(..consumed);
+        if consumed > 0 {
+            rbuf.drain(..consumed);
+            deadline = Instant::now() + idle_timeout;
+        }
 
         if !wbuf.is_empty() {
             timeout(idle_timeout, stream.write_all(&wbuf))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
             wbuf.clear();
+            // Keep at most FLUSH_AT bytes of capacity between bursts.
+            wbuf.shrink_to(FLUSH_AT);
         }
         if close {
             return Ok(());
@@ -543,6 +547,18 @@ mod tests {
         let mut dropped = query(6);
         dropped[0] = 0xFF;
         let bytes: Vec<u8> = [frame(&q), frame(&dropped), frame(&query(7))].concat();
+        c.write_all(&bytes).await.unwrap();
+        assert_eq!(read_answer(&mut c).await, expected_reply(&q));
+        expect_closed(&mut c).await;
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn oversized_answer_closes_after_earlier_answers() {
+        let server = start(TcpOptions::default());
+        let mut c = connect(server.addr).await;
+        let q = query(5);
+        let bytes: Vec<u8> = [frame(&q), frame(&[0xFD, 0, 0]), frame(&query(7))].concat();
         c.write_all(&bytes).await.unwrap();
         assert_eq!(read_answer(&mut c).await, expected_reply(&q));
         expect_closed(&mut c).await;

@@ -8,6 +8,7 @@ use super::transport::{Handler, Transport};
 /// Test handler: by the first byte of the query,
 /// - `0xFF` (or empty query): drop (return false);
 /// - `0xFE`: answer with the client address as text, then the transport;
+/// - `0xFD`: answer with 70 000 bytes (too large for UDP and TCP framing);
 /// - anything else: echo the query with the QR bit set in byte 2.
 pub(crate) struct EchoHandler;
 
@@ -25,6 +26,10 @@ impl Handler for EchoHandler {
                 out.extend_from_slice(format!("{client} {transport:?}").as_bytes());
                 true
             }
+            Some(0xFD) => {
+                out.resize(70_000, 0);
+                true
+            }
             Some(_) => {
                 out.extend_from_slice(query);
                 if let Some(flags) = out.get_mut(2) {
@@ -36,10 +41,10 @@ impl Handler for EchoHandler {
     }
 }
 
-/// A fake 12-byte DNS header with message id `id` (keep `id < 0xFE00`) and
+/// A fake 12-byte DNS header with message id `id` (keep `id < 0xFD00`) and
 /// a few payload bytes.
 pub(crate) fn query(id: u16) -> Vec<u8> {
-    assert!(id < 0xFE00, "ids from 0xFE00 select special handler modes");
+    assert!(id < 0xFD00, "ids from 0xFD00 select special handler modes");
     let mut q = id.to_be_bytes().to_vec();
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
     q.extend_from_slice(b"\x07example\x00");

@@ -19,8 +19,7 @@
 //! use steerdns::dns::udp::{bind_udp, spawn_udp};
 //! let sockets = bind_udp("0.0.0.0:53".parse().unwrap(), 2)?;
 //! let server = spawn_udp(sockets, handler)?;
-//! // ... later, e.g. after `token.cancelled().await` inside
-//! // `tokio::task::spawn_blocking`:
+//! // ... later (or `tokio::spawn(server.shutdown_when_cancelled(token))`):
 //! let totals = server.stats();
 //! server.shutdown(); // stops and joins the threads (~100 ms worst case)
 //! # let _ = totals; Ok(()) }
@@ -39,6 +38,7 @@ use std::time::Duration;
 
 use libc::c_int;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
 
 use super::transport::{Handler, Transport};
 
@@ -235,8 +235,8 @@ impl UdpStatsReader {
 /// Stop them with [`UdpServer::shutdown`], which joins the threads; it
 /// returns within about 100 ms (the workers' wake-up period) plus the time to
 /// finish the batch in hand. Dropping the server does the same. It blocks, so
-/// from async code call it through `tokio::task::spawn_blocking`, e.g. after
-/// `token.cancelled().await` on the server's `CancellationToken`.
+/// from async code use [`UdpServer::shutdown_when_cancelled`] (or call it
+/// through `tokio::task::spawn_blocking`).
 pub struct UdpServer {
     stop: Arc<AtomicBool>,
     counters: Arc<[Counters]>,
@@ -263,6 +263,18 @@ impl UdpServer {
     /// closed when this returns.
     pub fn shutdown(mut self) {
         self.stop_and_join();
+    }
+
+    /// Wait until `token` is cancelled, then [`shutdown`](Self::shutdown) on
+    /// a blocking thread. For tokio code that standardises on a
+    /// `CancellationToken`: `tokio::spawn(server.shutdown_when_cancelled(token))`
+    /// (take a [`stats_reader`](Self::stats_reader) first if needed). Must
+    /// run inside a tokio runtime.
+    pub async fn shutdown_when_cancelled(self, token: CancellationToken) {
+        token.cancelled().await;
+        if let Err(e) = tokio::task::spawn_blocking(move || self.shutdown()).await {
+            tracing::error!(error = %e, "UDP shutdown task failed");
+        }
     }
 
     fn stop_and_join(&mut self) {
@@ -873,6 +885,36 @@ mod tests {
         let err = c.recv_from(&mut buf).expect_err("no further datagram");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         server.shutdown();
+    }
+
+    #[test]
+    fn refused_reply_does_not_stop_the_batch() {
+        let (server, addr) = start("127.0.0.1:0", 1);
+        let c = client("127.0.0.1:0");
+        // Sent back to back so they likely share a batch; the oversized
+        // reply fails with EMSGSIZE on its own.
+        let (q1, q2) = (query(1), query(2));
+        c.send_to(&q1, addr).unwrap();
+        c.send_to(&[0xFD, 0, 0], addr).unwrap();
+        c.send_to(&q2, addr).unwrap();
+        assert_eq!(recv(&c).0, expected_reply(&q1));
+        assert_eq!(recv(&c).0, expected_reply(&q2));
+        assert!(wait_until(CLIENT_TIMEOUT, || server.stats().sent == 2));
+        assert_eq!(server.stats().send_errors, 1);
+        server.shutdown();
+    }
+
+    #[tokio::test]
+    async fn shutdown_when_cancelled() {
+        let (server, addr) = start("127.0.0.1:0", 2);
+        let token = CancellationToken::new();
+        let stopper = tokio::spawn(server.shutdown_when_cancelled(token.clone()));
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(2), stopper)
+            .await
+            .expect("stopped in time")
+            .unwrap();
+        UdpSocket::bind(addr).expect("port released after shutdown");
     }
 
     #[test]

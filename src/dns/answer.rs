@@ -197,7 +197,7 @@ fn resolve(
                 health: &snap.health,
             };
             let d: Decision<'_> = select::choose(b, &inputs, &loc.location, loc.lookup_ip);
-            scope = Some(scope.unwrap_or(u8::MAX).min(d.scope.min(loc.max_scope)));
+            scope = Some(scope.unwrap_or(0).max(d.scope).min(loc.max_scope));
             let family = if q.qtype == rtype::AAAA { Family::V6 } else { Family::V4 };
             let t = select::targets(b, &inputs, &d, family, rng);
             let mut t_iter = t.iter().peekable();

@@ -179,8 +179,8 @@ pub struct Decision<'s> {
     pub pool: Option<PoolId>,
     /// How the answer was reached.
     pub mode: Mode,
-    /// ECS scope: the longest prefix over which this decision depends on the
-    /// client address (0 when it does not depend on it).
+    /// ECS scope: the shortest prefix of the client address over which this
+    /// decision stays the same (0 when it does not depend on the address).
     pub scope: u8,
 }
 
@@ -295,12 +295,12 @@ pub fn rule_for<'s>(b: &'s Balancer, loc: &Location, client: IpAddr) -> (Rule, &
 
 fn geo_rule<'s>(m: &'s GeoMap, loc: &Location, client: IpAddr) -> (Rule, &'s [PoolId], u8) {
     let list = |i: u32| -> &'s [PoolId] { &m.lists[i as usize] };
-    // The answer depends on every input consulted, so the scope is the
-    // minimum of their scopes.
-    let mut scope = if client.is_ipv4() { 32 } else { 128 };
+    // The answer depends on every input consulted: each is constant over
+    // its own prefix, so the answer is constant over the longest of them.
+    let mut scope = 0u8;
     if m.has_cidr {
         let hit = m.cidr.lookup(client);
-        scope = scope.min(hit.safe_scope);
+        scope = scope.max(hit.safe_scope);
         if let Some(&i) = hit.value {
             let net = ipnet::IpNet::new(crate::dns::wire::mask(client, hit.matched_len), hit.matched_len)
                 .unwrap_or_else(|_| ipnet::IpNet::from(client));
@@ -308,12 +308,12 @@ fn geo_rule<'s>(m: &'s GeoMap, loc: &Location, client: IpAddr) -> (Rule, &'s [Po
         }
     }
     if !m.asn.is_empty() {
-        scope = scope.min(loc.asn_scope);
+        scope = scope.max(loc.asn_scope);
         if let Some(&i) = loc.asn.and_then(|a| m.asn.get(&a)) {
             return (Rule::Asn(loc.asn.unwrap_or(0)), list(i), scope);
         }
     }
-    scope = scope.min(loc.scope);
+    scope = scope.max(loc.scope);
     if let Some(s) = loc.subdivision {
         if let Some(&i) = m.subdivision.get(&s) {
             return (Rule::Subdivision(s), list(i), scope);

@@ -6,6 +6,18 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
+
+mod db;
+pub mod mmdb_writer;
+pub mod sample;
+pub mod tables;
+pub mod trie;
+
+use db::{MmdbTable, Record};
+pub use tables::{GeoParseError, centroid_of, continent_of};
+pub use trie::{PrefixTrie, TrieMatch};
+
 /// A continent, as the two-letter codes MaxMind uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Continent {
@@ -113,30 +125,208 @@ pub enum GeoError {
     },
 }
 
+/// Summary of an opened database, for logs and status pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Metadata `database_type` (e.g. `GeoLite2-City`).
+    pub database_type: String,
+    /// Metadata `build_epoch` (seconds since 1970).
+    pub build_epoch: u64,
+    /// Networks with data.
+    pub networks: usize,
+    /// Distinct records (pre-decoded at open).
+    pub records: usize,
+}
+
 /// The geo lookup service: location database, optional ASN database, overrides.
+///
+/// `Send + Sync`, immutable after [`GeoDb::open`]; reloading means opening a
+/// new `GeoDb` and swapping it in. Databases are memory-mapped: replace a
+/// database file by renaming a new file over it, never by rewriting it in
+/// place.
+#[derive(Debug)]
 pub struct GeoDb {
-    _private: (),
+    location: Option<MmdbTable>,
+    asn: Option<MmdbTable>,
+    /// Use the location database's `autonomous_system_number` fields when no
+    /// ASN database is configured.
+    asn_from_location: bool,
+    overrides: PrefixTrie<Location>,
+    overrides_have_asn: bool,
 }
 
 impl GeoDb {
     /// Open the databases (memory-mapped) and compile the overrides.
+    ///
+    /// Every distinct record is decoded once here, so [`GeoDb::locate`] only
+    /// walks the search tree. Both the nested (GeoIP2/GeoLite2, DB-IP) and the
+    /// flat (ip-location-db) schemas are understood, per record. When
+    /// `asn_db` is `None` but the location database has
+    /// `autonomous_system_number` fields, those are used.
+    ///
+    /// Overrides: missing `continent` and `coords` are derived from the
+    /// country (like database records); a missing `country` is taken from
+    /// `subdivision`; `asn: Some` overrides the ASN database too. IPv4-mapped
+    /// IPv6 networks (`::ffff:a.b.c.d/n`, n ≥ 96) are treated as IPv4. When
+    /// two overrides have the same network, the later one wins.
     pub fn open(
         location_db: Option<&Path>,
         asn_db: Option<&Path>,
         overrides: Vec<LocationOverride>,
     ) -> Result<GeoDb, GeoError> {
-        let _ = (location_db, asn_db, overrides);
-        todo!("geo helper")
+        let location = location_db.map(MmdbTable::open).transpose()?;
+        let asn = asn_db.map(MmdbTable::open).transpose()?;
+        let asn_from_location = asn.is_none() && location.as_ref().is_some_and(MmdbTable::has_asn);
+        let mut trie = PrefixTrie::new();
+        let mut overrides_have_asn = false;
+        for o in overrides {
+            let mut loc = o.location;
+            if loc.country.is_none() {
+                loc.country = loc.subdivision.map(|s| s.country);
+            }
+            if loc.continent.is_none() {
+                loc.continent = loc.country.and_then(tables::continent_of);
+            }
+            if loc.coords.is_none() {
+                loc.coords = loc.country.and_then(tables::centroid_of);
+            }
+            loc.source = LocationSource::Override;
+            loc.scope = 0;
+            loc.asn_scope = 0;
+            overrides_have_asn |= loc.asn.is_some();
+            trie.insert(unmap_net(o.net), loc);
+        }
+        Ok(GeoDb {
+            location,
+            asn,
+            asn_from_location,
+            overrides: trie,
+            overrides_have_asn,
+        })
     }
 
     /// Locate an address. Never fails: unknown addresses give a `Location`
     /// with `source == Unknown` and a scope that is still correct.
+    ///
+    /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are located as IPv4;
+    /// their scopes stay in IPv6 terms (96 + the IPv4 scope), so
+    /// `ip/scope` is always a network of the queried family. No allocation,
+    /// no locks.
+    #[inline]
     pub fn locate(&self, ip: IpAddr) -> Location {
-        let _ = ip;
-        todo!("geo helper")
+        let (ip, extra) = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), 96u8),
+                None => (ip, 0),
+            },
+            IpAddr::V4(_) => (ip, 0),
+        };
+        let m = self.overrides.lookup(ip);
+        let mut db: Option<(Option<Record>, u8)> = None;
+        let mut loc = match m.value {
+            Some(o) => {
+                let mut loc = *o;
+                loc.scope = m.safe_scope;
+                loc
+            }
+            None => {
+                let mut loc = Location {
+                    scope: m.safe_scope,
+                    ..Location::default()
+                };
+                if let Some(table) = &self.location {
+                    let (rec, scope) = table.lookup(ip);
+                    db = Some((rec, scope));
+                    // The result is constant on ip/scope for the database and
+                    // on ip/safe_scope for the overrides; the intersection
+                    // of two prefixes of one address is the longer one.
+                    loc.scope = loc.scope.max(scope);
+                    if let Some(r) = rec.filter(Record::has_location) {
+                        loc.continent = r.continent;
+                        loc.country = r.country;
+                        loc.subdivision = r.subdivision;
+                        loc.coords = r.coords;
+                        loc.source = LocationSource::Database;
+                    }
+                }
+                loc.asn = None;
+                loc
+            }
+        };
+
+        // ASN: an override with an ASN wins; else the ASN database (or the
+        // location database's ASN fields).
+        match m.value.and_then(|o| o.asn) {
+            Some(asn) => {
+                loc.asn = Some(asn);
+                loc.asn_scope = m.safe_scope;
+            }
+            None => {
+                let (asn, scope) = if let Some(table) = &self.asn {
+                    let (rec, scope) = table.lookup(ip);
+                    (rec.and_then(|r| r.asn), scope)
+                } else if self.asn_from_location {
+                    let (rec, scope) = match (db, &self.location) {
+                        (Some(d), _) => d,
+                        (None, Some(table)) => table.lookup(ip),
+                        (None, None) => (None, 0),
+                    };
+                    (rec.and_then(|r| r.asn), scope)
+                } else {
+                    (None, 0)
+                };
+                loc.asn = asn;
+                loc.asn_scope = if self.overrides_have_asn {
+                    scope.max(m.safe_scope)
+                } else {
+                    scope
+                };
+            }
+        }
+        loc.scope += extra;
+        loc.asn_scope += extra;
+        loc
+    }
+
+    /// The location database, if one is configured.
+    pub fn location_db_info(&self) -> Option<DbInfo> {
+        self.location.as_ref().map(info)
+    }
+
+    /// The ASN database, if one is configured.
+    pub fn asn_db_info(&self) -> Option<DbInfo> {
+        self.asn.as_ref().map(info)
+    }
+
+    /// Number of overrides compiled.
+    pub fn override_count(&self) -> usize {
+        self.overrides.len()
     }
 }
 
-pub mod mmdb_writer;
-pub mod tables;
-pub mod trie;
+fn info(t: &MmdbTable) -> DbInfo {
+    DbInfo {
+        path: t.path().to_owned(),
+        database_type: t.database_type().to_owned(),
+        build_epoch: t.build_epoch(),
+        networks: t.networks(),
+        records: t.records(),
+    }
+}
+
+/// `::ffff:a.b.c.d/n` with n ≥ 96 as the IPv4 network `a.b.c.d/(n-96)`.
+fn unmap_net(net: IpNet) -> IpNet {
+    if let IpNet::V6(n) = net
+        && n.prefix_len() >= 96
+        && let Some(v4) = n.network().to_ipv4_mapped()
+        && let Ok(v4net) = ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+    {
+        return IpNet::V4(v4net);
+    }
+    net
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,581 @@
+//! Reading MaxMind DB files: schema-tolerant record decoding and the
+//! pre-decoded record table used by the hot path.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use maxminddb::{MaxMindDbError, Mmap, Reader, WithinOptions};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::tables::{centroid_of, continent_of};
+use super::{Continent, Coords, CountryCode, GeoError, Subdivision};
+
+/// The fields steerdns uses from one database record, already resolved
+/// (continent and coordinates derived from the country when missing).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Record {
+    pub continent: Option<Continent>,
+    pub country: Option<CountryCode>,
+    pub subdivision: Option<Subdivision>,
+    pub coords: Option<Coords>,
+    pub asn: Option<u32>,
+}
+
+impl Record {
+    /// Whether the record carries any location field.
+    pub fn has_location(&self) -> bool {
+        self.continent.is_some() || self.country.is_some() || self.coords.is_some()
+    }
+}
+
+/// A memory-mapped database with every record pre-decoded.
+pub(crate) struct MmdbTable {
+    path: PathBuf,
+    reader: Reader<Mmap>,
+    records: Vec<Record>,
+    index: HashMap<usize, u32, BuildHasherDefault<OffsetHasher>>,
+    networks: usize,
+    has_asn: bool,
+}
+
+impl fmt::Debug for MmdbTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmdbTable")
+            .field("path", &self.path)
+            .field("database_type", &self.reader.metadata().database_type)
+            .field("networks", &self.networks)
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(path: &Path, e: impl fmt::Display) -> GeoError {
+    GeoError::Invalid {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    }
+}
+
+impl MmdbTable {
+    /// Map the file and pre-decode every distinct record.
+    pub fn open(path: &Path) -> Result<MmdbTable, GeoError> {
+        let open_err = |source| GeoError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        // Open once ourselves for a plain I/O error (missing file, denied).
+        let meta = std::fs::metadata(path).map_err(open_err)?;
+        if !meta.is_file() {
+            return Err(invalid(path, "not a regular file"));
+        }
+        // SAFETY: the mapping is read-only; the file must not be modified
+        // in place while mapped (operators replace databases by renaming a
+        // new file over the old one, which leaves this mapping intact).
+        let reader = unsafe { Reader::open_mmap(path) }.map_err(|e| match e {
+            MaxMindDbError::Io(source) | MaxMindDbError::Mmap(source) => open_err(source),
+            other => invalid(path, other),
+        })?;
+
+        let mut records = Vec::new();
+        let mut index: HashMap<usize, u32, BuildHasherDefault<OffsetHasher>> = HashMap::default();
+        let mut networks = 0usize;
+        let iter = reader
+            .networks(WithinOptions::default())
+            .map_err(|e| invalid(path, e))?;
+        for item in iter {
+            let res = item.map_err(|e| invalid(path, e))?;
+            let Some(offset) = res.offset() else {
+                continue;
+            };
+            networks += 1;
+            if index.contains_key(&offset) {
+                continue;
+            }
+            let rec = match res.decode::<RawRecord>() {
+                Ok(Some(raw)) => raw.resolve(),
+                Ok(None) => Record::default(),
+                // A record of an unexpected shape: no usable fields.
+                Err(MaxMindDbError::Decoding { .. }) => Record::default(),
+                Err(e) => return Err(invalid(path, e)),
+            };
+            let id = u32::try_from(records.len())
+                .map_err(|_| invalid(path, "too many distinct records"))?;
+            records.push(rec);
+            index.insert(offset, id);
+        }
+        let has_asn = records.iter().any(|r| r.asn.is_some());
+        Ok(MmdbTable {
+            path: path.to_owned(),
+            reader,
+            records,
+            index,
+            networks,
+            has_asn,
+        })
+    }
+
+    /// The file this table was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Metadata `database_type`.
+    pub fn database_type(&self) -> &str {
+        &self.reader.metadata().database_type
+    }
+
+    /// Metadata `build_epoch`.
+    pub fn build_epoch(&self) -> u64 {
+        self.reader.metadata().build_epoch
+    }
+
+    /// Number of networks with data.
+    pub fn networks(&self) -> usize {
+        self.networks
+    }
+
+    /// Number of distinct records.
+    pub fn records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether any record has an ASN.
+    pub fn has_asn(&self) -> bool {
+        self.has_asn
+    }
+
+    /// Look `ip` up: the record (if the address is in a network with data)
+    /// and the prefix length, in the family of `ip`, of the database network
+    /// (or empty region) containing it. No allocation.
+    #[inline]
+    pub fn lookup(&self, ip: IpAddr) -> (Option<Record>, u8) {
+        let full: u8 = if ip.is_ipv4() { 32 } else { 128 };
+        if ip.is_ipv6() && self.reader.metadata().ip_version == 4 {
+            // An IPv4-only database knows nothing about all of IPv6.
+            return (None, 0);
+        }
+        let Ok(res) = self.reader.lookup(ip) else {
+            return (None, full);
+        };
+        let scope = match (ip, res.network()) {
+            (_, Err(_)) => full,
+            (IpAddr::V4(_), Ok(net)) if net.is_ipv6() => {
+                // IPv4 in an IPv6 tree whose IPv4 part is one record (or
+                // empty) reached above ::/96: the whole IPv4 space shares it.
+                0
+            }
+            (_, Ok(net)) => net.prefix(),
+        };
+        let rec = match res.offset() {
+            None => None,
+            Some(offset) => match self.index.get(&offset) {
+                Some(&id) => Some(self.records[id as usize]),
+                // Every reachable record is pre-decoded at open; decode
+                // directly (still without allocation) if one was missed.
+                None => res
+                    .decode::<RawRecord>()
+                    .ok()
+                    .flatten()
+                    .map(RawRecord::resolve),
+            },
+        };
+        (rec, scope)
+    }
+}
+
+/// Hasher for data-section offsets (already well spread integers).
+#[derive(Default)]
+pub(crate) struct OffsetHasher(u64);
+
+impl Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        let h = (n as u64 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+/// A short code (≤ 3 ASCII bytes) read from a database string.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Code {
+    buf: [u8; 3],
+    len: u8,
+}
+
+impl Code {
+    fn from_str(s: &str) -> Option<Code> {
+        let b = s.as_bytes();
+        if b.is_empty() || b.len() > 3 {
+            return None;
+        }
+        let mut buf = [0u8; 3];
+        buf[..b.len()].copy_from_slice(b);
+        Some(Code {
+            buf,
+            len: b.len() as u8,
+        })
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+/// The raw fields of a record, either schema.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RawRecord {
+    continent: Option<Code>,
+    country: Option<Code>,
+    registered_country: Option<Code>,
+    subdivision: Option<Code>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    flat_country: Option<Code>,
+    flat_continent: Option<Code>,
+    flat_lat: Option<f64>,
+    flat_lon: Option<f64>,
+    asn: Option<u32>,
+}
+
+impl RawRecord {
+    /// Resolve into a [`Record`]: nested fields first, then flat ones, then
+    /// the built-in tables.
+    pub fn resolve(self) -> Record {
+        let country = self
+            .country
+            .or(self.flat_country)
+            .or(self.registered_country)
+            .and_then(|c| CountryCode::from_bytes_lenient(c.bytes()));
+        let continent = self
+            .continent
+            .or(self.flat_continent)
+            .and_then(|c| {
+                std::str::from_utf8(c.bytes())
+                    .ok()
+                    .and_then(|s| Continent::from_code(s).ok())
+            })
+            .or_else(|| country.and_then(continent_of));
+        let subdivision = match (country, self.subdivision) {
+            (Some(cc), Some(code)) => Subdivision::from_parts(cc, code.bytes()),
+            _ => None,
+        };
+        let coords = match (self.lat.or(self.flat_lat), self.lon.or(self.flat_lon)) {
+            (Some(lat), Some(lon))
+                if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+            {
+                Some(Coords {
+                    lat: lat as f32,
+                    lon: lon as f32,
+                })
+            }
+            _ => None,
+        }
+        .or_else(|| country.and_then(centroid_of));
+        Record {
+            continent,
+            country,
+            subdivision,
+            coords,
+            asn: self.asn,
+        }
+    }
+}
+
+/// Visitor methods that accept and ignore scalars other than strings.
+macro_rules! ignore_scalars {
+    ($ret:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+    };
+}
+
+/// Visitor method that accepts and ignores strings.
+macro_rules! ignore_str {
+    ($ret:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($ret)
+        }
+    };
+}
+
+/// Visitor method that skips an array.
+macro_rules! ignore_seq {
+    ($ret:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($ret)
+        }
+    };
+}
+
+/// Visitor method that skips a map.
+macro_rules! ignore_map {
+    ($ret:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($ret)
+        }
+    };
+}
+
+/// A string code; other types give `None`.
+struct CodeValue(Option<Code>);
+
+impl<'de> Deserialize<'de> for CodeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CodeValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a code string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<CodeValue, E> {
+                Ok(CodeValue(Code::from_str(s)))
+            }
+            ignore_scalars!(CodeValue(None));
+            ignore_seq!(CodeValue(None));
+            ignore_map!(CodeValue(None));
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A number (any numeric type, or a numeric string); others give `None`.
+struct NumValue(Option<f64>);
+
+impl<'de> Deserialize<'de> for NumValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NumValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumValue, E> {
+                Ok(NumValue(v.is_finite().then_some(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumValue, E> {
+                Ok(NumValue(Some(v as f64)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumValue, E> {
+                Ok(NumValue(Some(v as f64)))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<NumValue, E> {
+                Ok(NumValue(Some(v as f64)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<NumValue, E> {
+                Ok(NumValue(
+                    s.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
+                ))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<NumValue, E> {
+                Ok(NumValue(None))
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<NumValue, E> {
+                Ok(NumValue(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<NumValue, E> {
+                Ok(NumValue(None))
+            }
+            ignore_seq!(NumValue(None));
+            ignore_map!(NumValue(None));
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The keys we care about, at any level.
+enum Key {
+    Continent,
+    Country,
+    RegisteredCountry,
+    Subdivisions,
+    Location,
+    CountryCode,
+    ContinentCode,
+    Latitude,
+    Longitude,
+    Asn,
+    Code,
+    IsoCode,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map key")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                Ok(match s {
+                    "continent" => Key::Continent,
+                    "country" => Key::Country,
+                    "registered_country" => Key::RegisteredCountry,
+                    "subdivisions" => Key::Subdivisions,
+                    "location" => Key::Location,
+                    "country_code" => Key::CountryCode,
+                    "continent_code" => Key::ContinentCode,
+                    "latitude" => Key::Latitude,
+                    "longitude" => Key::Longitude,
+                    "autonomous_system_number" => Key::Asn,
+                    "code" => Key::Code,
+                    "iso_code" => Key::IsoCode,
+                    _ => Key::Other,
+                })
+            }
+            ignore_scalars!(Key::Other);
+            ignore_seq!(Key::Other);
+            ignore_map!(Key::Other);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A nested map such as `country` or `location`: collects `code`,
+/// `iso_code`, `latitude`, `longitude`.
+#[derive(Default)]
+struct Inner {
+    code: Option<Code>,
+    iso_code: Option<Code>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for Inner {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Inner;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Inner, A::Error> {
+                let mut out = Inner::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Code => out.code = map.next_value::<CodeValue>()?.0,
+                        Key::IsoCode => out.iso_code = map.next_value::<CodeValue>()?.0,
+                        Key::Latitude => out.lat = map.next_value::<NumValue>()?.0,
+                        Key::Longitude => out.lon = map.next_value::<NumValue>()?.0,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            ignore_scalars!(Inner::default());
+            ignore_str!(Inner::default());
+            ignore_seq!(Inner::default());
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `subdivisions`: the `iso_code` of the first element.
+struct FirstIsoCode(Option<Code>);
+
+impl<'de> Deserialize<'de> for FirstIsoCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FirstIsoCode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of maps")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FirstIsoCode, A::Error> {
+                let first = seq.next_element::<Inner>()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FirstIsoCode(first.and_then(|i| i.iso_code)))
+            }
+            ignore_scalars!(FirstIsoCode(None));
+            ignore_str!(FirstIsoCode(None));
+            ignore_map!(FirstIsoCode(None));
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRecord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRecord;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a record map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRecord, A::Error> {
+                let mut r = RawRecord::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Continent => r.continent = map.next_value::<Inner>()?.code,
+                        Key::Country => r.country = map.next_value::<Inner>()?.iso_code,
+                        Key::RegisteredCountry => {
+                            r.registered_country = map.next_value::<Inner>()?.iso_code;
+                        }
+                        Key::Subdivisions => r.subdivision = map.next_value::<FirstIsoCode>()?.0,
+                        Key::Location => {
+                            let i = map.next_value::<Inner>()?;
+                            r.lat = i.lat;
+                            r.lon = i.lon;
+                        }
+                        Key::CountryCode => r.flat_country = map.next_value::<CodeValue>()?.0,
+                        Key::ContinentCode => {
+                            r.flat_continent = map.next_value::<CodeValue>()?.0;
+                        }
+                        Key::Latitude => r.flat_lat = map.next_value::<NumValue>()?.0,
+                        Key::Longitude => r.flat_lon = map.next_value::<NumValue>()?.0,
+                        Key::Asn => {
+                            r.asn = map
+                                .next_value::<NumValue>()?
+                                .0
+                                .filter(|v| {
+                                    *v >= 0.0 && *v <= f64::from(u32::MAX) && v.fract() == 0.0
+                                })
+                                .map(|v| v as u32);
+                        }
+                        Key::Code | Key::IsoCode | Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(r)
+            }
+            ignore_scalars!(RawRecord::default());
+            ignore_str!(RawRecord::default());
+            ignore_seq!(RawRecord::default());
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -87,13 +87,17 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         max_connections: settings.tcp_max_connections,
     };
     for addr in listen {
-        let sockets = udp::bind_udp(addr, workers).with_context(|| format!("binding UDP {addr}"))?;
+        let sockets =
+            udp::bind_udp(addr, workers).with_context(|| format!("binding UDP {addr}"))?;
         let local = sockets[0].local_addr()?;
         // Bind TCP on the port UDP got, so port 0 gives one port for both.
         let tcp_addr = SocketAddr::new(addr.ip(), local.port());
-        let listener = tcp::bind_tcp(tcp_addr).with_context(|| format!("binding TCP {tcp_addr}"))?;
+        let listener =
+            tcp::bind_tcp(tcp_addr).with_context(|| format!("binding TCP {tcp_addr}"))?;
         let tcp_local = listener.local_addr()?;
-        running.udp.push(udp::spawn_udp(sockets, shared.clone()).context("starting UDP workers")?);
+        running
+            .udp
+            .push(udp::spawn_udp(sockets, shared.clone()).context("starting UDP workers")?);
         info!("listening proto=udp addr={local} workers={workers}");
         let handler = shared.clone();
         let token = shutdown.clone();

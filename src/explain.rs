@@ -64,15 +64,23 @@ fn fmt_rule(r: &Rule) -> String {
         Rule::Default => "default (no rule matched)".into(),
         Rule::Ordered => "failover order".into(),
         Rule::Nearest { located: true } => "nearest pool first".into(),
-        Rule::Nearest { located: false } => "nearest first, but the client has no coordinates: configured order".into(),
+        Rule::Nearest { located: false } => {
+            "nearest first, but the client has no coordinates: configured order".into()
+        }
         Rule::Weighted => "weighted random over all pools".into(),
     }
 }
 
 /// Explain the answer `client` gets for `name`/`qtype`.
-pub fn explain(snap: &Snapshot, client: IpAddr, name: &str, qtype: &str) -> Result<String, ExplainError> {
+pub fn explain(
+    snap: &Snapshot,
+    client: IpAddr,
+    name: &str,
+    qtype: &str,
+) -> Result<String, ExplainError> {
     let n = Name::from_str(name).map_err(|e| ExplainError::Name(name.into(), e.to_string()))?;
-    let rt = RecordType::from_str(&qtype.to_ascii_uppercase()).map_err(|_| ExplainError::Type(qtype.into()))?;
+    let rt = RecordType::from_str(&qtype.to_ascii_uppercase())
+        .map_err(|_| ExplainError::Type(qtype.into()))?;
     let wire = zone::wire_name(&n);
     let mut out = String::new();
     let loc = snap.geo.locate(client);
@@ -106,11 +114,19 @@ pub fn explain(snap: &Snapshot, client: IpAddr, name: &str, qtype: &str) -> Resu
             }
             for p in considered {
                 let pool = &snap.pools[p as usize];
-                let up = pool.endpoints.iter().filter(|e| e.enabled && snap.health.is_up(e.id)).count();
+                let up = pool
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.enabled && snap.health.is_up(e.id))
+                    .count();
                 let mut line = format!(
                     "pool       {}: {} ({up}/{} endpoints up, min_healthy {})",
                     pool.name,
-                    if inputs.pool_usable(p) { "usable" } else { "not usable" },
+                    if inputs.pool_usable(p) {
+                        "usable"
+                    } else {
+                        "not usable"
+                    },
                     pool.endpoints.len(),
                     pool.min_healthy
                 );
@@ -137,7 +153,11 @@ pub fn explain(snap: &Snapshot, client: IpAddr, name: &str, qtype: &str) -> Resu
                     } else {
                         "down"
                     };
-                    let _ = writeln!(out, "             {} {what} weight {} {state}", e.label, e.weight);
+                    let _ = writeln!(
+                        out,
+                        "             {} {what} weight {} {state}",
+                        e.label, e.weight
+                    );
                 }
             }
             let mode = match d.mode {
@@ -147,7 +167,11 @@ pub fn explain(snap: &Snapshot, client: IpAddr, name: &str, qtype: &str) -> Resu
                 Mode::Nodata => "all down: NODATA",
             };
             let _ = writeln!(out, "mode       {mode}");
-            let _ = writeln!(out, "ecs scope  /{} (with ECS, resolvers may cache the answer for the client's /{} network)", d.scope, d.scope);
+            let _ = writeln!(
+                out,
+                "ecs scope  /{} (with ECS, resolvers may cache the answer for the client's /{} network)",
+                d.scope, d.scope
+            );
         }
     }
 

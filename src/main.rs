@@ -8,7 +8,9 @@ use steerdns::{app, explain};
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -29,23 +31,40 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Serve { config, dns_listen, http_listen } => app::run(&app::Options { config, dns_listen, http_listen }),
-        Command::Check { config } => app::load_snapshot(&config, 1).map(|s| {
-            println!(
-                "{}: ok ({} zones, {} pools, {} balanced names)",
-                config.display(),
-                s.zones.zones.len(),
-                s.pools.len(),
-                s.balancers.len()
-            );
-        }).map_err(Into::into),
-        Command::Explain { config, client, name, qtype } => app::load_snapshot(&config, 1)
+        Command::Serve {
+            config,
+            dns_listen,
+            http_listen,
+        } => app::run(&app::Options {
+            config,
+            dns_listen,
+            http_listen,
+        }),
+        Command::Check { config } => app::load_snapshot(&config, 1)
+            .map(|s| {
+                println!(
+                    "{}: ok ({} zones, {} pools, {} balanced names)",
+                    config.display(),
+                    s.zones.zones.len(),
+                    s.pools.len(),
+                    s.balancers.len()
+                );
+            })
+            .map_err(Into::into),
+        Command::Explain {
+            config,
+            client,
+            name,
+            qtype,
+        } => app::load_snapshot(&config, 1)
             .map_err(anyhow::Error::from)
             .and_then(|s| explain::explain(&s, client, &name, &qtype).map_err(Into::into))
             .map(|report| print!("{report}")),
-        Command::GeoipBuild { input, output } => steerdns::geo::sample::build_from_csv(&input, &output)
-            .map(|n| println!("wrote {} ({n} networks)", output.display()))
-            .map_err(Into::into),
+        Command::GeoipBuild { input, output } => {
+            steerdns::geo::sample::build_from_csv(&input, &output)
+                .map(|n| println!("wrote {} ({n} networks)", output.display()))
+                .map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

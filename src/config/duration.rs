@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A duration from the config file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,7 +33,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("bad duration {s:?}: expected a number; write e.g. \"10s\", \"5m\", \"1h\""));
+            return Err(format!(
+                "bad duration {s:?}: expected a number; write e.g. \"10s\", \"5m\", \"1h\""
+            ));
         }
         let n: u128 = rest[..digits]
             .parse()
@@ -49,8 +51,16 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "w" => 604_800_000,
-            "" => return Err(format!("bad duration {s:?}: missing unit after {n} (ms, s, m, h, d, w)")),
-            other => return Err(format!("bad duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d, w)")),
+            "" => {
+                return Err(format!(
+                    "bad duration {s:?}: missing unit after {n} (ms, s, m, h, d, w)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "bad duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d, w)"
+                ));
+            }
         };
         total = total.saturating_add(n.saturating_mul(ms));
     }
@@ -64,7 +74,9 @@ impl<'de> Deserialize<'de> for Duration {
         impl Visitor<'_> for V {
             type Value = Duration;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"10s\", \"5m\", \"1h\" or an integer number of seconds")
+                f.write_str(
+                    "a duration such as \"10s\", \"5m\", \"1h\" or an integer number of seconds",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
                 parse(v).map_err(E::custom)

@@ -104,7 +104,14 @@ impl Diagnostic {
         } else {
             format!("{}: ", self.key)
         };
-        format!("{}:{}:{}: {}{}", path.display(), self.line, self.col, key, self.msg)
+        format!(
+            "{}:{}:{}: {}{}",
+            path.display(),
+            self.line,
+            self.col,
+            key,
+            self.msg
+        )
     }
 }
 
@@ -174,7 +181,12 @@ pub fn parse(source: &Source) -> Result<ConfigFile, ConfigError> {
         let (line, col) = span.map_or((1, 1), |s| source.line_col(s.start));
         ConfigError::Invalid {
             path: source.path.clone(),
-            diagnostics: vec![Diagnostic { line, col, key, msg }],
+            diagnostics: vec![Diagnostic {
+                line,
+                col,
+                key,
+                msg,
+            }],
         }
     };
     let de = toml::Deserializer::parse(&source.text)

@@ -64,7 +64,13 @@ pub struct Client {
 }
 
 /// Answer one query packet into `out` (which is cleared first).
-pub fn answer(snap: &Snapshot, pkt: &[u8], client: Client, rng: &mut Rng, out: &mut Vec<u8>) -> Outcome {
+pub fn answer(
+    snap: &Snapshot,
+    pkt: &[u8],
+    client: Client,
+    rng: &mut Rng,
+    out: &mut Vec<u8>,
+) -> Outcome {
     out.clear();
     let q = match wire::parse(pkt) {
         Ok(q) => q,
@@ -198,7 +204,11 @@ fn resolve(
             };
             let d: Decision<'_> = select::choose(b, &inputs, &loc.location, loc.lookup_ip);
             scope = Some(scope.unwrap_or(0).max(d.scope).min(loc.max_scope));
-            let family = if q.qtype == rtype::AAAA { Family::V6 } else { Family::V4 };
+            let family = if q.qtype == rtype::AAAA {
+                Family::V6
+            } else {
+                Family::V4
+            };
             let t = select::targets(b, &inputs, &d, family, rng);
             let mut t_iter = t.iter().peekable();
             let mut t2 = None;
@@ -274,14 +284,22 @@ pub struct Located {
 pub fn locate(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> Located {
     let ecs = edns.and_then(|e| e.ecs).filter(|_| snap.settings.ecs);
     match ecs {
-        Some(Ecs { source_prefix: 0, addr, .. }) => Located {
+        Some(Ecs {
+            source_prefix: 0,
+            addr,
+            ..
+        }) => Located {
             // A /0 source asks us not to use any address: answer the default.
             location: Location::default(),
             lookup_ip: addr,
             max_scope: 0,
         },
         Some(e) => {
-            let max = if e.family == 1 { ECS_MAX_V4 } else { ECS_MAX_V6 };
+            let max = if e.family == 1 {
+                ECS_MAX_V4
+            } else {
+                ECS_MAX_V6
+            };
             let len = e.source_prefix.min(max);
             let ip = wire::mask(e.addr, len);
             Located {
@@ -312,7 +330,9 @@ fn chaos(snap: &Snapshot, q: &Query<'_>, mut r: Response<'_>) -> Outcome {
     let name = q.name_lc();
     let text: Option<&str> = match name {
         b"\x02id\x06server\x00" | b"\x08hostname\x04bind\x00" => Some(&snap.settings.node_name),
-        b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => snap.settings.version.as_deref(),
+        b"\x07version\x04bind\x00" | b"\x07version\x06server\x00" => {
+            snap.settings.version.as_deref()
+        }
         _ => None,
     };
     match text {
@@ -322,7 +342,14 @@ fn chaos(snap: &Snapshot, q: &Query<'_>, mut r: Response<'_>) -> Outcome {
             let mut rdata = [0u8; 256];
             rdata[0] = len as u8;
             rdata[1..=len].copy_from_slice(&bytes[..len]);
-            r.record_class(name, rtype::TXT, CLASS_CH, 0, &rdata[..=len], Section::Answer);
+            r.record_class(
+                name,
+                rtype::TXT,
+                CLASS_CH,
+                0,
+                &rdata[..=len],
+                Section::Answer,
+            );
             r.set_aa(true);
             r.finish(rcode::NOERROR, None)
         }
@@ -366,7 +393,12 @@ struct Response<'a> {
 }
 
 impl<'a> Response<'a> {
-    fn start(snap: &'a Snapshot, q: &'a Query<'a>, transport: Transport, out: &'a mut Vec<u8>) -> Self {
+    fn start(
+        snap: &'a Snapshot,
+        q: &'a Query<'a>,
+        transport: Transport,
+        out: &'a mut Vec<u8>,
+    ) -> Self {
         out.extend_from_slice(&q.id.to_be_bytes());
         let mut f1 = 0x80u8;
         if q.rd {
@@ -428,16 +460,26 @@ impl<'a> Response<'a> {
 
     fn pointer(&mut self, off: usize) {
         if off < 0x3FFF {
-            self.out.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
+            self.out
+                .extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
         }
     }
 
-    fn record_class(&mut self, owner: &[u8], t: u16, class: u16, ttl: u32, rdata: &[u8], s: Section) {
+    fn record_class(
+        &mut self,
+        owner: &[u8],
+        t: u16,
+        class: u16,
+        ttl: u32,
+        rdata: &[u8],
+        s: Section,
+    ) {
         self.name(owner);
         self.out.extend_from_slice(&t.to_be_bytes());
         self.out.extend_from_slice(&class.to_be_bytes());
         self.out.extend_from_slice(&ttl.to_be_bytes());
-        self.out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.out
+            .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         let at = self.out.len();
         self.out.extend_from_slice(rdata);
         if t == rtype::CNAME && self.known_len < self.known.len() {
@@ -464,7 +506,13 @@ impl<'a> Response<'a> {
     /// The zone's SOA in the authority section, with the negative TTL.
     fn soa(&mut self, zone: &Zone) {
         if let Some(rd) = zone.soa.rdata.first() {
-            self.record(&zone.apex, rtype::SOA, zone.negative_ttl, rd, Section::Authority);
+            self.record(
+                &zone.apex,
+                rtype::SOA,
+                zone.negative_ttl,
+                rd,
+                Section::Authority,
+            );
         }
     }
 

@@ -40,7 +40,13 @@ fn random_seed() -> u64 {
 }
 
 impl Handler for Shared {
-    fn handle(&self, query: &[u8], client: SocketAddr, transport: Transport, out: &mut Vec<u8>) -> bool {
+    fn handle(
+        &self,
+        query: &[u8],
+        client: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let snap = self.current.load();
         RNG.with(|cell| {
             let mut slot = cell.borrow_mut();
@@ -51,7 +57,10 @@ impl Handler for Shared {
                 addr: client,
                 transport,
             };
-            !matches!(answer::answer(&snap, query, client, rng, out), Outcome::Dropped)
+            !matches!(
+                answer::answer(&snap, query, client, rng, out),
+                Outcome::Dropped
+            )
         })
     }
 }

@@ -293,11 +293,19 @@ pub fn parse_ecs(data: &[u8]) -> Option<Ecs> {
 pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(a) => {
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32) as u32) };
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32) as u32)
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
         }
         IpAddr::V6(a) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len.min(128) as u32) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len.min(128) as u32)
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
         }
     }
@@ -361,19 +369,31 @@ mod tests {
         notify[2] |= 4 << 3;
         assert_eq!(parse(&notify).unwrap_err(), ParseError::NotImp);
         // pointer in question
-        assert!(matches!(parse(&query(b"\xC0\x0C", 1, &[], 0)), Err(ParseError::FormErr { .. })));
+        assert!(matches!(
+            parse(&query(b"\xC0\x0C", 1, &[], 0)),
+            Err(ParseError::FormErr { .. })
+        ));
         // truncated name
         let p = query(b"\x05ab", 1, &[], 0);
         assert!(matches!(parse(&p[..15]), Err(ParseError::FormErr { .. })));
         // ECS with bits past the prefix
         let bad_ecs = [0, 8, 0, 7, 0, 1, 20, 0, 81, 2, 0x4F];
-        assert!(matches!(parse(&query(b"\x01a\x00", 1, &opt(&bad_ecs), 1)), Err(ParseError::FormErr { .. })));
+        assert!(matches!(
+            parse(&query(b"\x01a\x00", 1, &opt(&bad_ecs), 1)),
+            Err(ParseError::FormErr { .. })
+        ));
         // two OPT records
         let mut two = opt(&[]);
         two.extend_from_slice(&opt(&[]));
-        assert!(matches!(parse(&query(b"\x01a\x00", 1, &two, 2)), Err(ParseError::FormErr { .. })));
+        assert!(matches!(
+            parse(&query(b"\x01a\x00", 1, &two, 2)),
+            Err(ParseError::FormErr { .. })
+        ));
         // arcount larger than the records present
-        assert!(matches!(parse(&query(b"\x01a\x00", 1, &[], 3)), Err(ParseError::FormErr { .. })));
+        assert!(matches!(
+            parse(&query(b"\x01a\x00", 1, &[], 3)),
+            Err(ParseError::FormErr { .. })
+        ));
     }
 
     #[test]

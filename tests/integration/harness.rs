@@ -153,7 +153,8 @@ pub fn decode(b: &[u8]) -> Message {
 /// Send raw bytes over UDP; the answer, or None after a bounded wait.
 pub fn udp_raw(addr: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
     s.send_to(pkt, addr).expect("send");
     let mut buf = vec![0u8; 65535];
     match s.recv_from(&mut buf) {
@@ -165,7 +166,8 @@ pub fn udp_raw(addr: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
 /// Send one length-prefixed message over TCP and read one answer.
 pub fn tcp_raw(addr: SocketAddr, pkt: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut framed = (pkt.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(pkt);
     s.write_all(&framed).expect("write");
@@ -200,8 +202,11 @@ pub fn q_ecs(name: &str, t: RecordType, subnet: &str) -> Message {
     let mut m = qe(name, t);
     let ip = IpAddr::from_str(addr).expect("ip");
     let e = m.edns.as_mut().expect("edns");
-    e.options_mut()
-        .insert(EdnsOption::Subnet(ClientSubnet::new(ip, len.parse().expect("len"), 0)));
+    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+        ip,
+        len.parse().expect("len"),
+        0,
+    )));
     m
 }
 

@@ -44,16 +44,23 @@ fn responses_and_runts_are_dropped() {
     assert!(udp_raw(s.udp, &[1, 2, 3]).is_none());
     let mut resp = q("static.lb.example.com.", RecordType::A).to_vec().unwrap();
     resp[2] |= 0x80;
-    assert!(udp_raw(s.udp, &resp).is_none(), "QR=1 is never answered (no reflection loops)");
+    assert!(
+        udp_raw(s.udp, &resp).is_none(),
+        "QR=1 is never answered (no reflection loops)"
+    );
     // still alive
-    assert_eq!(addrs(&s.udp(&q("static.lb.example.com.", RecordType::A))), vec!["192.0.2.1", "192.0.2.2"]);
+    assert_eq!(
+        addrs(&s.udp(&q("static.lb.example.com.", RecordType::A))),
+        vec!["192.0.2.1", "192.0.2.2"]
+    );
 }
 
 #[test]
 fn garbage_flood_does_not_stall_the_server() {
     let s = TestServer::base("");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     // Deterministic pseudo-random packets, including mutations of a valid query.
     let good = q("www.lb.example.com.", RecordType::A).to_vec().unwrap();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

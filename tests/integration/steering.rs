@@ -111,7 +111,10 @@ fn weighted_picks_follow_weights() {
         }
     }
     // expected 300 of 400; 5 sigma is about +-43
-    assert!((250..=350).contains(&heavy), "heavy endpoint picked {heavy}/{n}");
+    assert!(
+        (250..=350).contains(&heavy),
+        "heavy endpoint picked {heavy}/{n}"
+    );
 }
 
 #[test]
@@ -123,7 +126,11 @@ fn max_answers_limits_the_answer() {
         assert_eq!(got.len(), 1);
         seen.insert(got[0].clone());
     }
-    assert_eq!(seen.len(), 2, "both usable endpoints are picked over time: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "both usable endpoints are picked over time: {seen:?}"
+    );
 }
 
 #[test]
@@ -131,8 +138,8 @@ fn proximity_picks_the_nearest_pool() {
     let s = TestServer::base(EXTRA);
     let near = "near.lb.example.com.";
     for (subnet, want) in [
-        ("203.2.218.0/24", "203.0.113.10"), // AU -> SG
-        ("89.160.20.0/24", "192.0.2.10"),   // SE -> DE
+        ("203.2.218.0/24", "203.0.113.10"),  // AU -> SG
+        ("89.160.20.0/24", "192.0.2.10"),    // SE -> DE
         ("200.160.0.0/24", "198.51.100.10"), // BR -> US
     ] {
         let m = s.udp(&q_ecs(near, RecordType::A, subnet));
@@ -144,7 +151,11 @@ fn proximity_picks_the_nearest_pool() {
     s.set_health("ap", "203.0.113.10", false);
     s.set_health("ap", "2001:db8:f::10", false);
     let m = s.udp(&q_ecs(near, RecordType::A, "175.16.199.0/24"));
-    assert_eq!(addrs(&m), vec!["192.0.2.10"], "CN: after SG, DE is nearer than US");
+    assert_eq!(
+        addrs(&m),
+        vec!["192.0.2.10"],
+        "CN: after SG, DE is nearer than US"
+    );
 }
 
 #[test]
@@ -153,7 +164,9 @@ fn host_name_endpoints_answer_with_a_cname() {
     for t in [RecordType::A, RecordType::AAAA] {
         let m = s.udp(&q("cdn.lb.example.com.", t));
         assert_eq!(types(&m.answers), vec![RecordType::CNAME]);
-        let RData::CNAME(c) = &m.answers[0].data else { panic!() };
+        let RData::CNAME(c) = &m.answers[0].data else {
+            panic!()
+        };
         assert_eq!(c.0.to_string(), "edge.cdn.example.net.");
     }
 }
@@ -161,7 +174,11 @@ fn host_name_endpoints_answer_with_a_cname() {
 #[test]
 fn aaaa_answers_the_v6_endpoints_of_the_chosen_pool() {
     let s = TestServer::base(EXTRA);
-    let m = s.udp(&q_ecs("www.lb.example.com.", RecordType::AAAA, "216.160.83.0/24"));
+    let m = s.udp(&q_ecs(
+        "www.lb.example.com.",
+        RecordType::AAAA,
+        "216.160.83.0/24",
+    ));
     assert_eq!(addrs(&m), vec!["2001:db8:a::10"]);
     // a pool without IPv6: NODATA for AAAA
     let m = s.udp(&q("fo.lb.example.com.", RecordType::AAAA));

@@ -88,10 +88,8 @@ pub fn answer(
         }
     };
     let mut r = Response::start(snap, &q, client.transport, out);
-    if let Some(e) = &q.edns {
-        if e.version > 0 {
-            return r.finish(rcode::BADVERS, None);
-        }
+    if q.edns.is_some_and(|e| e.version > 0) {
+        return r.finish(rcode::BADVERS, None);
     }
     match q.qclass {
         CLASS_IN | CLASS_ANY => {}

@@ -96,7 +96,7 @@ pub enum Policy {
     /// Ordered pools.
     Failover(Box<[PoolId]>),
     /// Location → ordered pools.
-    Geo(GeoMap),
+    Geo(Box<GeoMap>),
     /// Pools ordered by distance from the client.
     Proximity(Box<[PoolId]>),
     /// Endpoints of all pools, picked at random by weight.
@@ -320,20 +320,20 @@ fn geo_rule<'s>(m: &'s GeoMap, loc: &Location, client: IpAddr) -> (Rule, &'s [Po
         }
     }
     scope = scope.max(loc.scope);
-    if let Some(s) = loc.subdivision {
-        if let Some(&i) = m.subdivision.get(&s) {
-            return (Rule::Subdivision(s), list(i), scope);
-        }
+    if let Some(s) = loc.subdivision
+        && let Some(&i) = m.subdivision.get(&s)
+    {
+        return (Rule::Subdivision(s), list(i), scope);
     }
-    if let Some(c) = loc.country {
-        if let Some(&i) = m.country.get(&c) {
-            return (Rule::Country(c), list(i), scope);
-        }
+    if let Some(c) = loc.country
+        && let Some(&i) = m.country.get(&c)
+    {
+        return (Rule::Country(c), list(i), scope);
     }
-    if let Some(c) = loc.continent {
-        if let Some(&i) = m.continent.get(&c) {
-            return (Rule::Continent(c), list(i), scope);
-        }
+    if let Some(c) = loc.continent
+        && let Some(&i) = m.continent.get(&c)
+    {
+        return (Rule::Continent(c), list(i), scope);
     }
     (Rule::Default, list(m.default), scope)
 }
@@ -431,9 +431,11 @@ pub fn targets<'s>(
         return out;
     }
     let ignore_health = d.mode == Mode::FailOpen;
-    let family_ok = |e: &Endpoint| match (&e.target, family) {
-        (Target::V4(_), Family::V4) | (Target::V6(_), Family::V6) => true,
-        _ => false,
+    let family_ok = |e: &Endpoint| {
+        matches!(
+            (&e.target, family),
+            (Target::V4(_), Family::V4) | (Target::V6(_), Family::V6)
+        )
     };
     let is_host = |e: &Endpoint| matches!(e.target, Target::Host(_));
     // Candidates: the chosen pool, or every listed pool for weighted.

@@ -159,15 +159,11 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
         .as_ref()
         .map(|n| n.get_ref().clone())
         .unwrap_or_else(host_name);
-    if node_name.len() > 255 {
-        if let Some(n) = &s.node_name {
-            d.error(n.span(), "server.node_name", "longer than 255 bytes");
-        }
+    if let Some(n) = s.node_name.as_ref().filter(|n| n.get_ref().len() > 255) {
+        d.error(n.span(), "server.node_name", "longer than 255 bytes");
     }
-    if let Some(v) = &s.version {
-        if v.get_ref().len() > 255 {
-            d.error(v.span(), "server.version", "longer than 255 bytes");
-        }
+    if let Some(v) = s.version.as_ref().filter(|v| v.get_ref().len() > 255) {
+        d.error(v.span(), "server.version", "longer than 255 bytes");
     }
     let idle = s.tcp_idle_timeout.get_ref().0;
     if idle.is_zero() {
@@ -739,7 +735,7 @@ impl Compiler<'_> {
             .iter()
             .filter_map(|(k, n)| {
                 let set = n.rrset(rtype::NS)?;
-                Some((k.clone(), set.rdata.iter().map(|r| r.clone()).collect()))
+                Some((k.clone(), set.rdata.to_vec()))
             })
             .collect();
         for (owner, targets) in ns_targets {
@@ -905,7 +901,9 @@ impl Compiler<'_> {
                     self.d.error(n.policy.span(), format!("{key}.policy"), format!("policy \"geo\" needs a [{key}.geo] table with at least `default = [\"pool\"]`"));
                     return None;
                 };
-                Policy::Geo(self.compile_geo_map(g.get_ref(), &format!("{key}.geo"))?)
+                Policy::Geo(Box::new(
+                    self.compile_geo_map(g.get_ref(), &format!("{key}.geo"))?,
+                ))
             }
             other => {
                 if let Some(g) = &n.geo {

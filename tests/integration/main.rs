@@ -8,4 +8,5 @@ mod dns_basics;
 mod ecs;
 mod edns;
 mod malformed;
+mod reload;
 mod steering;

@@ -616,6 +616,34 @@ fn missing_and_corrupt_files_name_the_file() {
     let e = GeoDb::open(Some(&truncated), None, vec![]).unwrap_err();
     assert!(e.to_string().contains("truncated.mmdb"), "{e}");
 
+    // Swapped roles: an ASN database as the location database, and a
+    // location-only database as the ASN database.
+    let asn_only = d.write(
+        "asn.mmdb",
+        IpVersion::V6,
+        &[(
+            "81.2.0.0/16",
+            MmdbValue::map([("autonomous_system_number", MmdbValue::Uint32(1))]),
+        )],
+    );
+    let e = GeoDb::open(Some(&asn_only), None, vec![]).unwrap_err();
+    assert!(matches!(e, GeoError::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().contains("asn.mmdb"), "{e}");
+    assert!(e.to_string().contains("ASN database"), "{e}");
+    let e = GeoDb::open(None, Some(&good), vec![]).unwrap_err();
+    assert!(e.to_string().contains("good.mmdb"), "{e}");
+    assert!(e.to_string().contains("autonomous_system_number"), "{e}");
+    // An empty database is fine in either role.
+    let empty_db = d.write("empty-db.mmdb", IpVersion::V4, &[]);
+    let db = GeoDb::open(Some(&empty_db), Some(&empty_db), vec![]).unwrap();
+    let l = db.locate(ip("1.2.3.4"));
+    assert_eq!(
+        (l.source, l.country, l.asn),
+        (LocationSource::Unknown, None, None)
+    );
+    // The file's single (empty) node puts the boundary at /1.
+    assert_eq!((l.scope, l.asn_scope), (1, 1));
+
     // A directory.
     let e = GeoDb::open(Some(d.0.path()), None, vec![]).unwrap_err();
     assert!(matches!(

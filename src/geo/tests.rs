@@ -783,3 +783,101 @@ fn bench_locate() {
     eprintln!("sample.mmdb 81.2.69.142: {ns:.0} ns/locate");
     assert!(ns > 0.0);
 }
+
+/// Counts allocations made by the current thread (test binary only).
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    struct Counting;
+
+    fn bump() {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+    }
+
+    // SAFETY: forwards to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            bump();
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            bump();
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            bump();
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Allocations made by this thread so far.
+    pub fn count() -> usize {
+        ALLOCS.with(Cell::get)
+    }
+}
+
+#[test]
+fn locate_does_not_allocate() {
+    let d = Dir::new();
+    let p = d.write(
+        "city.mmdb",
+        IpVersion::V6,
+        &[
+            (
+                "81.2.69.0/24",
+                city(Some("EU"), "GB", Some("ENG"), Some((51.5, -0.1))),
+            ),
+            ("2001:218::/32", city(Some("AS"), "JP", None, None)),
+        ],
+    );
+    let db = GeoDb::open(
+        Some(&p),
+        Some(&d.write(
+            "asn.mmdb",
+            IpVersion::V4,
+            &[(
+                "81.2.0.0/16",
+                MmdbValue::map([("autonomous_system_number", MmdbValue::Uint32(5))]),
+            )],
+        )),
+        vec![over("10.0.0.0/8", "US")],
+    )
+    .unwrap();
+    let addrs: Vec<IpAddr> = [
+        "81.2.69.142",
+        "::ffff:81.2.69.142",
+        "2001:218::1",
+        "10.1.1.1",
+        "192.0.2.1",
+        "2001:db8::1",
+    ]
+    .iter()
+    .map(|s| ip(s))
+    .collect();
+    let before = alloc_count::count();
+    let mut located = 0;
+    for &a in &addrs {
+        let l = std::hint::black_box(db.locate(a));
+        located += usize::from(l.source != LocationSource::Unknown);
+    }
+    assert_eq!(alloc_count::count() - before, 0);
+    assert_eq!(located, 4);
+    // The counter does count: a Vec allocates.
+    let v = std::hint::black_box(vec![1u8; 16]);
+    assert!(alloc_count::count() > before, "{}", v.len());
+}

@@ -89,6 +89,12 @@ pub struct Location {
     pub source: LocationSource,
     /// Longest prefix length (bits, in the address family of the lookup)
     /// over which continent/country/subdivision/coords stay the same.
+    ///
+    /// Precisely: every address in `ip/scope` gets the same
+    /// continent/country/subdivision/coords/source. It is as short as the
+    /// database tree and the override trie can prove (not always the
+    /// shortest possible: equal neighbouring networks are not merged). For
+    /// an IPv4-mapped IPv6 query it is 96 + the IPv4 scope.
     pub scope: u8,
     /// Same as `scope` for the `asn` field.
     pub asn_scope: u8,

@@ -39,6 +39,7 @@ pub(crate) struct MmdbTable {
     index: HashMap<usize, u32, BuildHasherDefault<OffsetHasher>>,
     networks: usize,
     has_asn: bool,
+    has_location: bool,
 }
 
 impl fmt::Debug for MmdbTable {
@@ -107,6 +108,7 @@ impl MmdbTable {
             index.insert(offset, id);
         }
         let has_asn = records.iter().any(|r| r.asn.is_some());
+        let has_location = records.iter().any(Record::has_location);
         Ok(MmdbTable {
             path: path.to_owned(),
             reader,
@@ -114,6 +116,7 @@ impl MmdbTable {
             index,
             networks,
             has_asn,
+            has_location,
         })
     }
 
@@ -145,6 +148,11 @@ impl MmdbTable {
     /// Whether any record has an ASN.
     pub fn has_asn(&self) -> bool {
         self.has_asn
+    }
+
+    /// Whether any record has a continent, country or coordinates.
+    pub fn has_location(&self) -> bool {
+        self.has_location
     }
 
     /// Look `ip` up: the record (if the address is in a network with data)

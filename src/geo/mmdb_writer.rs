@@ -221,26 +221,21 @@ impl MmdbWriter {
             add_aliases(&mut nodes);
         }
 
-        // Number the inner nodes breadth first, root = 0; shared (aliased)
-        // subtrees get one number.
+        // Number the inner nodes in depth-first pre-order (root = 0, left
+        // subtree before right), so the nodes of one lookup path sit close
+        // together in the file; shared (aliased) subtrees get one number.
         let mut number: Vec<u32> = vec![u32::MAX; nodes.len()];
         let mut order: Vec<u32> = Vec::new();
-        if matches!(nodes[0], BNode::Inner(_)) {
-            number[0] = 0;
-            order.push(0);
-            let mut i = 0;
-            while i < order.len() {
-                if let BNode::Inner(ch) = nodes[order[i] as usize] {
-                    for c in ch {
-                        if matches!(nodes[c as usize], BNode::Inner(_))
-                            && number[c as usize] == u32::MAX
-                        {
-                            number[c as usize] = order.len() as u32;
-                            order.push(c);
-                        }
-                    }
-                }
-                i += 1;
+        let mut stack: Vec<u32> = vec![0];
+        while let Some(n) = stack.pop() {
+            if number[n as usize] != u32::MAX {
+                continue;
+            }
+            if let BNode::Inner([l, r]) = nodes[n as usize] {
+                number[n as usize] = order.len() as u32;
+                order.push(n);
+                stack.push(r);
+                stack.push(l);
             }
         }
 

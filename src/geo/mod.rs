@@ -89,6 +89,12 @@ pub struct Location {
     pub source: LocationSource,
     /// Longest prefix length (bits, in the address family of the lookup)
     /// over which continent/country/subdivision/coords stay the same.
+    ///
+    /// Precisely: every address in `ip/scope` gets the same
+    /// continent/country/subdivision/coords/source. It is as short as the
+    /// database tree and the override trie can prove (not always the
+    /// shortest possible: equal neighbouring networks are not merged). For
+    /// an IPv4-mapped IPv6 query it is 96 + the IPv4 scope.
     pub scope: u8,
     /// Same as `scope` for the `asn` field.
     pub asn_scope: u8,
@@ -138,6 +144,8 @@ pub struct DbInfo {
     pub networks: usize,
     /// Distinct records (pre-decoded at open).
     pub records: usize,
+    /// Whether any record has an `autonomous_system_number`.
+    pub has_asn: bool,
 }
 
 /// The geo lookup service: location database, optional ASN database, overrides.
@@ -171,6 +179,11 @@ impl GeoDb {
     /// `subdivision`; `asn: Some` overrides the ASN database too. IPv4-mapped
     /// IPv6 networks (`::ffff:a.b.c.d/n`, n ≥ 96) are treated as IPv4. When
     /// two overrides have the same network, the later one wins.
+    ///
+    /// Errors: [`GeoError::Open`] when a file cannot be read,
+    /// [`GeoError::Invalid`] when it is not a valid MaxMind DB, or has data
+    /// but none of the fields its role needs (location fields for
+    /// `location_db`, `autonomous_system_number` for `asn_db`).
     pub fn open(
         location_db: Option<&Path>,
         asn_db: Option<&Path>,
@@ -178,6 +191,33 @@ impl GeoDb {
     ) -> Result<GeoDb, GeoError> {
         let location = location_db.map(MmdbTable::open).transpose()?;
         let asn = asn_db.map(MmdbTable::open).transpose()?;
+        // A database with data but none of the fields we need is almost
+        // certainly the wrong file (say, the ASN database as `database`).
+        if let Some(t) = &location
+            && t.networks() > 0
+            && !t.has_location()
+        {
+            return Err(GeoError::Invalid {
+                path: t.path().to_owned(),
+                msg: format!(
+                    "no record has a continent, country or coordinates \
+                     (database_type {:?}); is this an ASN database?",
+                    t.database_type()
+                ),
+            });
+        }
+        if let Some(t) = &asn
+            && t.networks() > 0
+            && !t.has_asn()
+        {
+            return Err(GeoError::Invalid {
+                path: t.path().to_owned(),
+                msg: format!(
+                    "no record has an autonomous_system_number (database_type {:?})",
+                    t.database_type()
+                ),
+            });
+        }
         let asn_from_location = asn.is_none() && location.as_ref().is_some_and(MmdbTable::has_asn);
         let mut trie = PrefixTrie::new();
         let mut overrides_have_asn = false;
@@ -313,6 +353,7 @@ fn info(t: &MmdbTable) -> DbInfo {
         build_epoch: t.build_epoch(),
         networks: t.networks(),
         records: t.records(),
+        has_asn: t.has_asn(),
     }
 }
 

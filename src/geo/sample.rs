@@ -278,6 +278,9 @@ mod tests {
         assert!(n >= 9);
         let fresh = std::fs::read(&out).unwrap();
         let committed = std::fs::read(repo_file("geoip/sample.mmdb")).unwrap();
+        let reader = maxminddb::Reader::from_source(&committed[..]).unwrap();
+        reader.verify().unwrap();
+        assert_eq!(reader.metadata().database_type, SAMPLE_DATABASE_TYPE);
         assert!(
             fresh == committed,
             "geoip/sample.mmdb is stale: run `cargo run --release -- geoip-build \

@@ -508,3 +508,6 @@ fn weighted_pick<'s>(
     }
     None
 }
+
+#[cfg(test)]
+mod tests;

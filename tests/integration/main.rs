@@ -7,6 +7,7 @@ mod cli;
 mod dns_basics;
 mod ecs;
 mod edns;
+mod engine;
 mod malformed;
 mod reload;
 mod steering;

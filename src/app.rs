@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{self, ConfigError};
+use crate::health::notify::{Notifier, NotifyOptions};
+use crate::health::prober::{self, HealthStatus, ProberOptions};
 use crate::dns::server::Shared;
 use crate::dns::tcp::{self, TcpOptions};
 use crate::dns::udp::{self, UdpServer};
@@ -43,8 +45,13 @@ pub struct Running {
     pub tcp_addrs: Vec<SocketAddr>,
     /// The snapshot holder.
     pub shared: Arc<Shared>,
+    /// What the prober knows about each probed endpoint.
+    pub health: Arc<HealthStatus>,
+    notifier: Option<Notifier>,
+    generations: tokio::sync::watch::Sender<u64>,
     config: PathBuf,
     generation: AtomicU64,
+    reload_lock: std::sync::Mutex<()>,
     udp: Vec<UdpServer>,
     shutdown: CancellationToken,
     rt: Option<Runtime>,
@@ -72,12 +79,40 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         .build()
         .context("starting the async runtime")?;
     let shutdown = CancellationToken::new();
+    let health = Arc::new(HealthStatus::default());
+    let (generations, generations_rx) = tokio::sync::watch::channel(1u64);
+    let notifier = {
+        let _guard = rt.enter();
+        let snap = shared.current.load();
+        Notifier::spawn(
+            NotifyOptions {
+                urls: snap.notify.urls.clone(),
+                queue_size: snap.notify.queue_size,
+                attempts: snap.notify.attempts,
+                timeout: Duration::from_secs(5),
+                node: snap.settings.node_name.clone(),
+            },
+            shutdown.clone(),
+        )
+    };
+    rt.spawn(prober::run(
+        shared.clone(),
+        health.clone(),
+        Some(notifier.clone()),
+        generations_rx,
+        ProberOptions::default(),
+        shutdown.clone(),
+    ));
     let mut running = Running {
         udp_addrs: Vec::new(),
         tcp_addrs: Vec::new(),
         shared: shared.clone(),
+        health,
+        notifier: Some(notifier),
+        generations,
         config: opts.config.clone(),
         generation: AtomicU64::new(1),
+        reload_lock: std::sync::Mutex::new(()),
         udp: Vec::new(),
         shutdown: shutdown.clone(),
         rt: None,
@@ -120,10 +155,18 @@ impl Running {
     /// Re-read the config and swap it in; on any error the old config keeps
     /// serving and the error is returned.
     pub fn reload(&self) -> Result<u64, ConfigError> {
+        // One reload at a time (SIGHUP and the API may race).
+        let _one = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let snap = load_snapshot(&self.config, generation)?;
+        // Health carries over for endpoints whose probe did not change.
+        self.health.seed(&snap);
+        if let Some(n) = &self.notifier {
+            n.set_urls(snap.notify.urls.clone());
+        }
         self.shared.current.store(Arc::new(snap));
         self.generation.store(generation, Ordering::Relaxed);
+        let _ = self.generations.send(generation);
         Ok(generation)
     }
 

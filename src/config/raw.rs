@@ -31,6 +31,106 @@ pub struct ConfigFile {
     /// `[names."fqdn"]`: balanced names.
     #[serde(default)]
     pub names: BTreeMap<String, Spanned<NameConfig>>,
+    /// `[monitors.name]`: health checks.
+    #[serde(default)]
+    pub monitors: BTreeMap<String, Spanned<MonitorConfig>>,
+    /// `[notify]`: webhooks on health changes.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// Kind of health check.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum MonitorKind {
+    /// HTTP request, status and optional body check.
+    Http,
+    /// HTTP over TLS.
+    Https,
+    /// TCP connect.
+    Tcp,
+    /// DNS query, expected rcode and optional answer.
+    Dns,
+}
+
+/// `[monitors.name]`
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Check kind.
+    #[serde(rename = "type")]
+    pub kind: Spanned<MonitorKind>,
+    /// Time between probes of one endpoint.
+    #[serde(default = "default_interval")]
+    pub interval: Spanned<Duration>,
+    /// Deadline of one probe.
+    #[serde(default = "default_timeout")]
+    pub timeout: Spanned<Duration>,
+    /// Consecutive successes to become up.
+    #[serde(default = "default_rise")]
+    pub rise: Spanned<u32>,
+    /// Consecutive failures to become down.
+    #[serde(default = "default_fall")]
+    pub fall: Spanned<u32>,
+    /// Port (default: the endpoint's `probe_port`, else 80/443/53; `tcp` needs one).
+    pub port: Option<u16>,
+    /// HTTP path.
+    pub path: Option<SString>,
+    /// HTTP method.
+    pub method: Option<SString>,
+    /// Host header (default: the endpoint's host name, else its address).
+    pub host: Option<SString>,
+    /// TLS server name (default: the endpoint's host name, else its address).
+    pub sni: Option<SString>,
+    /// Extra HTTP headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Expected HTTP status codes: `"2xx"`, `"200,301-302"`.
+    pub expect_status: Option<SString>,
+    /// Substring the HTTP body must contain.
+    pub expect_body: Option<SString>,
+    /// Verify TLS certificates (default true).
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// Extra CA certificates (PEM), relative to the config file.
+    pub ca_file: Option<SString>,
+    /// Follow redirects to the same host (default false).
+    #[serde(default)]
+    pub follow_redirects: bool,
+    /// DNS: the name to query.
+    pub query_name: Option<SString>,
+    /// DNS: the type to query (default A).
+    pub query_type: Option<SString>,
+    /// DNS: acceptable rcodes (default NOERROR).
+    pub expect_rcode: Option<Spanned<Vec<String>>>,
+    /// DNS: an address or text that must appear in the answer.
+    pub expect_answer: Option<SString>,
+}
+
+fn default_interval() -> Spanned<Duration> {
+    unspanned(Duration::from_secs(10))
+}
+fn default_timeout() -> Spanned<Duration> {
+    unspanned(Duration::from_secs(3))
+}
+fn default_rise() -> Spanned<u32> {
+    unspanned(2)
+}
+fn default_fall() -> Spanned<u32> {
+    unspanned(3)
+}
+
+/// `[notify]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// URLs that get a JSON POST on every health change.
+    #[serde(default)]
+    pub webhooks: Vec<SString>,
+    /// Events kept while webhooks are slow; more are dropped and counted.
+    pub queue_size: Option<usize>,
+    /// Attempts per event and URL.
+    pub retries: Option<u32>,
 }
 
 /// `[server]`
@@ -212,6 +312,8 @@ pub struct PoolConfig {
     /// Country or subdivision of the pool; its centroid is used for
     /// proximity when no coordinates are given.
     pub region: Option<SString>,
+    /// Monitor of every endpoint (endpoints may override it).
+    pub monitor: Option<SString>,
 }
 
 fn default_min_healthy() -> Spanned<u32> {
@@ -232,6 +334,12 @@ pub struct EndpointConfig {
     /// Disabled endpoints are never answered.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Monitor for this endpoint, overriding the pool's (`"none"`: not probed).
+    pub monitor: Option<SString>,
+    /// Address to probe instead of `address` (NAT, floating IPs).
+    pub probe_address: Option<SString>,
+    /// Port to probe (overrides the monitor's default port).
+    pub probe_port: Option<u16>,
 }
 
 fn default_weight() -> Spanned<u32> {

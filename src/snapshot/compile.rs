@@ -81,11 +81,14 @@ pub fn build_with_geo(
     let mut zones = c.compile_zones(&file.zones);
     let balancers = c.compile_names(&file.names, &mut zones);
     let Compiler {
-        d,
+        mut d,
         pools,
         pool_ids,
         endpoints,
     } = c;
+    let monitors = super::monitors::compile_monitors(source, file, &mut d);
+    let probes = super::monitors::compile_probes(file, &pools, &pool_ids, &monitors, &mut d);
+    let notify = super::monitors::compile_notify(file, &mut d);
     d.finish()?;
     let mut table = ZoneTable::default();
     for z in zones {
@@ -104,6 +107,9 @@ pub fn build_with_geo(
         pool_ids,
         geo,
         health: Arc::new(HealthTable::all_up(endpoints as usize)),
+        monitors: monitors.list,
+        probes,
+        notify,
     })
 }
 

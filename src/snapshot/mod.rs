@@ -2,6 +2,7 @@
 //! pointer, and the compiler that builds it from a parsed config.
 
 mod compile;
+mod monitors;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::time::Duration;
 pub use compile::{build, build_with_geo, open_geo};
 
 use crate::geo::GeoDb;
-use crate::health::HealthTable;
+use crate::health::{HealthTable, Monitor, ProbeTarget};
 use crate::select::{Balancer, Pool, PoolId};
 use crate::zone::ZoneTable;
 
@@ -61,4 +62,21 @@ pub struct Snapshot {
     pub geo: Arc<GeoDb>,
     /// Endpoint health.
     pub health: Arc<HealthTable>,
+    /// Health monitors.
+    pub monitors: Vec<Monitor>,
+    /// Every probed endpoint.
+    pub probes: Vec<ProbeTarget>,
+    /// Webhook settings.
+    pub notify: NotifySettings,
+}
+
+/// `[notify]` compiled.
+#[derive(Debug, Clone, Default)]
+pub struct NotifySettings {
+    /// Webhook URLs.
+    pub urls: Vec<String>,
+    /// Queue length.
+    pub queue_size: usize,
+    /// Attempts per event and URL.
+    pub attempts: u32,
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on loopback ephemeral ports, queried
 //! with hickory-proto messages over real UDP and TCP sockets. One binary.
 
+mod backends;
 mod harness;
 
 mod cli;
@@ -8,6 +9,7 @@ mod dns_basics;
 mod ecs;
 mod edns;
 mod engine;
+mod health;
 mod malformed;
 mod reload;
 mod steering;

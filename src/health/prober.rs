@@ -1,0 +1,281 @@
+//! The prober: one scheduler for every probe of every endpoint.
+//!
+//! Each probed endpoint fires once per interval at a fixed offset derived
+//! from a hash of its identity, so 10,000 endpoints at 10 s spread evenly
+//! instead of bursting. Probes run as tokio tasks under a semaphore (bounded
+//! concurrency), each with a hard deadline; an endpoint never has two probes
+//! in flight, so a slow endpoint costs one slot until its timeout and skips
+//! rounds rather than piling up. Results go through hysteresis
+//! ([`super::state`]) and verdict changes are written to the current
+//! snapshot's [`HealthTable`](super::HealthTable) — the hot path only ever
+//! reads those atomics.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::check::{self, Target};
+use super::notify::{Event, Notifier};
+use super::state::{Hysteresis, Verdict};
+use crate::dns::server::Shared;
+use crate::select::Inputs;
+use crate::snapshot::Snapshot;
+
+/// What is known about one probed endpoint, for the API and `explain`.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointHealth {
+    /// Counters and verdict.
+    pub hysteresis: Hysteresis,
+    /// Why the last probe failed or what it saw (`status 200`, `timeout after 2s`).
+    pub reason: Option<String>,
+    /// Whether the last probe succeeded.
+    pub last_ok: Option<bool>,
+    /// When the last probe finished (unix seconds).
+    pub last_probe_at: Option<u64>,
+    /// When the verdict last changed (unix seconds).
+    pub last_change_at: Option<u64>,
+}
+
+/// Shared view of the prober's state.
+#[derive(Default)]
+pub struct HealthStatus {
+    by_key: Mutex<HashMap<String, EndpointHealth>>,
+}
+
+impl HealthStatus {
+    /// The state of the endpoint with this probe key.
+    pub fn get(&self, key: &str) -> Option<EndpointHealth> {
+        self.lock().get(key).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, EndpointHealth>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (single inserts), so a poisoned lock is still usable.
+        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write every known verdict into `snap`'s health table, so a freshly
+    /// compiled snapshot starts with the health of the old one (endpoints
+    /// whose probe key is unchanged keep their state across a reload).
+    pub fn seed(&self, snap: &Snapshot) {
+        let map = self.lock();
+        for t in &snap.probes {
+            if let Some(h) = map.get(&t.key) {
+                snap.health.set(t.endpoint, h.hysteresis.verdict.answerable());
+            }
+        }
+    }
+
+    /// Forget endpoints that are no longer probed.
+    fn retain(&self, keys: &HashMap<&str, ()>) {
+        self.lock().retain(|k, _| keys.contains_key(k.as_str()));
+    }
+}
+
+/// Prober settings.
+#[derive(Debug, Clone)]
+pub struct ProberOptions {
+    /// Probes in flight at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for ProberOptions {
+    fn default() -> Self {
+        ProberOptions {
+            max_concurrency: 512,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn offset_for(key: &str, interval: Duration) -> Duration {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % ms)
+}
+
+struct Slot {
+    target: usize,
+    due: Instant,
+    in_flight: bool,
+}
+
+struct ProbeResult {
+    generation: u64,
+    slot: usize,
+    ok: bool,
+    reason: String,
+}
+
+/// Run the prober until `shutdown`. `generations` ticks whenever `shared`
+/// gets a new snapshot (reload); the prober then re-reads its targets,
+/// keeping the state of endpoints whose probe key did not change.
+pub async fn run(
+    shared: Arc<Shared>,
+    status: Arc<HealthStatus>,
+    notifier: Option<Notifier>,
+    mut generations: watch::Receiver<u64>,
+    opts: ProberOptions,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(opts.max_concurrency.max(1)));
+    let (tx, mut rx) = mpsc::channel::<ProbeResult>(1024);
+    let mut snap = shared.current.load_full();
+    let mut generation = snap.generation;
+    let mut slots = schedule(&snap, &status);
+    let mut heap: BinaryHeap<Reverse<(Instant, usize)>> =
+        slots.iter().enumerate().map(|(i, s)| Reverse((s.due, i))).collect();
+    loop {
+        let next_due = heap.peek().map(|Reverse((t, _))| *t);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                snap = shared.current.load_full();
+                generation = snap.generation;
+                status.seed(&snap);
+                slots = schedule(&snap, &status);
+                heap = slots.iter().enumerate().map(|(i, s)| Reverse((s.due, i))).collect();
+                info!(generation, probes = slots.len(), "prober: targets reloaded");
+            }
+            Some(res) = rx.recv() => {
+                if res.generation == generation {
+                    if let Some(slot) = slots.get_mut(res.slot) {
+                        slot.in_flight = false;
+                        let t = slot.target;
+                        apply(&snap, &status, notifier.as_ref(), t, res.ok, res.reason);
+                    }
+                }
+            }
+            () = sleep_until_opt(next_due) => {
+                let now = Instant::now();
+                while let Some(Reverse((due, i))) = heap.peek().copied() {
+                    if due > now {
+                        break;
+                    }
+                    heap.pop();
+                    let slot = &mut slots[i];
+                    let target = &snap.probes[slot.target];
+                    let monitor = &snap.monitors[target.monitor as usize];
+                    slot.due = due + monitor.interval;
+                    heap.push(Reverse((slot.due, i)));
+                    if slot.in_flight {
+                        // Still waiting for the last probe: skip this round.
+                        continue;
+                    }
+                    slot.in_flight = true;
+                    let spec = monitor.spec.clone();
+                    let addr = target.addr;
+                    let host = target.host.clone();
+                    let tx = tx.clone();
+                    let permits = permits.clone();
+                    let deadline = monitor.spec.timeout + Duration::from_secs(1);
+                    tokio::spawn(async move {
+                        let Ok(_permit) = permits.acquire_owned().await else { return };
+                        let t = Target { addr, host: host.as_deref() };
+                        // The probe has its own deadline; this outer one only
+                        // guards against a bug there holding a slot forever.
+                        let (ok, reason) = match tokio::time::timeout(deadline, check::probe(&spec, t)).await {
+                            Ok(Ok(done)) => (true, done.detail),
+                            Ok(Err(e)) => (false, e.to_string()),
+                            Err(_) => (false, format!("timeout after {}s", deadline.as_secs())),
+                        };
+                        let _ = tx.send(ProbeResult { generation, slot: i, ok, reason }).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn schedule(snap: &Snapshot, status: &HealthStatus) -> Vec<Slot> {
+    let now = Instant::now();
+    let keys: HashMap<&str, ()> = snap.probes.iter().map(|t| (t.key.as_str(), ())).collect();
+    status.retain(&keys);
+    snap.probes
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let interval = snap.monitors[t.monitor as usize].interval;
+            Slot {
+                target: i,
+                due: now + offset_for(&t.key, interval),
+                in_flight: false,
+            }
+        })
+        .collect()
+}
+
+fn apply(
+    snap: &Snapshot,
+    status: &HealthStatus,
+    notifier: Option<&Notifier>,
+    t: usize,
+    ok: bool,
+    reason: String,
+) {
+    let target = &snap.probes[t];
+    let monitor = &snap.monitors[target.monitor as usize];
+    let mut map = status.lock();
+    let h = map.entry(target.key.clone()).or_default();
+    let old = h.hysteresis.verdict;
+    h.last_ok = Some(ok);
+    h.last_probe_at = Some(unix_now());
+    h.reason = Some(reason.clone());
+    let Some(new) = h.hysteresis.observe(ok, monitor.rise, monitor.fall) else { return };
+    h.last_change_at = h.last_probe_at;
+    drop(map);
+    let pool = &snap.pools[target.pool as usize];
+    let endpoint = pool
+        .endpoints
+        .iter()
+        .find(|e| e.id == target.endpoint)
+        .map_or("?", |e| e.label.as_str());
+    let inputs = Inputs {
+        pools: &snap.pools,
+        health: &snap.health,
+    };
+    let pool_was = inputs.pool_usable(target.pool);
+    snap.health.set(target.endpoint, new.answerable());
+    let pool_is = inputs.pool_usable(target.pool);
+    if new == Verdict::Down {
+        warn!(pool = %pool.name, endpoint, old = old.as_str(), new = new.as_str(), reason = %reason, "endpoint health changed");
+    } else {
+        info!(pool = %pool.name, endpoint, old = old.as_str(), new = new.as_str(), reason = %reason, "endpoint health changed");
+    }
+    if pool_was != pool_is {
+        if pool_is {
+            info!(pool = %pool.name, "pool usable again");
+        } else {
+            warn!(pool = %pool.name, "pool no longer usable");
+        }
+    }
+    if let Some(n) = notifier {
+        n.send(Event::endpoint(&pool.name, endpoint, old, new, &reason));
+        if pool_was != pool_is {
+            n.send(Event::pool(&pool.name, pool_is));
+        }
+    }
+}

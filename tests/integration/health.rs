@@ -1,0 +1,276 @@
+//! Active health checks against real loopback backends, observed through
+//! real DNS answers: endpoints leave answers after `fall` failures and come
+//! back after `rise` successes; pools fail over, then the fallback, then
+//! fail-open.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::backends::*;
+use crate::harness::*;
+
+/// Poll `f` until it returns true, or panic after `secs` seconds.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn answers(s: &TestServer, name: &str) -> Vec<String> {
+    addrs(&s.udp(&q(name, RecordType::A)))
+}
+
+fn reason(s: &TestServer, pool: &str, label: &str) -> String {
+    let snap = s.running.shared.current.load();
+    let t = snap
+        .probes
+        .iter()
+        .find(|t| t.key.starts_with(&format!("{pool}|{label}|")))
+        .expect("probe target");
+    s.running
+        .health
+        .get(&t.key)
+        .and_then(|h| h.reason)
+        .unwrap_or_default()
+}
+
+const MON: &str = r#"
+[monitors.web]
+type = "http"
+interval = "100ms"
+timeout = "80ms"
+rise = 2
+fall = 2
+path = "/health"
+expect_body = "OK"
+"#;
+
+#[test]
+fn http_failures_remove_endpoints_and_recovery_brings_them_back() {
+    let a = HttpBackend::start("127.0.0.1");
+    let b = HttpBackend::start("127.0.0.2");
+    let gone = HttpBackend::start("127.0.0.3");
+    let gone_port = gone.addr.port();
+    drop(gone); // connection refused from now on
+    let cfg = format!(
+        r#"{MON}
+[pools.web]
+monitor = "web"
+endpoints = [
+  {{ address = "192.0.2.101", probe_address = "127.0.0.1", probe_port = {pa} }},
+  {{ address = "192.0.2.102", probe_address = "127.0.0.2", probe_port = {pb} }},
+  {{ address = "192.0.2.103", probe_address = "127.0.0.3", probe_port = {pc} }},
+  {{ address = "192.0.2.104", enabled = false, probe_address = "127.0.0.1", probe_port = {pa} }},
+]
+[pools.spare]
+endpoints = [{{ address = "192.0.2.200" }}]
+
+[names."hc.lb.example.com"]
+policy = "failover"
+pools = ["web", "spare"]
+"#,
+        pa = a.addr.port(),
+        pb = b.addr.port(),
+        pc = gone_port
+    );
+    let s = TestServer::base(&cfg);
+    let name = "hc.lb.example.com.";
+    // refused endpoint leaves after its first verdict; the disabled one never appears
+    wait_for(5, "refused endpoint removed", || answers(&s, name) == vec!["192.0.2.101", "192.0.2.102"]);
+    assert!(reason(&s, "web", "192.0.2.103").contains("refused"), "{}", reason(&s, "web", "192.0.2.103"));
+
+    // wrong status
+    a.set(Mode::Reply(503, "OK".into()));
+    wait_for(5, "503 endpoint removed", || answers(&s, name) == vec!["192.0.2.102"]);
+    assert!(reason(&s, "web", "192.0.2.101").contains("503"), "{}", reason(&s, "web", "192.0.2.101"));
+
+    // body mismatch
+    b.set(Mode::Reply(200, "DEGRADED".into()));
+    wait_for(5, "failover to spare", || answers(&s, name) == vec!["192.0.2.200"]);
+    assert!(reason(&s, "web", "192.0.2.102").contains("body"), "{}", reason(&s, "web", "192.0.2.102"));
+
+    // recovery after `rise` successes
+    a.set(Mode::Reply(200, "all OK".into()));
+    wait_for(5, "recovered", || answers(&s, name) == vec!["192.0.2.101"]);
+    assert!(reason(&s, "web", "192.0.2.101").contains("200"));
+
+    // timeout: the backend accepts and never answers
+    a.set(Mode::Hang);
+    wait_for(5, "hung endpoint removed", || answers(&s, name) == vec!["192.0.2.200"]);
+    assert!(reason(&s, "web", "192.0.2.101").contains("timeout"), "{}", reason(&s, "web", "192.0.2.101"));
+}
+
+#[test]
+fn fallback_then_fail_open_then_nodata() {
+    let a = HttpBackend::start("127.0.0.1");
+    let f = HttpBackend::start("127.0.0.1");
+    let cfg = format!(
+        r#"{MON}
+[pools.main]
+monitor = "web"
+endpoints = [{{ address = "192.0.2.111", probe_address = "127.0.0.1", probe_port = {pa} }}]
+[pools.fb]
+monitor = "web"
+endpoints = [{{ address = "192.0.2.112", probe_address = "127.0.0.1", probe_port = {pf} }}]
+
+[names."open.lb.example.com"]
+policy = "failover"
+pools = ["main"]
+fallback = "fb"
+
+[names."closed.lb.example.com"]
+policy = "failover"
+pools = ["main"]
+fallback = "fb"
+all_down = "nodata"
+"#,
+        pa = a.addr.port(),
+        pf = f.addr.port()
+    );
+    let s = TestServer::base(&cfg);
+    wait_for(5, "main answers", || answers(&s, "open.lb.example.com.") == vec!["192.0.2.111"]);
+    a.set(Mode::Reply(500, String::new()));
+    wait_for(5, "fallback answers", || answers(&s, "open.lb.example.com.") == vec!["192.0.2.112"]);
+    f.set(Mode::Reply(500, String::new()));
+    // both down: fail-open answers the listed pool as if up; nodata answers nothing
+    wait_for(5, "fail-open", || {
+        answers(&s, "open.lb.example.com.") == vec!["192.0.2.111"] && answers(&s, "closed.lb.example.com.").is_empty()
+    });
+    let m = s.udp(&q("closed.lb.example.com.", RecordType::A));
+    assert_eq!(types(&m.authorities), vec![RecordType::SOA]);
+}
+
+#[test]
+fn tls_verification_and_custom_ca() {
+    let (tls, ca_pem) = self_signed(&["backend.test"]);
+    let a = HttpBackend::start_tls("127.0.0.1", tls);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let cfg = format!(
+        r#"
+[monitors.strict]
+type = "https"
+interval = "100ms"
+timeout = "90ms"
+rise = 1
+fall = 1
+sni = "backend.test"
+
+[monitors.trusted]
+type = "https"
+interval = "100ms"
+timeout = "90ms"
+rise = 1
+fall = 1
+sni = "backend.test"
+ca_file = "{ca}"
+
+[pools.tls]
+endpoints = [
+  {{ address = "192.0.2.121", monitor = "strict", probe_address = "127.0.0.1", probe_port = {p} }},
+  {{ address = "192.0.2.122", monitor = "trusted", probe_address = "127.0.0.1", probe_port = {p} }},
+]
+
+[names."tls.lb.example.com"]
+policy = "failover"
+pools = ["tls"]
+"#,
+        ca = ca.display(),
+        p = a.addr.port()
+    );
+    let s = TestServer::base(&cfg);
+    wait_for(8, "untrusted certificate removed", || answers(&s, "tls.lb.example.com.") == vec!["192.0.2.122"]);
+    let r = reason(&s, "tls", "192.0.2.121");
+    assert!(r.starts_with("tls"), "{r}");
+}
+
+#[test]
+fn tcp_and_dns_monitors() {
+    let web = HttpBackend::start("127.0.0.1");
+    let dns = DnsBackend::start("127.0.0.1");
+    let cfg = format!(
+        r#"
+[monitors.port]
+type = "tcp"
+interval = "100ms"
+timeout = "80ms"
+rise = 1
+fall = 1
+
+[monitors.resolver]
+type = "dns"
+interval = "100ms"
+timeout = "80ms"
+rise = 1
+fall = 1
+query_name = "probe.example."
+expect_answer = "192.0.2.1"
+
+[pools.mixed]
+endpoints = [
+  {{ address = "192.0.2.131", monitor = "port", probe_address = "127.0.0.1", probe_port = {pw} }},
+  {{ address = "192.0.2.132", monitor = "resolver", probe_address = "127.0.0.1", probe_port = {pd} }},
+]
+
+[names."mixed.lb.example.com"]
+policy = "failover"
+pools = ["mixed"]
+"#,
+        pw = web.addr.port(),
+        pd = dns.addr.port()
+    );
+    let s = TestServer::base(&cfg);
+    let name = "mixed.lb.example.com.";
+    wait_for(5, "both up", || {
+        answers(&s, name) == vec!["192.0.2.131", "192.0.2.132"] && !reason(&s, "mixed", "192.0.2.132").is_empty()
+    });
+    dns.set_servfail(true);
+    wait_for(5, "servfail endpoint removed", || answers(&s, name) == vec!["192.0.2.131"]);
+    assert!(reason(&s, "mixed", "192.0.2.132").to_lowercase().contains("servfail"));
+    dns.set_servfail(false);
+    wait_for(5, "dns endpoint back", || answers(&s, name).len() == 2);
+    drop(web);
+    wait_for(5, "closed port removed", || answers(&s, name) == vec!["192.0.2.132"]);
+}
+
+#[test]
+fn health_survives_reload_when_the_probe_is_unchanged() {
+    let a = HttpBackend::start("127.0.0.1");
+    let b = HttpBackend::start("127.0.0.1");
+    b.set(Mode::Reply(503, String::new()));
+    let cfg = format!(
+        r#"{MON}
+[pools.web]
+monitor = "web"
+endpoints = [
+  {{ address = "192.0.2.141", probe_address = "127.0.0.1", probe_port = {pa} }},
+  {{ address = "192.0.2.142", probe_address = "127.0.0.1", probe_port = {pb} }},
+]
+
+[names."keep.lb.example.com"]
+policy = "failover"
+pools = ["web"]
+"#,
+        pa = a.addr.port(),
+        pb = b.addr.port()
+    );
+    let s = TestServer::base(&cfg);
+    let name = "keep.lb.example.com.";
+    wait_for(5, "503 endpoint down", || answers(&s, name) == vec!["192.0.2.141"]);
+    for round in 0..20 {
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        let ttl = format!("ttl = \"{}h\"", round + 2);
+        std::fs::write(&s.config, text.replacen("ttl = \"1h\"", &ttl, 1).replacen(&format!("ttl = \"{}h\"", round + 1), &ttl, 1)).unwrap();
+        s.running.reload().expect("reload");
+        // Without carry-over the new snapshot would start all-up and answer
+        // .142 until its first probe: ask right away.
+        assert_eq!(answers(&s, name), vec!["192.0.2.141"], "health carried over reload {round}");
+    }
+}

@@ -3,6 +3,8 @@
 //! The prober (a later piece of work) is each slot's only writer. Until it
 //! exists every endpoint is up.
 
+pub mod check;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Up/down state of every endpoint, indexed by `EndpointId`.

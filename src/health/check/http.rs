@@ -186,6 +186,9 @@ pub(super) fn validate(h: &HttpCheck) -> Result<(), String> {
     if !is_field_value(&h.user_agent) {
         return Err("user agent has control characters".to_string());
     }
+    if h.method.eq_ignore_ascii_case("HEAD") && h.expect_body.is_some() {
+        return Err("a HEAD response has no body to check".to_string());
+    }
     if h.body_limit == 0 && h.expect_body.as_ref().is_some_and(|b| !b.is_empty()) {
         return Err("body_limit is 0 but a body is expected".to_string());
     }
@@ -886,6 +889,11 @@ mod tests {
             },
             HttpCheck {
                 body_limit: 0,
+                expect_body: Some("x".into()),
+                ..HttpCheck::default()
+            },
+            HttpCheck {
+                method: "HEAD".into(),
                 expect_body: Some("x".into()),
                 ..HttpCheck::default()
             },

@@ -374,8 +374,9 @@ fn assert_timed_out(e: &ProbeError, timeout: Duration, phase: &str) {
     assert!(e.detail.starts_with("timeout after 800ms"), "{e}");
     assert!(e.detail.contains(phase), "{e}: expected phase {phase}");
     assert!(e.duration >= timeout, "{:?}", e.duration);
+    // Generous for a loaded 2-core CI machine; the point is "not much later".
     assert!(
-        e.duration < timeout + Duration::from_millis(700),
+        e.duration < timeout + Duration::from_millis(1500),
         "{:?}",
         e.duration
     );

@@ -1,7 +1,7 @@
 //! Endpoint health as the hot path sees it: one atomic per endpoint.
 //!
-//! The prober (a later piece of work) is each slot's only writer. Until it
-//! exists every endpoint is up.
+//! The prober ([`prober`]) is each slot's only writer; endpoints start up
+//! ("unknown, answered as if up") until their first probe result.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

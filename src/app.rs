@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{self, ConfigError};
-use crate::health::notify::{Notifier, NotifyOptions};
-use crate::health::prober::{self, HealthStatus, ProberOptions};
 use crate::dns::server::Shared;
 use crate::dns::tcp::{self, TcpOptions};
 use crate::dns::udp::{self, UdpServer};
+use crate::health::notify::{Notifier, NotifyOptions};
+use crate::health::prober::{self, HealthStatus, ProberOptions};
 use crate::snapshot::{self, Snapshot};
 
 /// How to start the server.

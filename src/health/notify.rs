@@ -184,7 +184,9 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
         None => (rest, "/"),
     };
     let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
-        let (h, p) = h.split_once(']').ok_or_else(|| format!("{url:?}: bad IPv6 host"))?;
+        let (h, p) = h
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: bad IPv6 host"))?;
         (h.to_string(), p.strip_prefix(':').unwrap_or("80"))
     } else {
         match hostport.rsplit_once(':') {
@@ -209,7 +211,9 @@ async fn post(url: &str, body: &[u8]) -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
-    s.write_all(head.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     s.write_all(body).await.map_err(|e| format!("write: {e}"))?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
@@ -228,9 +232,18 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        assert_eq!(parse_http_url("http://127.0.0.1:9000/hook").unwrap(), ("127.0.0.1".into(), 9000, "/hook".into()));
-        assert_eq!(parse_http_url("http://[::1]/x").unwrap(), ("::1".into(), 80, "/x".into()));
-        assert_eq!(parse_http_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:9000/hook").unwrap(),
+            ("127.0.0.1".into(), 9000, "/hook".into())
+        );
+        assert_eq!(
+            parse_http_url("http://[::1]/x").unwrap(),
+            ("::1".into(), 80, "/x".into())
+        );
+        assert_eq!(
+            parse_http_url("http://h").unwrap(),
+            ("h".into(), 80, "/".into())
+        );
         assert!(parse_http_url("https://h/").is_err());
         assert!(parse_http_url("http://h:99999/").is_err());
     }
@@ -245,7 +258,9 @@ mod tests {
             // First connection: fail with 503, then accept.
             let mut first = true;
             loop {
-                let Ok((mut c, _)) = l.accept().await else { return };
+                let Ok((mut c, _)) = l.accept().await else {
+                    return;
+                };
                 let mut buf = vec![0u8; 4096];
                 let mut n = 0;
                 // read until the JSON body is complete (ends with '}')
@@ -261,7 +276,9 @@ mod tests {
                 }
                 let status = if first { "503 Busy" } else { "204 No Content" };
                 first = false;
-                let _ = c.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let _ = c
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
                 let text = String::from_utf8_lossy(&buf[..n]).to_string();
                 let _ = got_tx.send(text).await;
             }
@@ -277,10 +294,22 @@ mod tests {
             },
             shutdown.clone(),
         );
-        n.send(Event::endpoint("eu", "192.0.2.10", Verdict::Up, Verdict::Down, "status 503"));
+        n.send(Event::endpoint(
+            "eu",
+            "192.0.2.10",
+            Verdict::Up,
+            Verdict::Down,
+            "status 503",
+        ));
         let deadline = Duration::from_secs(10);
-        let first = tokio::time::timeout(deadline, got_rx.recv()).await.unwrap().unwrap();
-        let second = tokio::time::timeout(deadline, got_rx.recv()).await.unwrap().unwrap();
+        let first = tokio::time::timeout(deadline, got_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let second = tokio::time::timeout(deadline, got_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(first.starts_with("POST /hook HTTP/1.1"));
         for body in [&first, &second] {
             assert!(body.contains("\"event\":\"endpoint_down\""), "{body}");

@@ -68,7 +68,8 @@ impl HealthStatus {
         let map = self.lock();
         for t in &snap.probes {
             if let Some(h) = map.get(&t.key) {
-                snap.health.set(t.endpoint, h.hysteresis.verdict.answerable());
+                snap.health
+                    .set(t.endpoint, h.hysteresis.verdict.answerable());
             }
         }
     }
@@ -136,8 +137,11 @@ pub async fn run(
     let mut snap = shared.current.load_full();
     let mut generation = snap.generation;
     let mut slots = schedule(&snap, &status);
-    let mut heap: BinaryHeap<Reverse<(Instant, usize)>> =
-        slots.iter().enumerate().map(|(i, s)| Reverse((s.due, i))).collect();
+    let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Reverse((s.due, i)))
+        .collect();
     loop {
         let next_due = heap.peek().map(|Reverse((t, _))| *t);
         tokio::select! {
@@ -154,12 +158,12 @@ pub async fn run(
                 info!(generation, probes = slots.len(), "prober: targets reloaded");
             }
             Some(res) = rx.recv() => {
-                if res.generation == generation {
-                    if let Some(slot) = slots.get_mut(res.slot) {
-                        slot.in_flight = false;
-                        let t = slot.target;
-                        apply(&snap, &status, notifier.as_ref(), t, res.ok, res.reason);
-                    }
+                if res.generation == generation
+                    && let Some(slot) = slots.get_mut(res.slot)
+                {
+                    slot.in_flight = false;
+                    let t = slot.target;
+                    apply(&snap, &status, notifier.as_ref(), t, res.ok, res.reason);
                 }
             }
             () = sleep_until_opt(next_due) => {
@@ -244,7 +248,9 @@ fn apply(
     h.last_ok = Some(ok);
     h.last_probe_at = Some(unix_now());
     h.reason = Some(reason.clone());
-    let Some(new) = h.hysteresis.observe(ok, monitor.rise, monitor.fall) else { return };
+    let Some(new) = h.hysteresis.observe(ok, monitor.rise, monitor.fall) else {
+        return;
+    };
     h.last_change_at = h.last_probe_at;
     drop(map);
     let pool = &snap.pools[target.pool as usize];

@@ -33,10 +33,6 @@ fn fingerprint(m: &MonitorConfig) -> u64 {
     h.finish()
 }
 
-fn user_agent() -> String {
-    format!("steerdns/{} (health check)", env!("CARGO_PKG_VERSION"))
-}
-
 /// Compile `[monitors]`.
 pub fn compile_monitors(source: &Source, file: &ConfigFile, d: &mut Diagnostics<'_>) -> Monitors {
     let mut out = Monitors {
@@ -47,7 +43,11 @@ pub fn compile_monitors(source: &Source, file: &ConfigFile, d: &mut Diagnostics<
     for (name, m) in &file.monitors {
         let key = format!("monitors.{}", quote_key(name));
         if name == "none" {
-            d.error(m.span(), &key, "\"none\" is reserved: endpoints use monitor = \"none\" to turn probing off");
+            d.error(
+                m.span(),
+                &key,
+                "\"none\" is reserved: endpoints use monitor = \"none\" to turn probing off",
+            );
             continue;
         }
         if let Some(mon) = compile_monitor(source, name, m.get_ref(), &key, d) {
@@ -59,27 +59,55 @@ pub fn compile_monitors(source: &Source, file: &ConfigFile, d: &mut Diagnostics<
     out
 }
 
-fn only_for(d: &mut Diagnostics<'_>, key: &str, field: &str, span: Option<std::ops::Range<usize>>, kind: MonitorKind, allowed: &[MonitorKind]) {
-    if let Some(span) = span {
-        if !allowed.contains(&kind) {
-            let names: Vec<String> = allowed.iter().map(|k| format!("{k:?}").to_lowercase()).collect();
-            d.error(span, format!("{key}.{field}"), format!("only used by monitors of type {}", names.join(" or ")));
-        }
+fn only_for(
+    d: &mut Diagnostics<'_>,
+    key: &str,
+    field: &str,
+    span: Option<std::ops::Range<usize>>,
+    kind: MonitorKind,
+    allowed: &[MonitorKind],
+) {
+    if let Some(span) = span
+        && !allowed.contains(&kind)
+    {
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|k| format!("{k:?}").to_lowercase())
+            .collect();
+        d.error(
+            span,
+            format!("{key}.{field}"),
+            format!("only used by monitors of type {}", names.join(" or ")),
+        );
     }
 }
 
-fn compile_monitor(source: &Source, name: &str, m: &MonitorConfig, key: &str, d: &mut Diagnostics<'_>) -> Option<Monitor> {
+fn compile_monitor(
+    source: &Source,
+    name: &str,
+    m: &MonitorConfig,
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<Monitor> {
     use MonitorKind::{Dns, Http, Https};
     let kind = *m.kind.get_ref();
     let interval = m.interval.get_ref().0;
     let timeout = m.timeout.get_ref().0;
     let mut ok = true;
     if interval < Duration::from_millis(10) {
-        d.error(m.interval.span(), format!("{key}.interval"), "must be at least 10ms");
+        d.error(
+            m.interval.span(),
+            format!("{key}.interval"),
+            "must be at least 10ms",
+        );
         ok = false;
     }
     if timeout.is_zero() {
-        d.error(m.timeout.span(), format!("{key}.timeout"), "must be more than zero");
+        d.error(
+            m.timeout.span(),
+            format!("{key}.timeout"),
+            "must be more than zero",
+        );
         ok = false;
     } else if timeout > interval {
         d.error(m.timeout.span(), format!("{key}.timeout"), format!("longer than the interval ({interval:?}); a probe must end before the next one is due"));
@@ -95,14 +123,35 @@ fn compile_monitor(source: &Source, name: &str, m: &MonitorConfig, key: &str, d:
     only_for(d, key, "path", sp(&m.path), kind, &[Http, Https]);
     only_for(d, key, "method", sp(&m.method), kind, &[Http, Https]);
     only_for(d, key, "host", sp(&m.host), kind, &[Http, Https]);
-    only_for(d, key, "expect_status", sp(&m.expect_status), kind, &[Http, Https]);
-    only_for(d, key, "expect_body", sp(&m.expect_body), kind, &[Http, Https]);
+    only_for(
+        d,
+        key,
+        "expect_status",
+        sp(&m.expect_status),
+        kind,
+        &[Http, Https],
+    );
+    only_for(
+        d,
+        key,
+        "expect_body",
+        sp(&m.expect_body),
+        kind,
+        &[Http, Https],
+    );
     only_for(d, key, "sni", sp(&m.sni), kind, &[Https]);
     only_for(d, key, "ca_file", sp(&m.ca_file), kind, &[Https]);
     only_for(d, key, "query_name", sp(&m.query_name), kind, &[Dns]);
     only_for(d, key, "query_type", sp(&m.query_type), kind, &[Dns]);
     only_for(d, key, "expect_answer", sp(&m.expect_answer), kind, &[Dns]);
-    only_for(d, key, "expect_rcode", m.expect_rcode.as_ref().map(Spanned::span), kind, &[Dns]);
+    only_for(
+        d,
+        key,
+        "expect_rcode",
+        m.expect_rcode.as_ref().map(Spanned::span),
+        kind,
+        &[Dns],
+    );
     let check_kind = match kind {
         MonitorKind::Tcp => CheckKind::Tcp,
         MonitorKind::Http | MonitorKind::Https => {
@@ -116,17 +165,27 @@ fn compile_monitor(source: &Source, name: &str, m: &MonitorConfig, key: &str, d:
                 },
                 None => StatusSet::parse("2xx").ok()?,
             };
-            let path = m.path.as_ref().map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
+            let path = m
+                .path
+                .as_ref()
+                .map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
             if !path.starts_with('/') {
                 if let Some(p) = &m.path {
                     d.error(p.span(), format!("{key}.path"), "must start with /");
                 }
                 ok = false;
             }
-            let method = m.method.as_ref().map_or_else(|| "GET".to_string(), |x| x.get_ref().to_ascii_uppercase());
+            let method = m
+                .method
+                .as_ref()
+                .map_or_else(|| "GET".to_string(), |x| x.get_ref().to_ascii_uppercase());
             if !method.bytes().all(|b| b.is_ascii_uppercase()) || method.is_empty() {
                 if let Some(x) = &m.method {
-                    d.error(x.span(), format!("{key}.method"), "not an HTTP method (GET, HEAD, ...)");
+                    d.error(
+                        x.span(),
+                        format!("{key}.method"),
+                        "not an HTTP method (GET, HEAD, ...)",
+                    );
                 }
                 ok = false;
             }
@@ -134,13 +193,21 @@ fn compile_monitor(source: &Source, name: &str, m: &MonitorConfig, key: &str, d:
                 method,
                 path,
                 host: m.host.as_ref().map(|h| h.get_ref().clone()),
-                headers: m.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 expect_status,
                 expect_body: m.expect_body.as_ref().map(|b| b.get_ref().clone()),
                 follow_redirects: m.follow_redirects,
-                body_limit: 64 * 1024,
-                user_agent: user_agent(),
+                body_limit: check::DEFAULT_BODY_LIMIT,
+                user_agent: check::default_user_agent(),
             };
+            if let Err(e) = h.validate() {
+                d.error(m.kind.span(), key, e);
+                return None;
+            }
             if kind == MonitorKind::Http {
                 CheckKind::Http(h)
             } else {
@@ -163,14 +230,22 @@ fn compile_monitor(source: &Source, name: &str, m: &MonitorConfig, key: &str, d:
         }
         MonitorKind::Dns => {
             let Some(qname) = &m.query_name else {
-                d.error(m.kind.span(), format!("{key}.query_name"), "a dns monitor needs query_name = \"name to ask\"");
+                d.error(
+                    m.kind.span(),
+                    format!("{key}.query_name"),
+                    "a dns monitor needs query_name = \"name to ask\"",
+                );
                 return None;
             };
             let qtype = match &m.query_type {
                 Some(t) => match RecordType::from_str(&t.get_ref().to_ascii_uppercase()) {
                     Ok(rt) => u16::from(rt),
                     Err(_) => {
-                        d.error(t.span(), format!("{key}.query_type"), format!("unknown record type {:?}", t.get_ref()));
+                        d.error(
+                            t.span(),
+                            format!("{key}.query_type"),
+                            format!("unknown record type {:?}", t.get_ref()),
+                        );
                         return None;
                     }
                 },
@@ -179,7 +254,7 @@ fn compile_monitor(source: &Source, name: &str, m: &MonitorConfig, key: &str, d:
             let mut rcodes = Vec::new();
             if let Some(list) = &m.expect_rcode {
                 for r in list.get_ref() {
-                    match rcode_value(r) {
+                    match check::parse_rcode(r) {
                         Some(v) => rcodes.push(v),
                         None => {
                             d.error(list.span(), format!("{key}.expect_rcode"), format!("unknown rcode {r:?} (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...)"));
@@ -211,18 +286,6 @@ fn compile_monitor(source: &Source, name: &str, m: &MonitorConfig, key: &str, d:
     })
 }
 
-fn rcode_value(s: &str) -> Option<u16> {
-    Some(match s.to_ascii_uppercase().as_str() {
-        "NOERROR" => 0,
-        "FORMERR" => 1,
-        "SERVFAIL" => 2,
-        "NXDOMAIN" => 3,
-        "NOTIMP" => 4,
-        "REFUSED" => 5,
-        _ => return None,
-    })
-}
-
 fn default_port(kind: MonitorKind) -> Option<u16> {
     match kind {
         MonitorKind::Http => Some(80),
@@ -250,15 +313,25 @@ pub fn compile_probes(
             None => {
                 let mut known: Vec<&str> = monitors.ids.keys().map(String::as_str).collect();
                 known.sort_unstable();
-                let known = if known.is_empty() { "none are defined".into() } else { format!("defined monitors: {}", known.join(", ")) };
-                d.error(m.span(), key, format!("unknown monitor {:?}; {known}", m.get_ref()));
+                let known = if known.is_empty() {
+                    "none are defined".into()
+                } else {
+                    format!("defined monitors: {}", known.join(", "))
+                };
+                d.error(
+                    m.span(),
+                    key,
+                    format!("unknown monitor {:?}; {known}", m.get_ref()),
+                );
                 None
             }
         }
     };
     let by_name: BTreeMap<&String, _> = file.pools.iter().collect();
     for (pname, pc) in by_name {
-        let Some(&pid) = pool_ids.get(pname) else { continue };
+        let Some(&pid) = pool_ids.get(pname) else {
+            continue;
+        };
         let pool = &pools[pid as usize];
         let pkey = format!("pools.{}", quote_key(pname));
         let pool_monitor = match &pc.get_ref().monitor {
@@ -268,7 +341,14 @@ pub fn compile_probes(
             },
             None => None,
         };
-        for (i, (ec, ep)) in pc.get_ref().endpoints.get_ref().iter().zip(pool.endpoints.iter()).enumerate() {
+        for (i, (ec, ep)) in pc
+            .get_ref()
+            .endpoints
+            .get_ref()
+            .iter()
+            .zip(pool.endpoints.iter())
+            .enumerate()
+        {
             let ekey = format!("{pkey}.endpoints[{i}]");
             let monitor = match &ec.monitor {
                 Some(m) => match lookup(m, &format!("{ekey}.monitor"), d) {
@@ -279,7 +359,11 @@ pub fn compile_probes(
             };
             let Some(mid) = monitor else {
                 if let Some(pa) = &ec.probe_address {
-                    d.error(pa.span(), format!("{ekey}.probe_address"), "set, but this endpoint has no monitor");
+                    d.error(
+                        pa.span(),
+                        format!("{ekey}.probe_address"),
+                        "set, but this endpoint has no monitor",
+                    );
                 }
                 continue;
             };
@@ -288,7 +372,11 @@ pub fn compile_probes(
                 (Some(pa), _) => match IpAddr::from_str(pa.get_ref()) {
                     Ok(ip) => (ip, host_of(&ep.target)),
                     Err(_) => {
-                        d.error(pa.span(), format!("{ekey}.probe_address"), format!("{:?} is not an IP address", pa.get_ref()));
+                        d.error(
+                            pa.span(),
+                            format!("{ekey}.probe_address"),
+                            format!("{:?} is not an IP address", pa.get_ref()),
+                        );
                         continue;
                     }
                 },
@@ -299,7 +387,11 @@ pub fn compile_probes(
                     continue;
                 }
             };
-            let Some(port) = ec.probe_port.or(monitor_port(file, &mon.name)).or(default_port(mon.kind)) else {
+            let Some(port) = ec
+                .probe_port
+                .or(monitor_port(file, &mon.name))
+                .or(default_port(mon.kind))
+            else {
                 d.error(ec.address.span(), format!("{ekey}.probe_port"), format!("monitor {:?} is a tcp check without a port; set port in the monitor or probe_port here", mon.name));
                 continue;
             };
@@ -310,7 +402,10 @@ pub fn compile_probes(
                 monitor: mid,
                 addr,
                 host,
-                key: format!("{pname}|{}|{addr}|{}|{:016x}", ep.label, mon.name, monitors.fingerprints[mid as usize]),
+                key: format!(
+                    "{pname}|{}|{addr}|{}|{:016x}",
+                    ep.label, mon.name, monitors.fingerprints[mid as usize]
+                ),
             });
         }
     }

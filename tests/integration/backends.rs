@@ -105,7 +105,11 @@ fn respond(c: &mut (impl Read + Write), mode: &Mode, stop: &AtomicBool) {
     }
     match mode {
         Mode::Reply(status, body) => {
-            let _ = write!(c, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = c.flush();
         }
         Mode::Hang => {
@@ -117,7 +121,9 @@ fn respond(c: &mut (impl Read + Write), mode: &Mode, stop: &AtomicBool) {
                 }
                 match c.read(&mut b) {
                     Ok(0) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
                     Err(_) => break,
                     Ok(_) => {}
                 }
@@ -132,7 +138,9 @@ fn serve(c: TcpStream, mode: Mode, tls: Option<Arc<rustls::ServerConfig>>, stop:
     match tls {
         None => respond(&mut c, &mode, &stop),
         Some(cfg) => {
-            let Ok(conn) = rustls::ServerConnection::new(cfg) else { return };
+            let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                return;
+            };
             let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
             let mut s = rustls::StreamOwned::new(conn, c);
             respond(&mut s, &mode, &stop);
@@ -146,13 +154,16 @@ pub fn self_signed(names: &[&str]) -> (Arc<rustls::ServerConfig>, String) {
     let ck = rcgen::generate_simple_self_signed(names).expect("cert");
     let pem = ck.cert.pem();
     let der = ck.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)
-        .expect("server config");
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![der], key)
+    .expect("server config");
     (Arc::new(cfg), pem)
 }
 
@@ -177,14 +188,22 @@ impl DnsBackend {
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !st.load(Ordering::SeqCst) {
-                let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
-                let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
                 let mut r = Message::response(q.metadata.id, q.metadata.op_code);
                 r.queries = q.queries.clone();
                 if sf.load(Ordering::SeqCst) {
                     r.metadata.response_code = ResponseCode::ServFail;
                 } else if let Some(qq) = q.queries.first() {
-                    r.add_answer(Record::from_rdata(qq.name().clone(), 60, RData::A(A::new(192, 0, 2, 1))));
+                    r.add_answer(Record::from_rdata(
+                        qq.name().clone(),
+                        60,
+                        RData::A(A::new(192, 0, 2, 1)),
+                    ));
                 }
                 if let Ok(b) = r.to_vec() {
                     let _ = s.send_to(&b, from);

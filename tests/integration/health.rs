@@ -82,18 +82,36 @@ pools = ["web", "spare"]
     let s = TestServer::base(&cfg);
     let name = "hc.lb.example.com.";
     // refused endpoint leaves after its first verdict; the disabled one never appears
-    wait_for(5, "refused endpoint removed", || answers(&s, name) == vec!["192.0.2.101", "192.0.2.102"]);
-    assert!(reason(&s, "web", "192.0.2.103").contains("refused"), "{}", reason(&s, "web", "192.0.2.103"));
+    wait_for(5, "refused endpoint removed", || {
+        answers(&s, name) == vec!["192.0.2.101", "192.0.2.102"]
+    });
+    assert!(
+        reason(&s, "web", "192.0.2.103").contains("refused"),
+        "{}",
+        reason(&s, "web", "192.0.2.103")
+    );
 
     // wrong status
     a.set(Mode::Reply(503, "OK".into()));
-    wait_for(5, "503 endpoint removed", || answers(&s, name) == vec!["192.0.2.102"]);
-    assert!(reason(&s, "web", "192.0.2.101").contains("503"), "{}", reason(&s, "web", "192.0.2.101"));
+    wait_for(5, "503 endpoint removed", || {
+        answers(&s, name) == vec!["192.0.2.102"]
+    });
+    assert!(
+        reason(&s, "web", "192.0.2.101").contains("503"),
+        "{}",
+        reason(&s, "web", "192.0.2.101")
+    );
 
     // body mismatch
     b.set(Mode::Reply(200, "DEGRADED".into()));
-    wait_for(5, "failover to spare", || answers(&s, name) == vec!["192.0.2.200"]);
-    assert!(reason(&s, "web", "192.0.2.102").contains("body"), "{}", reason(&s, "web", "192.0.2.102"));
+    wait_for(5, "failover to spare", || {
+        answers(&s, name) == vec!["192.0.2.200"]
+    });
+    assert!(
+        reason(&s, "web", "192.0.2.102").contains("body"),
+        "{}",
+        reason(&s, "web", "192.0.2.102")
+    );
 
     // recovery after `rise` successes
     a.set(Mode::Reply(200, "all OK".into()));
@@ -102,8 +120,14 @@ pools = ["web", "spare"]
 
     // timeout: the backend accepts and never answers
     a.set(Mode::Hang);
-    wait_for(5, "hung endpoint removed", || answers(&s, name) == vec!["192.0.2.200"]);
-    assert!(reason(&s, "web", "192.0.2.101").contains("timeout"), "{}", reason(&s, "web", "192.0.2.101"));
+    wait_for(5, "hung endpoint removed", || {
+        answers(&s, name) == vec!["192.0.2.200"]
+    });
+    assert!(
+        reason(&s, "web", "192.0.2.101").contains("timeout"),
+        "{}",
+        reason(&s, "web", "192.0.2.101")
+    );
 }
 
 #[test]
@@ -134,13 +158,18 @@ all_down = "nodata"
         pf = f.addr.port()
     );
     let s = TestServer::base(&cfg);
-    wait_for(5, "main answers", || answers(&s, "open.lb.example.com.") == vec!["192.0.2.111"]);
+    wait_for(5, "main answers", || {
+        answers(&s, "open.lb.example.com.") == vec!["192.0.2.111"]
+    });
     a.set(Mode::Reply(500, String::new()));
-    wait_for(5, "fallback answers", || answers(&s, "open.lb.example.com.") == vec!["192.0.2.112"]);
+    wait_for(5, "fallback answers", || {
+        answers(&s, "open.lb.example.com.") == vec!["192.0.2.112"]
+    });
     f.set(Mode::Reply(500, String::new()));
     // both down: fail-open answers the listed pool as if up; nodata answers nothing
     wait_for(5, "fail-open", || {
-        answers(&s, "open.lb.example.com.") == vec!["192.0.2.111"] && answers(&s, "closed.lb.example.com.").is_empty()
+        answers(&s, "open.lb.example.com.") == vec!["192.0.2.111"]
+            && answers(&s, "closed.lb.example.com.").is_empty()
     });
     let m = s.udp(&q("closed.lb.example.com.", RecordType::A));
     assert_eq!(types(&m.authorities), vec![RecordType::SOA]);
@@ -186,7 +215,9 @@ pools = ["tls"]
         p = a.addr.port()
     );
     let s = TestServer::base(&cfg);
-    wait_for(8, "untrusted certificate removed", || answers(&s, "tls.lb.example.com.") == vec!["192.0.2.122"]);
+    wait_for(8, "untrusted certificate removed", || {
+        answers(&s, "tls.lb.example.com.") == vec!["192.0.2.122"]
+    });
     let r = reason(&s, "tls", "192.0.2.121");
     assert!(r.starts_with("tls"), "{r}");
 }
@@ -229,15 +260,24 @@ pools = ["mixed"]
     let s = TestServer::base(&cfg);
     let name = "mixed.lb.example.com.";
     wait_for(5, "both up", || {
-        answers(&s, name) == vec!["192.0.2.131", "192.0.2.132"] && !reason(&s, "mixed", "192.0.2.132").is_empty()
+        answers(&s, name) == vec!["192.0.2.131", "192.0.2.132"]
+            && !reason(&s, "mixed", "192.0.2.132").is_empty()
     });
     dns.set_servfail(true);
-    wait_for(5, "servfail endpoint removed", || answers(&s, name) == vec!["192.0.2.131"]);
-    assert!(reason(&s, "mixed", "192.0.2.132").to_lowercase().contains("servfail"));
+    wait_for(5, "servfail endpoint removed", || {
+        answers(&s, name) == vec!["192.0.2.131"]
+    });
+    assert!(
+        reason(&s, "mixed", "192.0.2.132")
+            .to_lowercase()
+            .contains("servfail")
+    );
     dns.set_servfail(false);
     wait_for(5, "dns endpoint back", || answers(&s, name).len() == 2);
     drop(web);
-    wait_for(5, "closed port removed", || answers(&s, name) == vec!["192.0.2.132"]);
+    wait_for(5, "closed port removed", || {
+        answers(&s, name) == vec!["192.0.2.132"]
+    });
 }
 
 #[test]
@@ -263,14 +303,28 @@ pools = ["web"]
     );
     let s = TestServer::base(&cfg);
     let name = "keep.lb.example.com.";
-    wait_for(5, "503 endpoint down", || answers(&s, name) == vec!["192.0.2.141"]);
+    wait_for(5, "503 endpoint down", || {
+        answers(&s, name) == vec!["192.0.2.141"]
+    });
     for round in 0..20 {
         let text = std::fs::read_to_string(&s.config).unwrap();
         let ttl = format!("ttl = \"{}h\"", round + 2);
-        std::fs::write(&s.config, text.replacen("ttl = \"1h\"", &ttl, 1).replacen(&format!("ttl = \"{}h\"", round + 1), &ttl, 1)).unwrap();
+        std::fs::write(
+            &s.config,
+            text.replacen("ttl = \"1h\"", &ttl, 1).replacen(
+                &format!("ttl = \"{}h\"", round + 1),
+                &ttl,
+                1,
+            ),
+        )
+        .unwrap();
         s.running.reload().expect("reload");
         // Without carry-over the new snapshot would start all-up and answer
         // .142 until its first probe: ask right away.
-        assert_eq!(answers(&s, name), vec!["192.0.2.141"], "health carried over reload {round}");
+        assert_eq!(
+            answers(&s, name),
+            vec!["192.0.2.141"],
+            "health carried over reload {round}"
+        );
     }
 }

@@ -18,6 +18,8 @@ use crate::health::notify::parse_http_url;
 use crate::health::{Monitor, ProbeTarget};
 use crate::select::{Pool, Target};
 
+const BROKEN: u32 = u32::MAX;
+
 /// Compiled monitors and their ids by name.
 pub struct Monitors {
     /// The monitors.
@@ -50,10 +52,17 @@ pub fn compile_monitors(source: &Source, file: &ConfigFile, d: &mut Diagnostics<
             );
             continue;
         }
-        if let Some(mon) = compile_monitor(source, name, m.get_ref(), &key, d) {
-            out.ids.insert(name.clone(), out.list.len() as u32);
-            out.fingerprints.push(fingerprint(m.get_ref()));
-            out.list.push(mon);
+        match compile_monitor(source, name, m.get_ref(), &key, d) {
+            Some(mon) => {
+                out.ids.insert(name.clone(), out.list.len() as u32);
+                out.fingerprints.push(fingerprint(m.get_ref()));
+                out.list.push(mon);
+            }
+            // Known but broken: its own errors are reported; users of it
+            // should not also get "unknown monitor".
+            None => {
+                out.ids.insert(name.clone(), BROKEN);
+            }
         }
     }
     out
@@ -309,6 +318,7 @@ pub fn compile_probes(
             return Some(None);
         }
         match monitors.ids.get(m.get_ref()) {
+            Some(&BROKEN) => None,
             Some(&id) => Some(Some(id)),
             None => {
                 let mut known: Vec<&str> = monitors.ids.keys().map(String::as_str).collect();

@@ -155,3 +155,61 @@ fn explain_shows_location_rule_pools_and_answer() {
     assert_eq!(code, 0);
     assert!(out.contains("2001:db8:f::10"), "{out}");
 }
+
+#[test]
+fn monitor_errors_are_explained() {
+    let bad = BASE.to_string()
+        + r#"
+[monitors.slow]
+type = "http"
+interval = "1s"
+timeout = "5s"
+query_name = "x."
+
+[monitors.port]
+type = "tcp"
+
+[monitors.okweb]
+type = "http"
+
+[monitors.nodns]
+type = "dns"
+
+[pools.p]
+monitor = "port"
+endpoints = [
+  { address = "192.0.2.9" },
+  { address = "cdn.example.net", monitor = "okweb" },
+  { address = "192.0.2.7", monitor = "slow" },
+  { address = "192.0.2.8", monitor = "nosuch" },
+]
+"#;
+    let (_d, path) = write_config(&bad);
+    let (code, _, err) = steerdns(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    for (needle, key) in [
+        ("longer than the interval", "monitors.slow.timeout"),
+        (
+            "only used by monitors of type dns",
+            "monitors.slow.query_name",
+        ),
+        ("needs query_name", "monitors.nodns.query_name"),
+        (
+            "tcp check without a port",
+            "pools.p.endpoints[0].probe_port",
+        ),
+        ("needs probe_address", "pools.p.endpoints[1].probe_address"),
+        ("unknown monitor \"nosuch\"", "pools.p.endpoints[3].monitor"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{err}"));
+        assert!(line.contains(key), "{line} lacks {key}");
+        assert!(line.starts_with(&format!("{}:", path.display())), "{line}");
+    }
+    assert!(
+        !err.contains("unknown monitor \"slow\""),
+        "no cascade from a broken monitor:\n{err}"
+    );
+}

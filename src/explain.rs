@@ -12,6 +12,7 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::dns::answer::{self, Client};
 use crate::dns::transport::Transport;
 use crate::geo::{Location, LocationSource};
+use crate::health::prober::HealthStatus;
 use crate::select::{self, Inputs, Mode, Policy, Rng, Rule, Target};
 use crate::snapshot::Snapshot;
 use crate::zone;
@@ -72,8 +73,12 @@ fn fmt_rule(r: &Rule) -> String {
 }
 
 /// Explain the answer `client` gets for `name`/`qtype`.
+///
+/// `health` is the prober's state when explaining inside a running server;
+/// offline (the CLI) endpoints show their monitor and "not probed".
 pub fn explain(
     snap: &Snapshot,
+    health: Option<&HealthStatus>,
     client: IpAddr,
     name: &str,
     qtype: &str,
@@ -146,17 +151,34 @@ pub fn explain(
                         Target::V6(a) => a.to_string(),
                         Target::Host(h) => format!("CNAME {}", zone::display_name(h)),
                     };
+                    let probe = snap.probes.iter().find(|t| t.endpoint == e.id);
                     let state = if !e.enabled {
-                        "disabled"
-                    } else if snap.health.is_up(e.id) {
-                        "up"
+                        "disabled".to_string()
                     } else {
-                        "down"
+                        let known = health.and_then(|h| probe.and_then(|t| h.get(&t.key)));
+                        match (probe, known) {
+                            (None, _) => "up (not monitored)".to_string(),
+                            (Some(t), None) => format!(
+                                "unknown, answered as up (monitor {}, no probe result yet)",
+                                snap.monitors[t.monitor as usize].name
+                            ),
+                            (Some(t), Some(h)) => format!(
+                                "{} (monitor {}: {})",
+                                h.hysteresis.verdict.as_str(),
+                                snap.monitors[t.monitor as usize].name,
+                                h.reason.as_deref().unwrap_or("-")
+                            ),
+                        }
+                    };
+                    let label = if e.label == what {
+                        String::new()
+                    } else {
+                        format!(" ({})", e.label)
                     };
                     let _ = writeln!(
                         out,
-                        "             {} {what} weight {} {state}",
-                        e.label, e.weight
+                        "             {what}{label} weight {} {state}",
+                        e.weight
                     );
                 }
             }

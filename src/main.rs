@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             qtype,
         } => app::load_snapshot(&config, 1)
             .map_err(anyhow::Error::from)
-            .and_then(|s| explain::explain(&s, client, &name, &qtype).map_err(Into::into))
+            .and_then(|s| explain::explain(&s, None, client, &name, &qtype).map_err(Into::into))
             .map(|report| print!("{report}")),
         Command::GeoipBuild { input, output } => {
             steerdns::geo::sample::build_from_csv(&input, &output)

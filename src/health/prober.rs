@@ -285,3 +285,35 @@ fn apply(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_spread_probes_over_the_interval() {
+        let interval = Duration::from_secs(10);
+        let mut buckets = [0u32; 100];
+        for i in 0..10_000 {
+            let key = format!(
+                "pool{}|192.0.2.{}|127.0.0.1:{}|web|00",
+                i / 100,
+                i % 250,
+                8000 + i
+            );
+            let off = offset_for(&key, interval);
+            assert!(off < interval);
+            buckets[(off.as_millis() / 100) as usize] += 1;
+        }
+        // 100 per 100 ms on average; no burst above 2x, no gap below half
+        let (min, max) = (buckets.iter().min().unwrap(), buckets.iter().max().unwrap());
+        assert!(*max <= 200 && *min >= 50, "min {min} max {max}");
+    }
+
+    #[test]
+    fn offsets_are_stable_per_key() {
+        let i = Duration::from_secs(10);
+        assert_eq!(offset_for("a|b", i), offset_for("a|b", i));
+        assert_ne!(offset_for("a|b", i), offset_for("a|c", i));
+    }
+}

@@ -87,6 +87,7 @@ pub fn build_with_geo(
         endpoints,
     } = c;
     d.finish()?;
+    let decisions = crate::select::compiled::compile_all(&balancers, &pools, &geo);
     let mut table = ZoneTable::default();
     for z in zones {
         table
@@ -100,6 +101,7 @@ pub fn build_with_geo(
         settings,
         zones: table,
         balancers,
+        decisions,
         pools,
         pool_ids,
         geo,

@@ -12,9 +12,7 @@ use crate::geo::mmdb_writer::{IpVersion, MmdbValue, MmdbWriter};
 use crate::geo::trie::PrefixTrie;
 use crate::geo::{Continent, CountryCode, GeoDb, Location, LocationOverride, Subdivision};
 use crate::health::HealthTable;
-use crate::select::{
-    AllDown, Endpoint, Inputs, Rng, Rule, Target, choose, choose_fast, rule_for,
-};
+use crate::select::{AllDown, Endpoint, Inputs, Rng, Rule, Target, choose, choose_fast, rule_for};
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -107,8 +105,11 @@ fn pools(coords: &[Option<(f32, f32)>]) -> Vec<Pool> {
         .collect()
 }
 
+/// Continent, country, subdivision code, coordinates.
+type Place = (&'static str, &'static str, Option<&'static str>, (f64, f64));
+
 /// Countries with their continent and a subdivision code, for records.
-const PLACES: &[(&str, &str, Option<&str>, (f64, f64))] = &[
+const PLACES: &[Place] = &[
     ("EU", "GB", Some("ENG"), (51.5, -0.1)),
     ("EU", "FR", None, (48.8, 2.3)),
     ("EU", "DE", Some("BE"), (52.5, 13.4)),
@@ -318,11 +319,7 @@ fn test_addrs(rng: &mut Rng, nets: &[IpNet], n: usize) -> Vec<IpAddr> {
 fn inside(rng: &mut Rng, a: IpAddr, scope: u8, n: usize) -> Vec<IpAddr> {
     match a {
         IpAddr::V4(v4) => {
-            let host = if scope >= 32 {
-                0
-            } else {
-                u32::MAX >> scope
-            };
+            let host = if scope >= 32 { 0 } else { u32::MAX >> scope };
             let base = u32::from(v4) & !host;
             let mut v = vec![base, base | host];
             v.extend((0..n).map(|_| base | (rng.next_u64() as u32 & host)));
@@ -331,11 +328,7 @@ fn inside(rng: &mut Rng, a: IpAddr, scope: u8, n: usize) -> Vec<IpAddr> {
                 .collect()
         }
         IpAddr::V6(v6) => {
-            let host = if scope >= 128 {
-                0
-            } else {
-                u128::MAX >> scope
-            };
+            let host = if scope >= 128 { 0 } else { u128::MAX >> scope };
             let base = u128::from(v6) & !host;
             let mut v = vec![base, base | host];
             v.extend((0..n).map(|_| {
@@ -473,7 +466,10 @@ fn geo_choose_fast_matches_choose_under_random_health() {
         pools: &ps,
         health: &health,
     };
-    for (k, a) in test_addrs(&mut rng, &world.nets, 600).into_iter().enumerate() {
+    for (k, a) in test_addrs(&mut rng, &world.nets, 600)
+        .into_iter()
+        .enumerate()
+    {
         if k % 5 == 0 {
             for id in 0..3 {
                 health.set(id, rng.below(2) == 0);
@@ -559,8 +555,11 @@ fn a_location_independent_map_is_one_leaf_per_family() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = MmdbWriter::new("Test-City", IpVersion::V6);
     w.description("en", "test").ipv4_aliases(true);
-    w.insert(net("81.2.69.0/24"), &city(Some("EU"), "GB", None, None, None))
-        .unwrap();
+    w.insert(
+        net("81.2.69.0/24"),
+        &city(Some("EU"), "GB", None, None, None),
+    )
+    .unwrap();
     let geo = GeoDb::open(Some(&write_db(&dir, "c.mmdb", &w)), None, vec![]).unwrap();
     let mut m = GeoMap {
         lists: vec![Box::new([0, 1])],

@@ -172,38 +172,74 @@ pub fn compile(
 }
 
 /// Compile every balancer (`None` where there is nothing to compile or the
-/// trie is over budget; those keep evaluating rules per query). Logs the
-/// size and time of each trie.
+/// trie is over budget; those keep evaluating rules per query), on up to
+/// one thread per core. Logs the size and build time of each trie.
 pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<Option<Compiled>> {
-    balancers
-        .iter()
-        .map(|b| {
-            let t = Instant::now();
-            match compile(b, pools, geo, DEFAULT_NODE_BUDGET) {
-                Ok(Some(c)) => {
-                    tracing::debug!(
-                        name = %b.name,
-                        nodes = c.trie.node_count(),
-                        bytes = c.memory_bytes(),
-                        lists = c.lists.len(),
-                        cells = c.stats.cells,
-                        ms = t.elapsed().as_millis() as u64,
-                        "compiled decision trie"
-                    );
-                    Some(c)
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(
-                        name = %b.name,
-                        error = %e,
-                        "no decision trie: evaluating the rules per query (ECS scopes are per input, not merged)"
-                    );
-                    None
-                }
+    let one = |b: &Balancer| -> Option<Compiled> {
+        let t = Instant::now();
+        match compile(b, pools, geo, DEFAULT_NODE_BUDGET) {
+            Ok(Some(c)) => {
+                tracing::info!(
+                    name = %b.name,
+                    nodes = c.trie.node_count(),
+                    bytes = c.memory_bytes(),
+                    lists = c.lists.len(),
+                    cells = c.stats.cells,
+                    ms = t.elapsed().as_millis() as u64,
+                    "compiled decision trie"
+                );
+                Some(c)
             }
-        })
-        .collect()
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(
+                    name = %b.name,
+                    error = %e,
+                    "no decision trie: evaluating the rules per query (ECS scopes are per input, not merged)"
+                );
+                None
+            }
+        }
+    };
+    let todo: Vec<usize> = (0..balancers.len())
+        .filter(|&i| matches!(balancers[i].policy, Policy::Geo(_) | Policy::Proximity(_)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(todo.len());
+    let mut out: Vec<Option<Compiled>> = balancers.iter().map(|_| None).collect();
+    if threads <= 1 {
+        for &i in &todo {
+            out[i] = one(&balancers[i]);
+        }
+        return out;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Vec<(usize, Option<Compiled>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = todo.get(k) else {
+                            break mine;
+                        };
+                        mine.push((i, one(&balancers[i])));
+                    }
+                })
+            })
+            .collect();
+        // A panicking build loses only its tries (rules per query).
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    for (i, c) in done {
+        out[i] = c;
+    }
+    out
 }
 
 fn compile_geo(m: &GeoMap, geo: &GeoDb, budget: usize) -> Result<Compiled, CompileError> {

@@ -664,3 +664,186 @@ fn choose_fast_does_not_allocate() {
     assert_eq!(crate::geo::tests::alloc_count::count() - before, 0);
     assert_eq!(n, 2 * addrs.len());
 }
+
+/// Build cost, size and lookup cost of decision tries, on the sample
+/// database and on a synthetic large one. Run with:
+/// `cargo test --release --lib select::compiled::tests::bench_decision_tries -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_decision_tries() {
+    use std::time::Instant;
+
+    use crate::geo::tables;
+
+    let continent_map = || {
+        let mut m = GeoMap {
+            lists: vec![
+                Box::new([0, 1]),
+                Box::new([1, 0]),
+                Box::new([2, 0]),
+                Box::new([2, 1]),
+            ],
+            default: 0,
+            ..GeoMap::default()
+        };
+        m.continent.insert(Continent::EU, 0);
+        m.continent.insert(Continent::NA, 1);
+        m.continent.insert(Continent::SA, 1);
+        m.continent.insert(Continent::AS, 2);
+        m.continent.insert(Continent::OC, 3);
+        m
+    };
+    // One list per country for 60 countries (plus continents): many values.
+    let country_map = || {
+        let mut m = continent_map();
+        for (i, c) in tables::all_countries().take(60).enumerate() {
+            m.lists.push(Box::new([i as u32 % 3, 3 + i as u32]));
+            m.country.insert(c, m.lists.len() as u32 - 1);
+        }
+        m
+    };
+    let ps = pools(&[
+        Some((50.1, 8.7)),
+        Some((39.0, -77.5)),
+        Some((37.4, -122.1)),
+        Some((1.35, 103.8)),
+        Some((-33.9, 151.2)),
+        Some((-23.5, -46.6)),
+    ]);
+    let health = HealthTable::all_up(ps.len());
+    let inp = Inputs {
+        pools: &ps,
+        health: &health,
+    };
+
+    let run = |label: &str, geo: &GeoDb, addrs: &[IpAddr]| {
+        for (name, policy) in [
+            ("continent map", Policy::Geo(Box::new(continent_map()))),
+            ("60-country map", Policy::Geo(Box::new(country_map()))),
+            (
+                "proximity 6 pools",
+                Policy::Proximity(Box::new([0, 1, 2, 3, 4, 5])),
+            ),
+        ] {
+            let b = balancer(policy);
+            let t = Instant::now();
+            let c = compile(&b, &ps, geo, DEFAULT_NODE_BUDGET).unwrap().unwrap();
+            let build = t.elapsed();
+            let st = c.stats();
+            eprintln!(
+                "{label:>10} {name:>18}: build {build:>9.2?}, {:>8} cells, {:>8} evaluations -> {:>7} nodes, {:>9} bytes, {} lists",
+                st.cells,
+                st.evaluations,
+                c.trie().node_count(),
+                c.memory_bytes(),
+                c.lists().len()
+            );
+            let total = 2_000_000usize;
+            let rounds = total.div_ceil(addrs.len());
+            let n = (rounds * addrs.len()) as f64;
+            let t = Instant::now();
+            let mut acc = 0u64;
+            for _ in 0..rounds {
+                for &a in addrs {
+                    let d = choose_fast(&b, Some(&c), &inp, std::hint::black_box(a));
+                    acc += u64::from(d.map_or(0, |d| d.scope));
+                }
+            }
+            let fast = t.elapsed().as_nanos() as f64 / n;
+            let t = Instant::now();
+            for _ in 0..rounds {
+                for &a in addrs {
+                    let a = std::hint::black_box(a);
+                    let d = choose(&b, &inp, &geo.locate(a), a);
+                    acc += u64::from(d.scope);
+                }
+            }
+            let slow = t.elapsed().as_nanos() as f64 / n;
+            let mut merged = 0u64;
+            let mut per_input = 0u64;
+            for &a in addrs {
+                merged += u64::from(c.lookup(a).1);
+                per_input += u64::from(reference(&b, geo, a).1);
+            }
+            eprintln!(
+                "{label:>10} {name:>18}: choose_fast {fast:>5.0} ns, locate+choose {slow:>5.0} ns; mean scope merged /{:.1} vs per-input /{:.1} ({acc})",
+                merged as f64 / addrs.len() as f64,
+                per_input as f64 / addrs.len() as f64,
+            );
+        }
+    };
+
+    // The sample database.
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/sample.mmdb");
+    let geo = GeoDb::open(Some(&sample), None, vec![]).unwrap();
+    let addrs: Vec<IpAddr> = [
+        "81.2.69.142",
+        "89.160.20.1",
+        "216.160.83.5",
+        "192.0.2.1",
+        "2001:218::1",
+        "2a02:d280::1",
+        "8.8.8.8",
+    ]
+    .iter()
+    .map(|s| ip(s))
+    .collect();
+    run("sample", &geo, &addrs);
+
+    // Synthetic: 200k IPv4 /24s + 50k IPv6 /48s over all countries, ~5k
+    // distinct records (as in geo::tests::bench_locate).
+    let countries: Vec<CountryCode> = tables::all_countries().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = MmdbWriter::new("Bench-City", IpVersion::V6);
+    w.description("en", "bench").ipv4_aliases(true);
+    let mut x: u32 = 12345;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for i in 0..200_000u32 {
+        let r = next();
+        let c = countries[(r % countries.len() as u32) as usize];
+        let city_no = (r >> 16) % 20;
+        let rec = city(
+            None,
+            c.as_str(),
+            Some("AB"),
+            Some((f64::from(city_no), f64::from(i % 7))),
+            None,
+        );
+        let n = Ipv4Addr::from(next() & 0xffff_ff00);
+        w.insert(IpNet::new(IpAddr::V4(n), 24).unwrap(), &rec)
+            .unwrap();
+    }
+    let mut v6_nets = Vec::new();
+    for _ in 0..50_000u32 {
+        let r = next();
+        let c = countries[(r % countries.len() as u32) as usize];
+        let hi = (u128::from(0x2000_0000u32 | (next() & 0x0fff_ffff)) << 96)
+            | (u128::from(next() & 0xffff) << 80);
+        v6_nets.push(hi);
+        w.insert(
+            IpNet::new(IpAddr::V6(Ipv6Addr::from(hi)), 48).unwrap(),
+            &city(None, c.as_str(), None, None, None),
+        )
+        .unwrap();
+    }
+    let path = dir.path().join("bench.mmdb");
+    w.write_to(&path).unwrap();
+    let geo = GeoDb::open(Some(&path), None, vec![]).unwrap();
+    let mut addrs: Vec<IpAddr> = (0..50_000)
+        .map(|_| IpAddr::V4(Ipv4Addr::from(next())))
+        .collect();
+    addrs.extend((0..50_000usize).map(|i| {
+        let hi = if i % 2 == 0 {
+            v6_nets[i % v6_nets.len()]
+        } else {
+            u128::from(0x2000_0000u32 | (next() & 0x0fff_ffff)) << 96
+        };
+        IpAddr::V6(Ipv6Addr::from(hi | u128::from(next())))
+    }));
+    run("synthetic", &geo, &addrs);
+}

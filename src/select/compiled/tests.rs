@@ -550,6 +550,36 @@ fn adjacent_networks_with_the_same_answer_merge() {
     assert_eq!(c2.lookup(ip("8.8.8.8")), (&[0][..], 7));
 }
 
+/// Proximity: two adjacent /24s at different places with the same nearest
+/// order merge; unlocated space gets the configured order.
+#[test]
+fn proximity_merges_networks_with_the_same_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = MmdbWriter::new("Test-City", IpVersion::V6);
+    w.description("en", "test").ipv4_aliases(true);
+    for (n, cc, ll) in [
+        ("10.0.0.0/24", "GB", (51.5, -0.1)),
+        ("10.0.1.0/24", "FR", (48.8, 2.3)),
+        ("10.0.2.0/24", "US", (40.7, -74.0)),
+    ] {
+        w.insert(net(n), &city(None, cc, None, Some(ll), None))
+            .unwrap();
+    }
+    let geo = GeoDb::open(Some(&write_db(&dir, "c.mmdb", &w)), None, vec![]).unwrap();
+    let ps = pools(&[Some((39.0, -77.5)), Some((50.1, 8.7)), None]);
+    let b = balancer(Policy::Proximity(Box::new([0, 1, 2])));
+    let c = compile(&b, &ps, &geo, DEFAULT_NODE_BUDGET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.lookup(ip("10.0.0.1")), (&[1, 0, 2][..], 23));
+    assert_eq!(c.lookup(ip("10.0.1.1")), (&[1, 0, 2][..], 23));
+    assert_eq!(c.lookup(ip("10.0.2.1")), (&[0, 1, 2][..], 23));
+    // Unlocated: configured order, which is also New York's order, so the
+    // US /24 merges with its unlocated neighbour 10.0.3.0/24.
+    assert_eq!(c.lookup(ip("10.0.3.1")), (&[0, 1, 2][..], 23));
+    assert_eq!(c.lookup(ip("192.0.2.1")), (&[0, 1, 2][..], 1));
+}
+
 #[test]
 fn a_location_independent_map_is_one_leaf_per_family() {
     let dir = tempfile::tempdir().unwrap();

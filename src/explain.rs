@@ -69,6 +69,7 @@ fn fmt_rule(r: &Rule) -> String {
             "nearest first, but the client has no coordinates: configured order".into()
         }
         Rule::Weighted => "weighted random over all pools".into(),
+        Rule::Compiled => "precompiled decision (rules not re-evaluated)".into(),
     }
 }
 
@@ -189,10 +190,21 @@ pub fn explain(
                 Mode::Nodata => "all down: NODATA",
             };
             let _ = writeln!(out, "mode       {mode}");
+            // The server answers from the compiled decision trie when there
+            // is one: its scope is the merged one (the widest prefix with the
+            // same pool list), usually shorter than the per-input scope.
+            let compiled = snap.decisions.get(bid as usize).and_then(Option::as_ref);
+            let lookup_ip = match client {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+                v4 => v4,
+            };
+            let scope = match compiled {
+                Some(c) => c.lookup(lookup_ip).1,
+                None => d.scope,
+            };
             let _ = writeln!(
                 out,
-                "ecs scope  /{} (with ECS, resolvers may cache the answer for the client's /{} network)",
-                d.scope, d.scope
+                "ecs scope  /{scope} (with ECS, resolvers may cache the answer for the client's /{scope} network)"
             );
         }
     }

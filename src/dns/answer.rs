@@ -195,13 +195,24 @@ fn resolve(
         let mut next: Option<&[u8]> = None;
         if let Some(bid) = node.balancer.filter(|_| is_balanced_type(q.qtype)) {
             let b = &snap.balancers[bid as usize];
-            let loc = locate(snap, q.edns.as_ref(), client);
+            let who = client_address(snap, q.edns.as_ref(), client);
             let inputs = Inputs {
                 pools: &snap.pools,
                 health: &snap.health,
             };
-            let d: Decision<'_> = select::choose(b, &inputs, &loc.location, loc.lookup_ip);
-            scope = Some(scope.unwrap_or(0).max(d.scope).min(loc.max_scope));
+            let compiled = snap.decisions.get(bid as usize).and_then(Option::as_ref);
+            // A compiled trie (or a location-independent policy) decides
+            // without locating the client; else evaluate the rules.
+            let fast = if who.anonymous {
+                None
+            } else {
+                select::choose_fast(b, compiled, &inputs, who.lookup_ip)
+            };
+            let d: Decision<'_> = match fast {
+                Some(d) => d,
+                None => select::choose(b, &inputs, &who.locate(snap), who.lookup_ip),
+            };
+            scope = Some(scope.unwrap_or(0).max(d.scope).min(who.max_scope));
             let family = if q.qtype == rtype::AAAA {
                 Family::V6
             } else {
@@ -277,20 +288,42 @@ pub struct Located {
     pub max_scope: u8,
 }
 
-/// Locate the client: the ECS address when present and enabled, else the
-/// packet's source.
-pub fn locate(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> Located {
+/// The address a client is located by, before any database lookup.
+pub struct ClientAddress {
+    /// The address to look up (ECS address truncated, or the canonical
+    /// source address).
+    pub lookup_ip: IpAddr,
+    /// Cap on the ECS scope (the truncated source prefix).
+    pub max_scope: u8,
+    /// An ECS source prefix of 0: do not use any address (the client gets
+    /// the unlocated answer).
+    pub anonymous: bool,
+}
+
+impl ClientAddress {
+    /// The client's location (unknown when anonymous).
+    pub fn locate(&self, snap: &Snapshot) -> Location {
+        if self.anonymous {
+            Location::default()
+        } else {
+            snap.geo.locate(self.lookup_ip)
+        }
+    }
+}
+
+/// Which address locates the client: the ECS address when present and
+/// enabled, else the packet's source. No lookup.
+pub fn client_address(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> ClientAddress {
     let ecs = edns.and_then(|e| e.ecs).filter(|_| snap.settings.ecs);
     match ecs {
         Some(Ecs {
             source_prefix: 0,
             addr,
             ..
-        }) => Located {
-            // A /0 source asks us not to use any address: answer the default.
-            location: Location::default(),
+        }) => ClientAddress {
             lookup_ip: addr,
             max_scope: 0,
+            anonymous: true,
         },
         Some(e) => {
             let max = if e.family == 1 {
@@ -299,21 +332,31 @@ pub fn locate(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> Located {
                 ECS_MAX_V6
             };
             let len = e.source_prefix.min(max);
-            let ip = wire::mask(e.addr, len);
-            Located {
-                location: snap.geo.locate(ip),
-                lookup_ip: ip,
+            ClientAddress {
+                lookup_ip: wire::mask(e.addr, len),
                 max_scope: len,
+                anonymous: false,
             }
         }
         None => {
             let ip = canonical_ip(client.addr.ip());
-            Located {
-                location: snap.geo.locate(ip),
+            ClientAddress {
                 lookup_ip: ip,
                 max_scope: if ip.is_ipv4() { 32 } else { 128 },
+                anonymous: false,
             }
         }
+    }
+}
+
+/// Locate the client: the ECS address when present and enabled, else the
+/// packet's source.
+pub fn locate(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> Located {
+    let who = client_address(snap, edns, client);
+    Located {
+        location: who.locate(snap),
+        lookup_ip: who.lookup_ip,
+        max_scope: who.max_scope,
     }
 }
 

@@ -370,4 +370,4 @@ fn unmap_net(net: IpNet) -> IpNet {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -785,7 +785,7 @@ fn bench_locate() {
 }
 
 /// Counts allocations made by the current thread (test binary only).
-mod alloc_count {
+pub(crate) mod alloc_count {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 

@@ -11,6 +11,10 @@ use crate::geo::{Continent, Coords, CountryCode, Location, Subdivision};
 use crate::health::HealthTable;
 use crate::zone::WireName;
 
+pub mod compiled;
+
+pub use compiled::Compiled;
+
 /// Index of a pool in the snapshot.
 pub type PoolId = u32;
 /// Index of an endpoint in the health table.
@@ -144,6 +148,10 @@ pub enum Rule {
     },
     /// Weighted random over all pools.
     Weighted,
+    /// Looked up in the balancer's compiled decision trie (geo or
+    /// proximity): the list is what the rules give, but which rule gave it
+    /// is not tracked on the hot path (`explain` evaluates the rules).
+    Compiled,
 }
 
 /// How the answer was reached.
@@ -297,7 +305,13 @@ pub fn rule_for<'s>(b: &'s Balancer, loc: &Location, client: IpAddr) -> (Rule, &
 }
 
 fn geo_rule<'s>(m: &'s GeoMap, loc: &Location, client: IpAddr) -> (Rule, &'s [PoolId], u8) {
-    let list = |i: u32| -> &'s [PoolId] { &m.lists[i as usize] };
+    let (rule, i, scope) = geo_rule_index(m, loc, client);
+    (rule, &m.lists[i as usize], scope)
+}
+
+/// [`geo_rule`] with the index of the list in `m.lists`: the reference the
+/// compiled decision tries are built from.
+pub(crate) fn geo_rule_index(m: &GeoMap, loc: &Location, client: IpAddr) -> (Rule, u32, u8) {
     // The answer depends on every input consulted: each is constant over
     // its own prefix, so the answer is constant over the longest of them.
     let mut scope = 0u8;
@@ -310,35 +324,36 @@ fn geo_rule<'s>(m: &'s GeoMap, loc: &Location, client: IpAddr) -> (Rule, &'s [Po
                 hit.matched_len,
             )
             .unwrap_or_else(|_| ipnet::IpNet::from(client));
-            return (Rule::Cidr(net), list(i), scope);
+            return (Rule::Cidr(net), i, scope);
         }
     }
     if !m.asn.is_empty() {
         scope = scope.max(loc.asn_scope);
         if let Some(&i) = loc.asn.and_then(|a| m.asn.get(&a)) {
-            return (Rule::Asn(loc.asn.unwrap_or(0)), list(i), scope);
+            return (Rule::Asn(loc.asn.unwrap_or(0)), i, scope);
         }
     }
     scope = scope.max(loc.scope);
     if let Some(s) = loc.subdivision
         && let Some(&i) = m.subdivision.get(&s)
     {
-        return (Rule::Subdivision(s), list(i), scope);
+        return (Rule::Subdivision(s), i, scope);
     }
     if let Some(c) = loc.country
         && let Some(&i) = m.country.get(&c)
     {
-        return (Rule::Country(c), list(i), scope);
+        return (Rule::Country(c), i, scope);
     }
     if let Some(c) = loc.continent
         && let Some(&i) = m.continent.get(&c)
     {
-        return (Rule::Continent(c), list(i), scope);
+        return (Rule::Continent(c), i, scope);
     }
-    (Rule::Default, list(m.default), scope)
+    (Rule::Default, m.default, scope)
 }
 
-/// Choose the pool for a balanced name.
+/// Choose the pool for a balanced name by evaluating its rules on a
+/// located client (the reference path; [`choose_fast`] is the hot path).
 pub fn choose<'s>(
     b: &'s Balancer,
     inp: &Inputs<'s>,
@@ -346,6 +361,48 @@ pub fn choose<'s>(
     client: IpAddr,
 ) -> Decision<'s> {
     let (rule, list, scope) = rule_for(b, loc, client);
+    let nearest = match (&b.policy, loc.coords) {
+        (Policy::Proximity(_), Some(c)) => Some(c),
+        _ => None,
+    };
+    decide(b, inp, rule, list, scope, nearest)
+}
+
+/// Choose without locating the client, when that is possible: for
+/// policies that do not depend on the address (failover, weighted), and for
+/// geo and proximity balancers with a compiled decision trie (`compiled`,
+/// one trie walk; the scope is the merged one). `None` when the caller must
+/// locate the client and call [`choose`]. `client` must be canonical (IPv4
+/// for IPv4-mapped addresses). No allocation.
+#[inline]
+pub fn choose_fast<'s>(
+    b: &'s Balancer,
+    compiled: Option<&'s Compiled>,
+    inp: &Inputs<'s>,
+    client: IpAddr,
+) -> Option<Decision<'s>> {
+    match (&b.policy, compiled) {
+        (Policy::Failover(l), _) => Some(decide(b, inp, Rule::Ordered, l, 0, None)),
+        (Policy::Weighted(l), _) => Some(decide(b, inp, Rule::Weighted, l, 0, None)),
+        (Policy::Geo(_) | Policy::Proximity(_), Some(c)) => {
+            let (list, scope) = c.lookup(client);
+            Some(decide(b, inp, Rule::Compiled, list, scope, None))
+        }
+        (Policy::Geo(_) | Policy::Proximity(_), None) => None,
+    }
+}
+
+/// Health, fallback and all-down handling over a pool list. With `nearest`,
+/// the list is in configured order and the nearest usable pool wins;
+/// without, the first usable pool of the list.
+fn decide<'s>(
+    b: &'s Balancer,
+    inp: &Inputs<'s>,
+    rule: Rule,
+    list: &'s [PoolId],
+    scope: u8,
+    nearest: Option<Coords>,
+) -> Decision<'s> {
     let mut d = Decision {
         rule,
         list,
@@ -361,9 +418,9 @@ pub fn choose<'s>(
                 inp.pool_usable(p)
             }
         };
-        match (&b.policy, loc.coords) {
-            (Policy::Proximity(l), Some(c)) => nearest_usable(inp, l, c, ok),
-            _ => list.iter().copied().find(|&p| ok(p)),
+        match nearest {
+            Some(c) => nearest_usable(inp, list, c, ok),
+            None => list.iter().copied().find(|&p| ok(p)),
         }
     };
     if let Policy::Weighted(_) = b.policy {

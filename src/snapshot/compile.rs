@@ -90,6 +90,7 @@ pub fn build_with_geo(
     let probes = super::monitors::compile_probes(file, &pools, &pool_ids, &monitors, &mut d);
     let notify = super::monitors::compile_notify(file, &mut d);
     d.finish()?;
+    let decisions = crate::select::compiled::compile_all(&balancers, &pools, &geo);
     let mut table = ZoneTable::default();
     for z in zones {
         table
@@ -103,6 +104,7 @@ pub fn build_with_geo(
         settings,
         zones: table,
         balancers,
+        decisions,
         pools,
         pool_ids,
         geo,

@@ -14,7 +14,7 @@ pub use compile::{build, build_with_geo, open_geo};
 
 use crate::geo::GeoDb;
 use crate::health::{HealthTable, Monitor, ProbeTarget};
-use crate::select::{Balancer, Pool, PoolId};
+use crate::select::{Balancer, Compiled, Pool, PoolId};
 use crate::zone::ZoneTable;
 
 /// Server settings from `[server]`.
@@ -54,6 +54,9 @@ pub struct Snapshot {
     pub zones: ZoneTable,
     /// Balanced names, indexed by `BalancerId`.
     pub balancers: Vec<Balancer>,
+    /// Compiled decision tries, indexed like `balancers` (`None` for
+    /// policies that do not depend on the client, and when over budget).
+    pub decisions: Vec<Option<Compiled>>,
     /// Pools, indexed by `PoolId`.
     pub pools: Vec<Pool>,
     /// Pool ids by name.

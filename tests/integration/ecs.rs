@@ -123,3 +123,42 @@ fn ecs_can_be_disabled() {
         "RFC 7871: no ECS option when not supported"
     );
 }
+
+/// The scope is the widest prefix over which the *answer* stays the same
+/// (decision trie merged at config load), not the GeoIP network: in the
+/// continent-only map of the base config, EU and the default share the list
+/// ["eu", "na"], and the sample database has only a handful of networks.
+#[test]
+fn scope_is_merged_over_networks_with_the_same_answer() {
+    let s = TestServer::base("");
+    for (subnet, qtype, want, want_scope) in [
+        // 0.0.0.0/1 holds only unlocated space and the EU networks 81.2.69/24
+        // and 89.160.20/24: all ["eu", "na"].
+        ("81.2.69.0/24", RecordType::A, "192.0.2.10", 1),
+        ("89.160.20.0/24", RecordType::A, "192.0.2.10", 1),
+        // 192.0.0.0/5 (192-199) is unlocated space plus the ZA (AF) /24,
+        // which has no rule: the default ["eu", "na"] again.
+        ("192.0.2.0/24", RecordType::A, "192.0.2.10", 5),
+        ("196.216.2.0/24", RecordType::A, "192.0.2.10", 5),
+        // The US /24 (NA: ["na", "eu"]) is surrounded by unlocated space
+        // (default ["eu", "na"]): no merge.
+        ("216.160.83.0/24", RecordType::A, "198.51.100.10", 24),
+        // The JP /32 (AS) differs from its unlocated sibling: no merge.
+        ("2001:218::/32", RecordType::AAAA, "2001:db8:f::10", 32),
+        // CZ (EU) in 2800::/5, otherwise unlocated: the default list.
+        ("2a02:d280::/29", RecordType::AAAA, "2001:db8:e::10", 5),
+    ] {
+        let m = s.udp(&q_ecs(WWW, qtype, subnet));
+        assert_eq!(addrs(&m), vec![want], "{subnet}");
+        let (_, scope) = ecs_of(&m).expect("ECS echoed");
+        assert_eq!(scope, want_scope, "{subnet}");
+    }
+    // A short source: the merged scope can be shorter than the source.
+    let m = s.udp(&q_ecs(WWW, RecordType::A, "81.0.0.0/8"));
+    assert_eq!(ecs_of(&m), Some((8, 1)));
+    // Without ECS the source address (127.0.0.1, unlocated) decides; no ECS
+    // option in the reply.
+    let m = s.udp(&qe(WWW, RecordType::A));
+    assert_eq!(addrs(&m), vec!["192.0.2.10"]);
+    assert!(ecs_of(&m).is_none());
+}

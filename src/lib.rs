@@ -12,6 +12,7 @@ pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod health;
+pub mod metrics;
 pub mod select;
 pub mod snapshot;
 pub mod zone;

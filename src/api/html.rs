@@ -60,9 +60,9 @@ pub fn fmt_ago(now: u64, t: u64) -> String {
 fn when(now: u64, t: Option<u64>) -> String {
     match t {
         Some(t) => format!(
-            "<time datetime=\"{t}\" title=\"{}\">{}</time>",
-            fmt_utc(t),
-            escape(&fmt_ago(now, t))
+            "<time datetime=\"{t}\">{} <span class=\"small\">({})</span></time>",
+            escape(&fmt_ago(now, t)),
+            fmt_utc(t)
         ),
         None => "&ndash;".into(),
     }

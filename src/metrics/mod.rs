@@ -34,6 +34,9 @@ use tracing::warn;
 
 pub use crate::dns::transport::Transport;
 
+mod snapshot;
+pub use snapshot::{SnapshotSlots, sync_health, sync_health_with};
+
 /// Label value of the zone slot for queries outside every zone (REFUSED,
 /// FORMERR before a name was parsed, CHAOS class).
 pub const NO_ZONE: &str = "(none)";

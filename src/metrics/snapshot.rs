@@ -29,6 +29,9 @@ impl From<LocationSource> for GeoResult {
     }
 }
 
+/// The answer slots of one balanced name: (pool, slot) pairs.
+type NameSlots = Box<[(PoolId, AnswerSlot)]>;
+
 /// Metric slots of one snapshot's zones and balanced names. Build it when a
 /// snapshot is compiled (it takes the metrics' label locks) and keep it next
 /// to the snapshot; lookups are array indexing and a short linear scan.
@@ -37,7 +40,7 @@ pub struct SnapshotSlots {
     /// Zone slot by zone index (`ZoneTable::zones`).
     zones: Box<[u32]>,
     /// By balancer id: (pool, slot) for every pool the name can answer from.
-    answers: Box<[Box<[(PoolId, AnswerSlot)]>]>,
+    answers: Box<[NameSlots]>,
     /// By balancer id: the slot for answers without a pool (NODATA).
     no_pool: Box<[AnswerSlot]>,
 }
@@ -67,7 +70,7 @@ impl SnapshotSlots {
             pools.extend(b.fallback);
             pools.sort_unstable();
             pools.dedup();
-            let slots: Box<[(PoolId, AnswerSlot)]> = pools
+            let slots: NameSlots = pools
                 .into_iter()
                 .filter_map(|p| {
                     let pool = snap.pools.get(p as usize)?;

@@ -19,6 +19,7 @@
 
 pub mod html;
 pub mod model;
+pub mod snapshot;
 
 use std::convert::Infallible;
 use std::io;

@@ -17,6 +17,7 @@
 //! more than [`MAX_BODY_BYTES`] gets `413`), at most [`MAX_CONNECTIONS`]
 //! connections are served at once, each for at most [`MAX_CONNECTION_AGE`].
 
+pub mod backend;
 pub mod html;
 pub mod model;
 pub mod snapshot;

@@ -83,8 +83,8 @@ pub struct ApiOptions {
     pub listen: SocketAddr,
 }
 
-/// Bind a TCP listener for the API (non-blocking, `SO_REUSEADDR`), ready
-/// for [`tokio::net::TcpListener::from_std`].
+/// Bind a TCP listener for the API (non-blocking, `SO_REUSEADDR`; an IPv6
+/// address is IPv6-only), ready for [`tokio::net::TcpListener::from_std`].
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -13,6 +13,9 @@
 #   .ci/ops-e2e.sh --demo                build and run examples/api_demo on a
 #                                        free loopback port and check it
 #
+# OPS_E2E_STRICT_METRICS=1: fail when a metric used by deploy/ is missing
+# from /metrics (default: a note, as some appear only once used).
+#
 # Installs promtool (Debian package `prometheus`) and `chromium` with apt-get
 # when missing. Runs as root in CI.
 set -euo pipefail
@@ -71,6 +74,7 @@ if [ "${1:-}" = "--demo" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 19153)
   target/debug/examples/api_demo "$port" 300 2>/dev/null &
   demo_pid=$!
+  export OPS_E2E_STRICT_METRICS=1
   set -- "http://127.0.0.1:$port" \
     'data-endpoint="eu-2".*>DOWN<.*connect timeout after 2s' \
     'data-endpoint="eu-1".*>UP<' \
@@ -119,14 +123,18 @@ if curl -fsS --max-time 10 "$base/metrics" -o "$work/metrics"; then
   else
     fail "promtool check metrics"
   fi
-  # Every steerdns metric the alerts and the dashboard use must be exported
-  # (histograms by their _bucket series; absent-until-used ones excepted).
+  # Every steerdns metric the alerts and the dashboard use should be
+  # exported. Some appear only once used (a first query, a failed probe), so
+  # a missing one is a note unless OPS_E2E_STRICT_METRICS=1 (--demo sets it:
+  # the demo has a sample of everything).
   used=$(grep -ohE 'steerdns_[a-z_]+' deploy/alerts.yml deploy/grafana-dashboard.json | sort -u)
   for m in $used; do
     if grep -Eq "^$m(\{| )" "$work/metrics" || grep -q "^# TYPE $m " "$work/metrics"; then
       ok "exported: $m"
-    else
+    elif [ "${OPS_E2E_STRICT_METRICS:-0}" = 1 ]; then
       fail "$m is used in deploy/ but not exported by $base/metrics"
+    else
+      echo "note $m is used in deploy/ but not exported (yet) by $base/metrics"
     fi
   done
 else

@@ -1,5 +1,6 @@
-//! Wiring: load the config, bind sockets, start transports, reload on
-//! SIGHUP, stop on SIGINT/SIGTERM.
+//! Wiring: load the config, bind sockets, start transports, the prober, the
+//! HTTP API and the file watch; reload on SIGHUP, API call or file change;
+//! stop on SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,14 +11,18 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::api::backend::{Reloader, SharedBackend};
+use crate::api::snapshot::ProbeInfo;
+use crate::api::{self, ApiBackend, ApiOptions};
 use crate::config::{self, ConfigError};
 use crate::dns::server::Shared;
 use crate::dns::tcp::{self, TcpOptions};
 use crate::dns::udp::{self, UdpServer};
 use crate::health::notify::{Notifier, NotifyOptions};
 use crate::health::prober::{self, HealthStatus, ProberOptions};
+use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot};
 
 /// How to start the server.
@@ -37,21 +42,94 @@ pub fn load_snapshot(path: &Path, generation: u64) -> Result<Snapshot, ConfigErr
     snapshot::build(&source, &file, generation)
 }
 
+/// Everything a reload touches, shared by the signal loop, the API and the
+/// file watch.
+pub struct Control {
+    /// The snapshot holder (and metrics).
+    pub shared: Arc<Shared>,
+    /// What the prober knows about each probed endpoint.
+    pub health: Arc<HealthStatus>,
+    notifier: Notifier,
+    generations: tokio::sync::watch::Sender<u64>,
+    config: PathBuf,
+    generation: AtomicU64,
+    reload_lock: std::sync::Mutex<()>,
+}
+
+impl Control {
+    /// Re-read the config and swap it in; on any error the old config keeps
+    /// serving and the error is returned. One reload runs at a time.
+    pub fn reload(&self) -> Result<u64, ConfigError> {
+        let _one = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let snap = load_snapshot(&self.config, generation)?;
+        // Health carries over for endpoints whose probe did not change.
+        self.health.seed(&snap);
+        self.notifier.set_urls(snap.notify.urls.clone());
+        let listen_changed = {
+            let old = self.shared.current.load();
+            old.settings.dns_listen != snap.settings.dns_listen
+                || old.settings.http_listen != snap.settings.http_listen
+                || old.settings.udp_workers != snap.settings.udp_workers
+        };
+        if listen_changed {
+            warn!(
+                "listen addresses or workers changed: that takes a restart; keeping the current sockets"
+            );
+        }
+        self.shared.publish(snap);
+        crate::metrics::sync_health(&self.shared.metrics, &self.shared.current.load());
+        self.generation.store(generation, Ordering::Relaxed);
+        let _ = self.generations.send(generation);
+        Ok(generation)
+    }
+
+    fn probe_info(&self, endpoint: u32) -> ProbeInfo {
+        let snap = self.shared.current.load();
+        let Some(t) = snap.probes.iter().find(|t| t.endpoint == endpoint) else {
+            return ProbeInfo::default();
+        };
+        let m = &snap.monitors[t.monitor as usize];
+        let monitor = Some(format!("{} {} {}", m.name, m.kind.label(), t.addr));
+        match self.health.get(&t.key) {
+            None => ProbeInfo {
+                monitor,
+                ..ProbeInfo::default()
+            },
+            Some(h) => ProbeInfo {
+                probed: match h.hysteresis.verdict {
+                    crate::health::state::Verdict::Unknown => None,
+                    v => Some(v.answerable()),
+                },
+                reason: h.reason,
+                last_probe_at: h.last_probe_at,
+                last_change_at: h.last_change_at,
+                monitor,
+            },
+        }
+    }
+}
+
+fn reload_errors(e: &ConfigError) -> Vec<String> {
+    e.to_string().lines().map(String::from).collect()
+}
+
 /// A running server.
 pub struct Running {
     /// Bound UDP addresses (ports resolved).
     pub udp_addrs: Vec<SocketAddr>,
     /// Bound TCP addresses (ports resolved).
     pub tcp_addrs: Vec<SocketAddr>,
+    /// Bound HTTP API address.
+    pub http_addr: SocketAddr,
     /// The snapshot holder.
     pub shared: Arc<Shared>,
     /// What the prober knows about each probed endpoint.
     pub health: Arc<HealthStatus>,
-    notifier: Option<Notifier>,
-    generations: tokio::sync::watch::Sender<u64>,
-    config: PathBuf,
-    generation: AtomicU64,
-    reload_lock: std::sync::Mutex<()>,
+    /// Reload machinery.
+    pub control: Arc<Control>,
+    /// The API's view (status, readiness, last reload).
+    pub backend: Arc<SharedBackend>,
     udp: Vec<UdpServer>,
     shutdown: CancellationToken,
     rt: Option<Runtime>,
@@ -67,7 +145,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         opts.dns_listen.clone()
     };
     anyhow::ensure!(!listen.is_empty(), "no DNS listen address configured");
-    let shared = Shared::new(snap);
+    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    let shared = Shared::new(snap, metrics);
+    crate::metrics::sync_health(&shared.metrics, &shared.current.load());
     let workers = match settings.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -95,24 +175,64 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
             shutdown.clone(),
         )
     };
-    rt.spawn(prober::run(
-        shared.clone(),
-        health.clone(),
-        Some(notifier.clone()),
-        generations_rx,
-        ProberOptions::default(),
-        shutdown.clone(),
-    ));
-    let mut running = Running {
-        udp_addrs: Vec::new(),
-        tcp_addrs: Vec::new(),
+    let control = Arc::new(Control {
         shared: shared.clone(),
-        health,
-        notifier: Some(notifier),
+        health: health.clone(),
+        notifier: notifier.clone(),
         generations,
         config: opts.config.clone(),
         generation: AtomicU64::new(1),
         reload_lock: std::sync::Mutex::new(()),
+    });
+    rt.spawn(prober::run(
+        shared.clone(),
+        health.clone(),
+        Some(notifier),
+        generations_rx,
+        ProberOptions::default(),
+        shutdown.clone(),
+    ));
+    let reloader: Reloader = {
+        let c = control.clone();
+        Box::new(move || c.reload().map_err(|e| reload_errors(&e)))
+    };
+    let backend = Arc::new(
+        SharedBackend::new(shared.clone(), shared.metrics.clone(), reloader)
+            .with_health(health.clone())
+            .with_probe_info({
+                let c = control.clone();
+                Box::new(move |e| c.probe_info(e))
+            }),
+    );
+
+    // HTTP API first: /readyz answers 503 until the DNS sockets are bound.
+    let http_listen = opts.http_listen.unwrap_or(settings.http_listen);
+    let http = api::bind(http_listen).with_context(|| format!("binding HTTP API {http_listen}"))?;
+    let http_addr = http.local_addr()?;
+    {
+        let backend: Arc<dyn ApiBackend> = backend.clone();
+        let api_opts = ApiOptions {
+            token: settings.api_token.clone(),
+            listen: http_addr,
+        };
+        let token = shutdown.clone();
+        rt.spawn(async move {
+            match tokio::net::TcpListener::from_std(http) {
+                Ok(l) => api::serve(l, backend, api_opts, token).await,
+                Err(e) => error!("HTTP listener {http_addr}: {e}"),
+            }
+        });
+        info!("listening proto=http addr={http_addr}");
+    }
+
+    let mut running = Running {
+        udp_addrs: Vec::new(),
+        tcp_addrs: Vec::new(),
+        http_addr,
+        shared: shared.clone(),
+        health,
+        control: control.clone(),
+        backend: backend.clone(),
         udp: Vec::new(),
         shutdown: shutdown.clone(),
         rt: None,
@@ -147,27 +267,95 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         running.udp_addrs.push(local);
         running.tcp_addrs.push(tcp_local);
     }
+    if !settings.watch_interval.is_zero() {
+        rt.spawn(watch_files(
+            control,
+            backend.clone(),
+            settings.watch_interval,
+            shutdown.clone(),
+        ));
+    }
+    backend.set_ready(true);
     running.rt = Some(rt);
     Ok(running)
 }
 
-impl Running {
-    /// Re-read the config and swap it in; on any error the old config keeps
-    /// serving and the error is returned.
-    pub fn reload(&self) -> Result<u64, ConfigError> {
-        // One reload at a time (SIGHUP and the API may race).
-        let _one = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let snap = load_snapshot(&self.config, generation)?;
-        // Health carries over for endpoints whose probe did not change.
-        self.health.seed(&snap);
-        if let Some(n) = &self.notifier {
-            n.set_urls(snap.notify.urls.clone());
+/// The files a config depends on: itself and its GeoIP databases.
+fn watched_files(control: &Control) -> Vec<PathBuf> {
+    let snap = control.shared.current.load();
+    let mut files = vec![control.config.clone()];
+    if let Some(i) = snap.geo.location_db_info() {
+        files.push(i.path);
+    }
+    if let Some(i) = snap.geo.asn_db_info() {
+        files.push(i.path);
+    }
+    files
+}
+
+/// (length, modification time) of each file; cheap to poll.
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            Some((m.len(), m.modified().ok()?))
+        })
+        .collect()
+}
+
+/// Poll the config and GeoIP files; when they changed and then stayed the
+/// same for one more period (updaters replace files in steps), reload.
+async fn watch_files(
+    control: Arc<Control>,
+    backend: Arc<SharedBackend>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut files = watched_files(&control);
+    let mut seen = fingerprint(&files);
+    let mut pending: Option<Vec<Option<(u64, std::time::SystemTime)>>> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
         }
-        self.shared.current.store(Arc::new(snap));
-        self.generation.store(generation, Ordering::Relaxed);
-        let _ = self.generations.send(generation);
-        Ok(generation)
+        let now = fingerprint(&files);
+        if now == seen {
+            pending = None;
+            continue;
+        }
+        if pending.as_ref() != Some(&now) {
+            // Changed since the last look: wait one more period to settle.
+            pending = Some(now);
+            continue;
+        }
+        pending = None;
+        let c = control.clone();
+        let result =
+            tokio::task::spawn_blocking(move || c.reload().map_err(|e| reload_errors(&e))).await;
+        let result = result.unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
+        match &result {
+            Ok(g) => info!(generation = g, "config reloaded (file change)"),
+            Err(e) => error!(
+                "reload after file change failed, keeping the old config:\n{}",
+                e.join("\n")
+            ),
+        }
+        backend.record_reload(&result);
+        files = watched_files(&control);
+        seen = fingerprint(&files);
+    }
+}
+
+impl Running {
+    /// Reload now (as SIGHUP does); the result also shows on the status
+    /// page and in the reload metrics.
+    pub fn reload(&self) -> Result<u64, ConfigError> {
+        let r = self.control.reload();
+        self.backend
+            .record_reload(&r.as_ref().map(|g| *g).map_err(reload_errors));
+        r
     }
 
     /// Serve until SIGINT or SIGTERM; reload on SIGHUP.
@@ -183,7 +371,7 @@ impl Running {
                     _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
                     _ = int.recv() => { info!("SIGINT: shutting down"); break; }
                     _ = hup.recv() => match self.reload() {
-                        Ok(g) => info!(generation = g, "config reloaded"),
+                        Ok(g) => info!(generation = g, "config reloaded (SIGHUP)"),
                         Err(e) => error!("reload failed, keeping the old config:\n{e}"),
                     },
                 }
@@ -199,6 +387,7 @@ impl Running {
     }
 
     fn stop_inner(&mut self) {
+        self.backend.set_ready(false);
         self.shutdown.cancel();
         for u in self.udp.drain(..) {
             u.shutdown();
@@ -218,9 +407,6 @@ impl Drop for Running {
 /// `steerdns serve`.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let running = start(opts)?;
-    if opts.http_listen.is_some() {
-        info!("the HTTP API is not built yet; --http-listen is accepted and ignored");
-    }
     running.wait_for_signals()?;
     running.stop();
     Ok(())

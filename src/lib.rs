@@ -5,6 +5,7 @@
 //! how the modules depend on each other.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod health;
+pub mod metrics;
 pub mod select;
 pub mod snapshot;
 pub mod zone;

@@ -53,6 +53,18 @@ pub enum MonitorKind {
     Dns,
 }
 
+impl MonitorKind {
+    /// Lower-case name, a bounded metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            MonitorKind::Http => "http",
+            MonitorKind::Https => "https",
+            MonitorKind::Tcp => "tcp",
+            MonitorKind::Dns => "dns",
+        }
+    }
+}
+
 /// `[monitors.name]`
 #[derive(Debug, Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +176,23 @@ pub struct ServerConfig {
     pub tcp_max_connections: usize,
     /// Seed for weighted random picks (tests); absent = random.
     pub random_seed: Option<u64>,
+    /// Bearer token required by `POST /api/v1/reload`.
+    pub api_token: Option<SString>,
+    /// Fraction of queries logged at info level (0 = none, 1 = all).
+    #[serde(default = "default_sample")]
+    pub query_log_sample: Spanned<f64>,
+    /// How often the config and GeoIP files are checked for changes
+    /// (`"0s"` turns the file watch off).
+    #[serde(default = "default_watch")]
+    pub watch_interval: Spanned<Duration>,
+}
+
+fn default_sample() -> Spanned<f64> {
+    unspanned(0.0)
+}
+
+fn default_watch() -> Spanned<Duration> {
+    unspanned(Duration::from_secs(5))
 }
 
 impl Default for ServerConfig {
@@ -179,6 +208,9 @@ impl Default for ServerConfig {
             tcp_idle_timeout: default_tcp_idle(),
             tcp_max_connections: default_tcp_max(),
             random_seed: None,
+            api_token: None,
+            query_log_sample: unspanned(0.0),
+            watch_interval: default_watch(),
         }
     }
 }

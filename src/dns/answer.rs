@@ -63,6 +63,20 @@ pub struct Client {
     pub transport: Transport,
 }
 
+/// What a query touched, for metrics (no allocation; label values are
+/// indices resolved against the snapshot).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerInfo {
+    /// Index of the zone that answered.
+    pub zone: Option<u32>,
+    /// QTYPE of a parsed query.
+    pub qtype: u16,
+    /// The balanced name that steered, the pool it answered from and how.
+    pub balancer: Option<(u32, Option<select::PoolId>, select::Mode)>,
+    /// Where the client's location came from, when a GeoIP lookup ran.
+    pub geo: Option<crate::geo::LocationSource>,
+}
+
 /// Answer one query packet into `out` (which is cleared first).
 pub fn answer(
     snap: &Snapshot,
@@ -70,6 +84,18 @@ pub fn answer(
     client: Client,
     rng: &mut Rng,
     out: &mut Vec<u8>,
+) -> Outcome {
+    answer_with_info(snap, pkt, client, rng, out, &mut AnswerInfo::default())
+}
+
+/// [`answer`], also reporting what the query touched into `info`.
+pub fn answer_with_info(
+    snap: &Snapshot,
+    pkt: &[u8],
+    client: Client,
+    rng: &mut Rng,
+    out: &mut Vec<u8>,
+    info: &mut AnswerInfo,
 ) -> Outcome {
     out.clear();
     let q = match wire::parse(pkt) {
@@ -87,6 +113,7 @@ pub fn answer(
             };
         }
     };
+    info.qtype = q.qtype;
     let mut r = Response::start(snap, &q, client.transport, out);
     if q.edns.is_some_and(|e| e.version > 0) {
         return r.finish(rcode::BADVERS, None);
@@ -108,7 +135,8 @@ pub fn answer(
         return r.finish(rcode::REFUSED, None);
     };
     r.set_aa(true);
-    let (code, scope) = resolve(snap, zone, &q, client, rng, &mut r);
+    info.zone = Some(zone.index);
+    let (code, scope) = resolve(snap, zone, &q, client, rng, &mut r, info);
     r.finish(code, scope)
 }
 
@@ -166,6 +194,7 @@ fn resolve(
     client: Client,
     rng: &mut Rng,
     r: &mut Response<'_>,
+    info: &mut AnswerInfo,
 ) -> (u16, Option<u8>) {
     let mut name_buf = [0u8; 255];
     let mut name_len = q.qname_len;
@@ -210,8 +239,13 @@ fn resolve(
             };
             let d: Decision<'_> = match fast {
                 Some(d) => d,
-                None => select::choose(b, &inputs, &who.locate(snap), who.lookup_ip),
+                None => {
+                    let loc = who.locate(snap);
+                    info.geo = Some(loc.source);
+                    select::choose(b, &inputs, &loc, who.lookup_ip)
+                }
             };
+            info.balancer = Some((bid, d.pool, d.mode));
             scope = Some(scope.unwrap_or(0).max(d.scope).min(who.max_scope));
             let family = if q.qtype == rtype::AAAA {
                 Family::V6

@@ -1,31 +1,67 @@
 //! The [`Handler`] that transports call: loads the current snapshot once per
-//! query and runs the answer engine.
+//! query, runs the answer engine and counts the outcome.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use tracing::info;
 
-use super::answer::{self, Client, Outcome};
+use super::answer::{self, AnswerInfo, Client, Outcome};
 use super::transport::{Handler, Transport};
+use crate::metrics::{DropReason, GeoResult, Metrics, SnapshotSlots};
 use crate::select::Rng;
 use crate::snapshot::Snapshot;
 
-/// The current snapshot, swapped atomically on reload.
+/// A snapshot with its metric label slots: published together in one swap,
+/// so counters never mix one config's zones with another's.
+pub struct Served {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Metric slots of its zones and balanced names.
+    pub slots: SnapshotSlots,
+}
+
+impl Deref for Served {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+/// The current snapshot, swapped atomically on reload, and the metrics.
 pub struct Shared {
-    /// The snapshot every query reads.
-    pub current: ArcSwap<Snapshot>,
+    /// What every query reads.
+    pub current: ArcSwap<Served>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
-    /// Start with `snap`.
-    pub fn new(snap: Snapshot) -> Arc<Self> {
+    /// Start serving `snap`.
+    pub fn new(snap: Snapshot, metrics: Arc<Metrics>) -> Arc<Self> {
+        let slots = SnapshotSlots::new(&metrics, &snap);
         Arc::new(Shared {
-            current: ArcSwap::from_pointee(snap),
+            current: ArcSwap::from_pointee(Served {
+                snapshot: snap,
+                slots,
+            }),
+            metrics,
         })
+    }
+
+    /// Publish a new snapshot.
+    pub fn publish(&self, snap: Snapshot) {
+        let slots = SnapshotSlots::new(&self.metrics, &snap);
+        self.current.store(Arc::new(Served {
+            snapshot: snap,
+            slots,
+        }));
     }
 }
 
@@ -47,20 +83,55 @@ impl Handler for Shared {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
-        let snap = self.current.load();
-        RNG.with(|cell| {
+        let start = Instant::now();
+        let served = self.current.load();
+        let mut info = AnswerInfo::default();
+        let outcome = RNG.with(|cell| {
             let mut slot = cell.borrow_mut();
             let rng = slot.get_or_insert_with(|| {
-                Rng::seeded(snap.settings.random_seed.unwrap_or_else(random_seed))
+                Rng::seeded(served.settings.random_seed.unwrap_or_else(random_seed))
             });
-            let client = Client {
+            let c = Client {
                 addr: client,
                 transport,
             };
-            !matches!(
-                answer::answer(&snap, query, client, rng, out),
-                Outcome::Dropped
-            )
-        })
+            answer::answer_with_info(&served, query, c, rng, out, &mut info)
+        });
+        let m = &self.metrics;
+        match outcome {
+            Outcome::Dropped => {
+                m.record_drop(DropReason::Malformed);
+                false
+            }
+            Outcome::Answered { rcode } => {
+                m.queries().record_query(
+                    served.slots.zone(info.zone),
+                    info.qtype,
+                    rcode,
+                    transport,
+                    start.elapsed(),
+                );
+                if let Some((b, pool, mode)) = info.balancer {
+                    served.slots.record_answer(m, b, pool, mode);
+                }
+                if let Some(src) = info.geo {
+                    m.record_geoip(GeoResult::from(src));
+                }
+                let rate = served.settings.query_log_sample;
+                if rate > 0.0
+                    && RNG.with(|c| {
+                        c.borrow_mut()
+                            .as_mut()
+                            .map_or(0.0, |r| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+                    }) < rate
+                {
+                    let name = super::wire::parse(query)
+                        .map(|q| crate::zone::display_name(q.name_lc()))
+                        .unwrap_or_default();
+                    info!(client = %client, transport = ?transport, name, qtype = info.qtype, rcode, "query");
+                }
+                true
+            }
+        }
     }
 }

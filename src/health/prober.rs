@@ -119,6 +119,9 @@ struct ProbeResult {
     slot: usize,
     ok: bool,
     reason: String,
+    /// Error kind (a bounded metrics label) when the probe failed.
+    kind: Option<&'static str>,
+    duration: Duration,
 }
 
 /// Run the prober until `shutdown`. `generations` ticks whenever `shared`
@@ -135,6 +138,7 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(opts.max_concurrency.max(1)));
     let (tx, mut rx) = mpsc::channel::<ProbeResult>(1024);
     let mut snap = shared.current.load_full();
+    crate::metrics::sync_health(&shared.metrics, &snap);
     let mut generation = snap.generation;
     let mut slots = schedule(&snap, &status);
     let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = slots
@@ -152,6 +156,7 @@ pub async fn run(
                 }
                 snap = shared.current.load_full();
                 generation = snap.generation;
+                crate::metrics::sync_health(&shared.metrics, &snap);
                 status.seed(&snap);
                 slots = schedule(&snap, &status);
                 heap = slots.iter().enumerate().map(|(i, s)| Reverse((s.due, i))).collect();
@@ -163,7 +168,7 @@ pub async fn run(
                 {
                     slot.in_flight = false;
                     let t = slot.target;
-                    apply(&snap, &status, notifier.as_ref(), t, res.ok, res.reason);
+                    apply(&shared, &snap, &status, notifier.as_ref(), t, res);
                 }
             }
             () = sleep_until_opt(next_due) => {
@@ -194,12 +199,14 @@ pub async fn run(
                         let t = Target { addr, host: host.as_deref() };
                         // The probe has its own deadline; this outer one only
                         // guards against a bug there holding a slot forever.
-                        let (ok, reason) = match tokio::time::timeout(deadline, check::probe(&spec, t)).await {
-                            Ok(Ok(done)) => (true, done.detail),
-                            Ok(Err(e)) => (false, e.to_string()),
-                            Err(_) => (false, format!("timeout after {}s", deadline.as_secs())),
+                        let started = Instant::now();
+                        let (ok, reason, kind) = match tokio::time::timeout(deadline, check::probe(&spec, t)).await {
+                            Ok(Ok(done)) => (true, done.detail, None),
+                            Ok(Err(e)) => (false, e.to_string(), Some(e.kind.as_str())),
+                            Err(_) => (false, format!("timeout after {}s", deadline.as_secs()), Some("timeout")),
                         };
-                        let _ = tx.send(ProbeResult { generation, slot: i, ok, reason }).await;
+                        let duration = started.elapsed();
+                        let _ = tx.send(ProbeResult { generation, slot: i, ok, reason, kind, duration }).await;
                     });
                 }
             }
@@ -233,15 +240,33 @@ fn schedule(snap: &Snapshot, status: &HealthStatus) -> Vec<Slot> {
 }
 
 fn apply(
+    shared: &Shared,
     snap: &Snapshot,
     status: &HealthStatus,
     notifier: Option<&Notifier>,
     t: usize,
-    ok: bool,
-    reason: String,
+    res: ProbeResult,
 ) {
+    let ProbeResult {
+        ok,
+        reason,
+        kind,
+        duration,
+        ..
+    } = res;
     let target = &snap.probes[t];
     let monitor = &snap.monitors[target.monitor as usize];
+    let pool = &snap.pools[target.pool as usize];
+    let endpoint = pool
+        .endpoints
+        .iter()
+        .find(|e| e.id == target.endpoint)
+        .map_or("?", |e| e.label.as_str());
+    let metrics = &shared.metrics;
+    metrics.observe_probe(monitor.kind.label(), duration);
+    if let Some(k) = kind {
+        metrics.probe_failed(&pool.name, endpoint, k);
+    }
     let mut map = status.lock();
     let h = map.entry(target.key.clone()).or_default();
     let old = h.hysteresis.verdict;
@@ -253,12 +278,6 @@ fn apply(
     };
     h.last_change_at = h.last_probe_at;
     drop(map);
-    let pool = &snap.pools[target.pool as usize];
-    let endpoint = pool
-        .endpoints
-        .iter()
-        .find(|e| e.id == target.endpoint)
-        .map_or("?", |e| e.label.as_str());
     let inputs = Inputs {
         pools: &snap.pools,
         health: &snap.health,
@@ -266,6 +285,8 @@ fn apply(
     let pool_was = inputs.pool_usable(target.pool);
     snap.health.set(target.endpoint, new.answerable());
     let pool_is = inputs.pool_usable(target.pool);
+    metrics.set_endpoint_up(&pool.name, endpoint, new.answerable());
+    metrics.set_pool_usable(&pool.name, pool_is);
     if new == Verdict::Down {
         warn!(pool = %pool.name, endpoint, old = old.as_str(), new = new.as_str(), reason = %reason, "endpoint health changed");
     } else {

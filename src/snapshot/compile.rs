@@ -192,6 +192,19 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
         tcp_idle_timeout: idle,
         tcp_max_connections: s.tcp_max_connections.max(1),
         random_seed: s.random_seed,
+        api_token: s.api_token.as_ref().map(|t| t.get_ref().clone()),
+        query_log_sample: {
+            let r = *s.query_log_sample.get_ref();
+            if !(0.0..=1.0).contains(&r) {
+                d.error(
+                    s.query_log_sample.span(),
+                    "server.query_log_sample",
+                    "a fraction between 0 (off) and 1 (every query)",
+                );
+            }
+            r.clamp(0.0, 1.0)
+        },
+        watch_interval: s.watch_interval.get_ref().0,
     }
 }
 
@@ -766,6 +779,7 @@ impl Compiler<'_> {
         }
         add_empty_non_terminals(&mut nodes, &apex_w);
         Some(Zone {
+            index: 0,
             display: apex.to_string(),
             negative_ttl: soa_ttl.min(minimum),
             apex: apex_w,

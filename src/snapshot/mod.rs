@@ -40,6 +40,12 @@ pub struct Settings {
     pub tcp_max_connections: usize,
     /// Seed for weighted picks.
     pub random_seed: Option<u64>,
+    /// Bearer token of the mutating API endpoints.
+    pub api_token: Option<String>,
+    /// Fraction of queries logged.
+    pub query_log_sample: f64,
+    /// File watch period (zero: off).
+    pub watch_interval: Duration,
 }
 
 /// Everything a query needs, immutable once built (health is atomics).

@@ -165,6 +165,8 @@ impl Node {
 /// One authoritative zone.
 #[derive(Debug, Clone)]
 pub struct Zone {
+    /// Index in the snapshot's zone table.
+    pub index: u32,
     /// Apex name, lower-case wire.
     pub apex: WireName,
     /// Apex in presentation form, for metrics labels and logs.

@@ -110,7 +110,7 @@ impl TestServer {
         let running = app::start(&app::Options {
             config: config.clone(),
             dns_listen: vec![],
-            http_listen: None,
+            http_listen: Some("127.0.0.1:0".parse().unwrap()),
         })
         .unwrap_or_else(|e| panic!("server did not start: {e:#}"));
         TestServer {

@@ -137,6 +137,8 @@ pub struct Running {
 
 /// Load the config, bind every listener and start answering.
 pub fn start(opts: &Options) -> anyhow::Result<Running> {
+    // Fingerprint before reading, so an edit racing the start is seen.
+    let config_seen = fingerprint(std::slice::from_ref(&opts.config));
     let snap = load_snapshot(&opts.config, 1)?;
     let settings = snap.settings.clone();
     let listen = if opts.dns_listen.is_empty() {
@@ -268,9 +270,13 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         running.tcp_addrs.push(tcp_local);
     }
     if !settings.watch_interval.is_zero() {
+        let files = watched_files(&control);
+        let mut seen = fingerprint(&files);
+        seen[0] = config_seen[0];
         rt.spawn(watch_files(
             control,
             backend.clone(),
+            (files, seen),
             settings.watch_interval,
             shutdown.clone(),
         ));
@@ -294,7 +300,7 @@ fn watched_files(control: &Control) -> Vec<PathBuf> {
 }
 
 /// (length, modification time) of each file; cheap to poll.
-fn fingerprint(files: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
+fn fingerprint(files: &[PathBuf]) -> Fingerprint {
     files
         .iter()
         .map(|f| {
@@ -306,15 +312,16 @@ fn fingerprint(files: &[PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
 
 /// Poll the config and GeoIP files; when they changed and then stayed the
 /// same for one more period (updaters replace files in steps), reload.
+type Fingerprint = Vec<Option<(u64, std::time::SystemTime)>>;
+
 async fn watch_files(
     control: Arc<Control>,
     backend: Arc<SharedBackend>,
+    (mut files, mut seen): (Vec<PathBuf>, Fingerprint),
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut files = watched_files(&control);
-    let mut seen = fingerprint(&files);
-    let mut pending: Option<Vec<Option<(u64, std::time::SystemTime)>>> = None;
+    let mut pending: Option<Fingerprint> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -331,6 +338,8 @@ async fn watch_files(
             continue;
         }
         pending = None;
+        // Fingerprint before reading, as at start.
+        seen = now;
         let c = control.clone();
         let result =
             tokio::task::spawn_blocking(move || c.reload().map_err(|e| reload_errors(&e))).await;
@@ -343,8 +352,11 @@ async fn watch_files(
             ),
         }
         backend.record_reload(&result);
-        files = watched_files(&control);
-        seen = fingerprint(&files);
+        let new_files = watched_files(&control);
+        if new_files != files {
+            files = new_files;
+            seen = fingerprint(&files);
+        }
     }
 }
 

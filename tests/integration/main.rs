@@ -11,5 +11,6 @@ mod edns;
 mod engine;
 mod health;
 mod malformed;
+mod ops;
 mod reload;
 mod steering;

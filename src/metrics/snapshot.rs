@@ -178,7 +178,11 @@ mod tests {
         let again = SnapshotSlots::new(&m, &snap);
         assert_eq!(again.zone(Some(0)), z);
 
-        let b = 0u32;
+        let b = snap
+            .balancers
+            .iter()
+            .position(|x| x.name == "www.lb.example.com.")
+            .expect("www is balanced") as u32;
         let eu = snap.pool_ids["eu"];
         let slot = slots.answer(b, Some(eu)).expect("eu is reachable");
         assert_eq!(again.answer(b, Some(eu)), Some(slot));
@@ -191,7 +195,7 @@ mod tests {
         assert!(
             text.contains(&format!(
                 "steerdns_balancer_answers_total{{mode=\"fallback\",name=\"{}\",pool=\"eu\"}} 1",
-                snap.balancers[0].name
+                snap.balancers[b as usize].name
             )),
             "{text}"
         );

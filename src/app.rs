@@ -244,13 +244,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         max_connections: settings.tcp_max_connections,
     };
     for addr in listen {
-        let sockets =
-            udp::bind_udp(addr, workers).with_context(|| format!("binding UDP {addr}"))?;
+        // UDP and TCP on one port (port 0: the same kernel-chosen port).
+        let (sockets, listener) = bind_pair(addr, workers)?;
         let local = sockets[0].local_addr()?;
-        // Bind TCP on the port UDP got, so port 0 gives one port for both.
-        let tcp_addr = SocketAddr::new(addr.ip(), local.port());
-        let listener =
-            tcp::bind_tcp(tcp_addr).with_context(|| format!("binding TCP {tcp_addr}"))?;
         let tcp_local = listener.local_addr()?;
         running
             .udp
@@ -284,6 +280,27 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     backend.set_ready(true);
     running.rt = Some(rt);
     Ok(running)
+}
+
+/// UDP sockets and a TCP listener on the same address and port. With port 0
+/// the kernel picks the UDP port, and TCP may find it taken by someone
+/// else: then try again with a new port (a bounded number of times).
+fn bind_pair(
+    addr: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, std::net::TcpListener)> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let sockets =
+            udp::bind_udp(addr, workers).with_context(|| format!("binding UDP {addr}"))?;
+        let tcp_addr = SocketAddr::new(addr.ip(), sockets[0].local_addr()?.port());
+        match tcp::bind_tcp(tcp_addr) {
+            Ok(l) => return Ok((sockets, l)),
+            Err(e) => last = Some(anyhow::Error::new(e).context(format!("binding TCP {tcp_addr}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("binding {addr}")))
 }
 
 /// The files a config depends on: itself and its GeoIP databases.

@@ -375,16 +375,24 @@ cpu_ticks() { # cpu_ticks N -> "busy total" jiffies of cpuN
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
+proc_ticks() { # proc_ticks PID -> user+system clock ticks of the process (all threads)
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 busy_pct() { # busy_pct "b0 t0" "b1 t1"
     awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
         dt = y[2] - x[2]; if (dt <= 0) { print "?"; exit } printf "%.0f", 100 * (y[1] - x[1]) / dt }'
 }
 
-# One measurement: prints "qps lost p50_us p99_us srv_busy cli_busy".
-measure() { # measure NAME DRIVER
-    local s=$1 g=$2 port out s0 c0 s1 c1 qps lost p50 p99 avg
+# One measurement: prints "qps lost p50_us p99_us srv_busy cli_busy qps_per_cpu".
+# srv_busy/cli_busy: how busy the two cores were (anything running on them,
+# other tenants too); qps_per_cpu: answers per CPU-second that the server
+# process itself used (user + system), which other load does not inflate.
+measure() { # measure NAME DRIVER PID
+    local s=$1 g=$2 pid=$3 port out s0 c0 s1 c1 qps lost p50 p99 avg p0 p1 answered
     port=$(port_of "$s")
     out=$TMP/$s/$g.out
+    p0=$(proc_ticks "$pid")
     s0=$(cpu_ticks "$SERVER_CPU")
     c0=$(cpu_ticks "$CLIENT_CPU")
     if [[ $g == dnsperf ]]; then
@@ -392,6 +400,7 @@ measure() { # measure NAME DRIVER
             -s 127.0.0.1 -p "$port" -l "$DURATION" -c "$DNSPERF_CLIENTS" \
             -q "$DNSPERF_OUTSTANDING" -t 2 >"$out" 2>&1 || true
         qps=$(awk '/Queries per second:/ { printf "%.0f", $4 }' "$out")
+        answered=$(awk '/Queries completed:/ { print $3 }' "$out")
         lost=$(awk '/Queries lost:/ { print $3 }' "$out")
         avg=$(awk '/Average Latency/ { printf "%.0f", $4 * 1e6 }' "$out")
         p50="avg=$avg"
@@ -404,10 +413,15 @@ measure() { # measure NAME DRIVER
         p50=$(awk '/^qps/ { print $4 }' "$out")
         p99=$(awk '/^qps/ { print $6 }' "$out")
         lost=$(awk '/^sent/ { print $8 }' "$out")
+        answered=$(awk '/^sent/ { print $6 }' "$out")
     fi
     s1=$(cpu_ticks "$SERVER_CPU")
     c1=$(cpu_ticks "$CLIENT_CPU")
-    echo "${qps:-0} ${lost:-?} ${p50:-?} ${p99:-?} $(busy_pct "$s0" "$s1") $(busy_pct "$c0" "$c1")"
+    p1=$(proc_ticks "$pid")
+    local per_cpu
+    per_cpu=$(awk -v a="${answered:-0}" -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (t > 0) printf "%.0f", a * hz / t; else print 0 }')
+    echo "${qps:-0} ${lost:-?} ${p50:-?} ${p99:-?} $(busy_pct "$s0" "$s1") $(busy_pct "$c0" "$c1") $per_cpu"
 }
 
 # --- run ------------------------------------------------------------------------
@@ -431,9 +445,9 @@ for round in $(seq 1 "$ROUNDS"); do
         for g in dnsperf dnsload; do
             [[ $g == dnsperf && $USE_DNSPERF -eq 0 ]] && continue
             [[ $g == dnsload && $USE_DNSLOAD -eq 0 ]] && continue
-            read -r qps lost p50 p99 sb cb < <(measure "$s" "$g")
-            log "round $round $s $g: $qps q/s lost $lost latency $p50/$p99 us, server cpu $sb%, client cpu $cb%"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$s" "$g" "$qps" "$lost" "$p50" "$p99" "$sb/$cb" >>"$RESULTS"
+            read -r qps lost p50 p99 sb cb pc < <(measure "$s" "$g" "$SERVER_PID")
+            log "round $round $s $g: $qps q/s lost $lost latency $p50/$p99 us, cores busy $sb%/$cb%, $pc q per server cpu-s"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$s" "$g" "$qps" "$lost" "$p50" "$p99" "$sb/$cb" "$pc" >>"$RESULTS"
         done
         # The server must still answer correctly after the load.
         if ! "$DNSLOAD" check --server "127.0.0.1:$(port_of "$s")" >/dev/null 2>&1; then
@@ -451,34 +465,36 @@ echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "runs:    $ROUNDS x ${DURATION}s per server and driver, server on cpu $SERVER_CPU, load on cpu $CLIENT_CPU"
 echo
 if [[ -n $TSV ]]; then
-    { printf 'round\tserver\tdriver\tqps\tlost\tp50_us\tp99_us\tbusy_server/client\n'; cat "$RESULTS"; } >"$TSV"
+    { printf 'round\tserver\tdriver\tqps\tlost\tp50_us\tp99_us\tcores_busy_pct\tq_per_server_cpu_s\n'; cat "$RESULTS"; } >"$TSV"
 fi
 awk -F'\t' '
-    { k = $2 "\t" $3; n[k]++; v[k, n[k]] = $4; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
-    function median(k,   i, j, t, a, c) {
-        c = n[k]; for (i = 1; i <= c; i++) a[i] = v[k, i]
+    { k = $2 "\t" $3; n[k]++; v[k, n[k]] = $4; w[k, n[k]] = $9
+      if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+    function median(arr, k,   i, j, t, a, c) {
+        c = n[k]; for (i = 1; i <= c; i++) a[i] = arr[k, i] + 0
         for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
     }
     END {
-        printf "%-9s %-8s %10s %10s %10s   runs\n", "server", "driver", "median q/s", "min", "max"
+        printf "%-9s %-8s %10s %10s %10s %14s  runs\n", "server", "driver", "median q/s", "min", "max", "q/server-cpu-s"
         for (i = 1; i <= m; i++) {
-            k = order[i]; split(k, p, "\t"); lo = hi = v[k, 1]
-            for (j = 1; j <= n[k]; j++) { if (v[k, j] < lo) lo = v[k, j]; if (v[k, j] > hi) hi = v[k, j] }
-            med[k] = median(k)
-            printf "%-9s %-8s %10.0f %10.0f %10.0f   %d\n", p[1], p[2], med[k], lo, hi, n[k]
+            k = order[i]; split(k, p, "\t"); lo = hi = v[k, 1] + 0
+            for (j = 1; j <= n[k]; j++) { if (v[k, j] + 0 < lo) lo = v[k, j] + 0; if (v[k, j] + 0 > hi) hi = v[k, j] + 0 }
+            med[k] = median(v, k); eff[k] = median(w, k)
+            printf "%-9s %-8s %10.0f %10.0f %10.0f %14.0f  %d\n", p[1], p[2], med[k], lo, hi, eff[k], n[k]
         }
         print ""
+        print "ratios of medians (q/s; q per server cpu-second):"
         for (i = 1; i <= m; i++) {
             k = order[i]; split(k, p, "\t")
             if (p[1] == "steerdns") continue
             s = "steerdns\t" p[2]
-            if ((s in med) && med[k] > 0)
-                printf "ratio steerdns/%-6s (%s): %.2f\n", p[1], p[2], med[s] / med[k]
+            if ((s in med) && med[k] > 0 && eff[k] > 0)
+                printf "  steerdns/%-6s (%s): %.2f  %.2f\n", p[1], p[2], med[s] / med[k], eff[s] / eff[k]
         }
     }' "$RESULTS"
 echo
-echo "raw measurements (round server driver qps lost p50 p99 busy% server/client):"
+echo "raw measurements (round server driver qps lost p50_us p99_us cores-busy%-server/client q-per-server-cpu-s):"
 cat "$RESULTS"
 if [[ ${#SKIPPED[@]} -gt 0 ]]; then
     echo

@@ -2,6 +2,8 @@
 //! [`Diagnostics`], so one run lists every problem with its place.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -557,7 +559,7 @@ impl Compiler<'_> {
         let d = &mut self.d;
         let apex_w = zone::wire_name(apex);
         let zttl = z.ttl.get_ref().as_ttl();
-        let mut nodes: HashMap<WireName, Node> = HashMap::new();
+        let mut nodes: FxHashMap<WireName, Node> = FxHashMap::default();
         // Apex NS.
         let mut ns_names = Vec::new();
         if z.ns.is_empty() {
@@ -1060,7 +1062,7 @@ impl Compiler<'_> {
     }
 }
 
-fn parent_is_cut(nodes: &HashMap<WireName, Node>, name: &[u8], apex: &[u8]) -> bool {
+fn parent_is_cut(nodes: &FxHashMap<WireName, Node>, name: &[u8], apex: &[u8]) -> bool {
     let mut n = parent(name);
     while n.len() > apex.len() {
         if nodes.get(n).is_some_and(|x| x.delegation) {
@@ -1074,7 +1076,7 @@ fn parent_is_cut(nodes: &HashMap<WireName, Node>, name: &[u8], apex: &[u8]) -> b
 /// Every ancestor of a name, up to the apex, exists (RFC 4592 empty
 /// non-terminals), so NXDOMAIN is only given for names that really have
 /// nothing at or below them.
-fn add_empty_non_terminals(nodes: &mut HashMap<WireName, Node>, apex: &[u8]) {
+fn add_empty_non_terminals(nodes: &mut FxHashMap<WireName, Node>, apex: &[u8]) {
     let names: Vec<WireName> = nodes.keys().cloned().collect();
     for n in names {
         let mut p: &[u8] = &n;

@@ -3,7 +3,7 @@
 //!
 //! Built once per config by the snapshot compiler; read-only afterwards.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
@@ -177,7 +177,10 @@ pub struct Zone {
     pub negative_ttl: u32,
     /// Every name in the zone, including empty non-terminals, keyed by
     /// lower-case wire name.
-    pub nodes: HashMap<WireName, Node>,
+    ///
+    /// Keys are configured names and lookups never insert, so a fast
+    /// non-keyed hash is safe here (no collision flooding from queries).
+    pub nodes: FxHashMap<WireName, Node>,
 }
 
 impl Zone {
@@ -191,7 +194,7 @@ impl Zone {
 #[derive(Debug, Default)]
 pub struct ZoneTable {
     /// Zone index by apex wire name.
-    pub by_apex: HashMap<WireName, u32>,
+    pub by_apex: FxHashMap<WireName, u32>,
     /// The zones.
     pub zones: Vec<Zone>,
 }

@@ -265,6 +265,28 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         running.udp_addrs.push(local);
         running.tcp_addrs.push(tcp_local);
     }
+    {
+        // UDP workers count oversize datagrams themselves (no shared state
+        // on their loop); carry the deltas into the metrics every second.
+        let readers: Vec<_> = running.udp.iter().map(UdpServer::stats_reader).collect();
+        let metrics = shared.metrics.clone();
+        let token = shutdown.clone();
+        rt.spawn(async move {
+            let mut reported = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now: u64 = readers.iter().map(|r| r.stats().dropped_truncated).sum();
+                if now > reported {
+                    metrics.record_drops(crate::metrics::DropReason::Oversize, now - reported);
+                    reported = now;
+                }
+            }
+        });
+    }
     if !settings.watch_interval.is_zero() {
         let files = watched_files(&control);
         let mut seen = fingerprint(&files);

@@ -815,6 +815,12 @@ impl Metrics {
         self.small.add(reason.index(), 1);
     }
 
+    /// Count `n` drops at once (transports that keep their own counters
+    /// report their deltas periodically).
+    pub fn record_drops(&self, reason: DropReason, n: u64) {
+        self.small.add(reason.index(), n);
+    }
+
     /// Count a GeoIP lookup. Lock-free and allocation-free.
     #[inline]
     pub fn record_geoip(&self, result: GeoResult) {

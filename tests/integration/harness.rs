@@ -275,3 +275,16 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     // Chunked bodies: good enough to search in for these tests.
     (status, body)
 }
+
+/// Poll `f` until it returns true, or panic after `secs` seconds (a bounded
+/// wait on a condition, not a sleep standing in for synchronisation).
+pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for: {what}");
+}

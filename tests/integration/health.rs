@@ -3,24 +3,10 @@
 //! back after `rise` successes; pools fail over, then the fallback, then
 //! fail-open.
 
-use std::time::{Duration, Instant};
-
 use hickory_proto::rr::RecordType;
 
 use crate::backends::*;
 use crate::harness::*;
-
-/// Poll `f` until it returns true, or panic after `secs` seconds.
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 fn answers(s: &TestServer, name: &str) -> Vec<String> {
     addrs(&s.udp(&q(name, RecordType::A)))

@@ -11,17 +11,6 @@ use hickory_proto::rr::RecordType;
 
 use crate::harness::*;
 
-fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[test]
 fn metrics_count_queries_with_bounded_labels() {
     let s = TestServer::base("");

@@ -60,8 +60,35 @@ pub fn open_geo(source: &Source, file: &ConfigFile) -> Result<GeoDb, ConfigError
 
 /// Parse, open databases and compile: what `steerdns check` and a reload do.
 pub fn build(source: &Source, file: &ConfigFile, generation: u64) -> Result<Snapshot, ConfigError> {
-    let geo = open_geo(source, file)?;
-    build_with_geo(source, file, Arc::new(geo), generation)
+    match open_geo(source, file) {
+        Ok(geo) => build_with_geo(source, file, Arc::new(geo), generation),
+        Err(geo_err) => {
+            // Still check the rest (against an empty database), so one run
+            // lists every error.
+            let empty = GeoDb::open(None, None, Vec::new()).map_err(|_| ConfigError::Invalid {
+                path: source.path.clone(),
+                diagnostics: Vec::new(),
+            });
+            let rest = empty.and_then(|g| build_with_geo(source, file, Arc::new(g), generation));
+            Err(match (geo_err, rest) {
+                (
+                    ConfigError::Invalid {
+                        path,
+                        mut diagnostics,
+                    },
+                    Err(ConfigError::Invalid {
+                        diagnostics: more, ..
+                    }),
+                ) => {
+                    diagnostics.extend(more);
+                    diagnostics.sort_by_key(|d| (d.line, d.col));
+                    diagnostics.dedup();
+                    ConfigError::Invalid { path, diagnostics }
+                }
+                (e, _) => e,
+            })
+        }
+    }
 }
 
 /// Compile a parsed config with an already opened geo database.

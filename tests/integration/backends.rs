@@ -25,6 +25,8 @@ pub enum Mode {
 pub struct HttpBackend {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Requests received so far.
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -46,13 +48,15 @@ impl HttpBackend {
         let addr = l.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(Mode::Reply(200, "OK".into())));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (mode.clone(), stop.clone());
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, s, r) = (mode.clone(), stop.clone(), requests.clone());
         let thread = std::thread::spawn(move || {
             for conn in l.incoming() {
                 if s.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(c) = conn else { continue };
+                r.fetch_add(1, Ordering::SeqCst);
                 let mode = m.lock().unwrap().clone();
                 let stop = s.clone();
                 let tls = tls.clone();
@@ -61,6 +65,7 @@ impl HttpBackend {
         });
         HttpBackend {
             addr,
+            requests,
             mode,
             stop,
             thread: Some(thread),

@@ -213,3 +213,34 @@ endpoints = [
         "no cascade from a broken monitor:\n{err}"
     );
 }
+
+#[test]
+fn duplicate_names_and_bad_networks_are_refused() {
+    let (_d, path) = write_config(&format!(
+        "{BASE}\n[names.\"www.lb.example.com\"]\npolicy = \"failover\"\npools = [\"eu\"]\n"
+    ));
+    let (code, _, err) = steerdns(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with(&format!("{}:", path.display())), "{err}");
+    assert!(err.to_lowercase().contains("duplicate"), "{err}");
+
+    let (_d, path) = write_config(&format!(
+        "{BASE}\n[[geoip.override]]\ncidr = \"10.1.2.3/8\"\ncountry = \"SE\"\n\n[names.\"x.lb.example.com\"]\npolicy = \"geo\"\ngeo = {{ default = [\"eu\"], cidr = {{ \"300.0.0.0/8\" = [\"na\"] }}, country = {{ XX = [\"na\"] }} }}\n"
+    ));
+    let (code, _, err) = steerdns(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    for (needle, key) in [
+        ("did you mean \"10.0.0.0/8\"", "geoip.override[0].cidr"),
+        ("is not a network", "names.\"x.lb.example.com\".geo.cidr"),
+        (
+            "unknown country code",
+            "names.\"x.lb.example.com\".geo.country.XX",
+        ),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{err}"));
+        assert!(line.contains(key), "{line} lacks {key}");
+    }
+}

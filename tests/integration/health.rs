@@ -314,3 +314,41 @@ pools = ["web"]
         );
     }
 }
+
+#[test]
+fn probes_of_removed_endpoints_stop() {
+    let a = HttpBackend::start("127.0.0.1");
+    let b = HttpBackend::start("127.0.0.1");
+    let pool = |with_b: bool| {
+        let second = if with_b {
+            format!(
+                ",\n  {{ address = \"192.0.2.152\", probe_address = \"127.0.0.1\", probe_port = {} }}",
+                b.addr.port()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{MON}\n[pools.web]\nmonitor = \"web\"\nendpoints = [\n  {{ address = \"192.0.2.151\", probe_address = \"127.0.0.1\", probe_port = {} }}{second}\n]\n",
+            a.addr.port()
+        )
+    };
+    let s = TestServer::base(&pool(true));
+    let count = |x: &HttpBackend| x.requests.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for(5, "both probed", || count(&a) > 0 && count(&b) > 0);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let base_end = text.find("\n[monitors.web]").expect("monitor section");
+    std::fs::write(&s.config, format!("{}{}", &text[..base_end], pool(false))).unwrap();
+    s.running.reload().expect("reload without b");
+    let (b0, a0) = (count(&b), count(&a));
+    // a keeps being probed: wait for three more of its probes
+    wait_for(5, "a probed three more times", || count(&a) >= a0 + 3);
+    // b: at most one probe that was already in flight at the reload
+    assert!(
+        count(&b) <= b0 + 1,
+        "b still probed: {} -> {}",
+        b0,
+        count(&b)
+    );
+    assert!(reason(&s, "web", "192.0.2.151").contains("200"));
+}

@@ -4,7 +4,8 @@
 # with the prober idle (no monitor).
 #
 #   bench/prober_load.sh [-n "100 1000 10000"] [-w SECONDS] [-r ROUNDS]
-#                        [-p POOL_SIZE] [-i INTERVAL] [-t TIMEOUT] [-o FILE.tsv]
+#                        [-p POOL_SIZE] [-i INTERVAL] [-t TIMEOUT] [-d DELAY_MS]
+#                        [-o FILE.tsv]
 #
 #   -n  endpoint counts to measure (default "100 1000 10000")
 #   -w  seconds per measurement window (default 30)
@@ -13,6 +14,8 @@
 #   -p  endpoints per pool (default 100, at most 250)
 #   -i  monitor interval (default 10s)
 #   -t  monitor timeout (default 2s)
+#   -d  the farm answers each /health request after this many ms (default 0;
+#       e.g. 1500 shows what slow endpoints do to the probe rate)
 #   -o  also write every measurement as tab-separated lines to this file
 #
 # Environment: SERVER_CPU (default 0) pins steerdns, CLIENT_CPU (default 1)
@@ -36,6 +39,7 @@ POOL_SIZE=100
 INTERVAL=10s
 TIMEOUT=2s
 TSV=""
+DELAY_MS=0
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 HOST=127.77.1.1
@@ -45,7 +49,7 @@ FARM_NET=127.77.0
 FARM_IPS=40
 FARM_PORT=20000
 
-while getopts "n:w:r:p:i:t:o:h" opt; do
+while getopts "n:w:r:p:i:t:d:o:h" opt; do
     case "$opt" in
         n) COUNTS=$OPTARG ;;
         w) WINDOW=$OPTARG ;;
@@ -53,8 +57,9 @@ while getopts "n:w:r:p:i:t:o:h" opt; do
         p) POOL_SIZE=$OPTARG ;;
         i) INTERVAL=$OPTARG ;;
         t) TIMEOUT=$OPTARG ;;
+        d) DELAY_MS=$OPTARG ;;
         o) TSV=$OPTARG ;;
-        *) sed -n '2,30p' "$0"; exit 2 ;;
+        *) sed -n '2,33p' "$0"; exit 2 ;;
     esac
 done
 if ((POOL_SIZE < 1 || POOL_SIZE > 250)); then
@@ -166,6 +171,8 @@ farm_states() {
         jq -r '[.pools[] | select(.name | startswith("f")) | .endpoints[].state]
                | "\(map(select(. == "up")) | length) \(map(select(. == "down")) | length) \(map(select(. == "unknown")) | length)"'
 }
+# metrics_up FILE: farm endpoints with steerdns_endpoint_up == 1.
+metrics_up() { awk '/^steerdns_endpoint_up\{/ && /pool="f[0-9]/ && $NF == 1 { c++ } END { print c + 0 }' "$1"; }
 farm_health() { curl -sf --max-time 10 "http://$FARM_NET.1:$FARM_PORT/stats" | awk '{ print $4 }'; }
 
 # window PID KIND N MODE: measure one window; prints a result line.
@@ -208,8 +215,8 @@ window() {
             cpu = ticks / hz; probes = c1 - c0
             printf "%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%d\n",
                 n, mode, kind, probes / dt, (f1 - f0) / dt, 100 * cpu / dt, e1 - e0,
-                probes > 0 ? 1000 * (s1 - s0) / probes : 0, rss / 1024, hwm / 1024, qps,
-                (cpu > 0 && answered > 0) ? sprintf("%.0f", answered / cpu) : "-", lost, fds, th
+                (probes > 0 ? 1000 * (s1 - s0) / probes : 0), rss / 1024, hwm / 1024, qps,
+                ((cpu > 0 && answered > 0) ? sprintf("%.0f", answered / cpu) : "-"), lost, fds, th
         }'
 }
 
@@ -223,7 +230,7 @@ for round in $(seq 1 "$ROUNDS"); do
         farm_secs=$((4 * WINDOW + 2 * interval_s + 300))
         rm -f "$TMP/farm-$n.addrs"
         taskset -c "$CLIENT_CPU" "$FARM" --count "$n" --net "$FARM_NET" --ips "$FARM_IPS" \
-            --base-port "$FARM_PORT" --seconds "$farm_secs" --addrs-out "$TMP/farm-$n.addrs" \
+            --base-port "$FARM_PORT" --seconds "$farm_secs" --delay-ms "$DELAY_MS" --addrs-out "$TMP/farm-$n.addrs" \
             >"$TMP/farm-$n.out" 2>&1 &
         farm=$!
         PIDS+=("$farm")
@@ -284,7 +291,8 @@ for round in $(seq 1 "$ROUNDS"); do
                     NOTES+=("round $round N=$n: only $up of $n endpoints up (down $down, unknown $unknown); see failures below")
                     metrics | grep '^steerdns_probe_failures_total' | awk '$NF > 0' | head -20 >&2 || true
                 fi
-                echo "$n $states" >>"$TMP/states"
+                metrics >"$TMP/m-end"
+                echo "$n $states $(metrics_up "$TMP/m-end")" >>"$TMP/states"
             fi
             stop_pid "$pid"
         done
@@ -298,7 +306,7 @@ echo
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo "commit:  $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "runs:    $ROUNDS round(s), ${WINDOW}s windows, monitor http interval $INTERVAL timeout $TIMEOUT, pools of $POOL_SIZE"
+echo "runs:    $ROUNDS round(s), ${WINDOW}s windows, monitor http interval $INTERVAL timeout $TIMEOUT, pools of $POOL_SIZE, farm delay ${DELAY_MS} ms"
 echo "         steerdns on cpu $SERVER_CPU (udp_workers = 1), dnsload and farm on cpu $CLIENT_CPU"
 echo
 # Medians over rounds per (N, mode, kind), then one row per N.
@@ -311,24 +319,27 @@ awk -F'\t' '
     { k = $2 SUBSEP $3 SUBSEP $4; cnt[k]++; for (i = 1; i <= NF; i++) v[k, cnt[k], i] = $i
       if (!($2 in seen)) { seen[$2] = 1; order[++m] = $2 } }
     END {
-        printf "%-6s %9s %10s %10s %9s %9s %11s %11s %11s %11s %6s %8s\n", "N", "probes/s",
-            "cpu% on", "cpu% idle", "RSS on", "RSS idle", "q/s on", "q/s idle", "q/cpu-s on", "q/cpu-s idl", "ratio", "probe ms"
+        printf "%-6s %9s %8s %9s %7s %8s %9s %9s %6s %10s %10s %6s %8s\n", "N", "probes/s",
+            "cpu% on", "cpu% idle", "RSS on", "RSS idle", "q/s on", "q/s idle", "ratio",
+            "q/cpu-s on", "q/cpu-s id", "ratio", "probe ms"
         for (i = 1; i <= m; i++) {
             n = order[i]
             qon = n SUBSEP "on" SUBSEP "quiet"; qid = n SUBSEP "idle" SUBSEP "quiet"
             lon = n SUBSEP "on" SUBSEP "loaded"; lid = n SUBSEP "idle" SUBSEP "loaded"
             a = med(lon, 12); b = med(lid, 12)
-            printf "%-6s %9.1f %10.1f %10.1f %9.1f %9.1f %11.0f %11.0f %11.0f %11.0f %6.3f %8.2f\n", n,
+            c = med(lon, 13); d = med(lid, 13)
+            printf "%-6s %9.1f %8.1f %9.1f %7.1f %8.1f %9.0f %9.0f %6.3f %10.0f %10.0f %6.3f %8.2f\n", n,
                 med(qon, 5), med(qon, 7), med(qid, 7), med(qon, 10), med(qid, 10),
-                a, b, med(lon, 13), med(lid, 13), b > 0 ? a / b : 0, med(qon, 9)
+                a, b, (b > 0 ? a / b : 0), c, d, (d > 0 ? c / d : 0), med(qon, 9)
         }
     }' "$RESULTS"
 echo
 echo "probes/s, cpu% and RSS (MB) are from the quiet window (no DNS load); q/s and"
-echo "q/cpu-s from the loaded window (dnsload on cpu $CLIENT_CPU); ratio = q/s on / q/s idle;"
+echo "q/cpu-s (answers per steerdns CPU-second) from the loaded window (dnsload on"
+echo "cpu $CLIENT_CPU); ratio = prober on / prober idle; medians over rounds;"
 echo "probe ms = mean probe duration (steerdns_probe_duration_seconds sum/count)."
 echo
-echo "endpoint states at the end (N up down unknown):"
+echo "endpoint states at the end, prober on (N, API up down unknown, metrics steerdns_endpoint_up == 1):"
 cat "$TMP/states" 2>/dev/null || true
 if [[ ${#NOTES[@]} -gt 0 ]]; then
     echo

@@ -59,7 +59,7 @@ while getopts "n:w:r:p:i:t:d:o:h" opt; do
         t) TIMEOUT=$OPTARG ;;
         d) DELAY_MS=$OPTARG ;;
         o) TSV=$OPTARG ;;
-        *) sed -n '2,33p' "$0"; exit 2 ;;
+        *) sed -n '2,32p' "$0"; exit 2 ;;
     esac
 done
 if ((POOL_SIZE < 1 || POOL_SIZE > 250)); then
@@ -158,6 +158,8 @@ write_config() {
 }
 
 # --- measurements -----------------------------------------------------------------
+# ctxsw PID: context switches (voluntary + involuntary) of all its threads.
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 metrics() { curl -sf --max-time 10 "http://$HOST:$HTTP_PORT/metrics"; }
@@ -177,10 +179,11 @@ farm_health() { curl -sf --max-time 10 "http://$FARM_NET.1:$FARM_PORT/stats" | a
 
 # window PID KIND N MODE: measure one window; prints a result line.
 window() {
-    local pid=$1 kind=$2 n=$3 mode=$4 t0 t1 m0=$TMP/m0 m1=$TMP/m1 f0 f1 w0 w1 qps="-" lost="-" answered=0
+    local pid=$1 kind=$2 n=$3 mode=$4 t0 t1 x0 x1 m0=$TMP/m0 m1=$TMP/m1 f0 f1 w0 w1 qps="-" lost="-" answered=0
     metrics >"$m0"
     f0=$(farm_health)
     t0=$(proc_ticks "$pid")
+    x0=$(ctxsw "$pid")
     w0=$(date +%s.%N)
     if [[ $kind == loaded ]]; then
         timeout $((WINDOW + 30)) "$DNSLOAD" run --server "$HOST:$DNS_PORT" --duration "$WINDOW" \
@@ -193,6 +196,7 @@ window() {
         sleep "$WINDOW"
     fi
     t1=$(proc_ticks "$pid")
+    x1=$(ctxsw "$pid")
     w1=$(date +%s.%N)
     f1=$(farm_health)
     metrics >"$m1"
@@ -210,13 +214,13 @@ window() {
     awk -v n="$n" -v mode="$mode" -v kind="$kind" -v dt="$(echo "$w1 - $w0" | bc -l)" \
         -v ticks=$((t1 - t0)) -v hz="$HZ" -v c0="$c0" -v c1="$c1" -v s0="$s0" -v s1="$s1" \
         -v e0="$e0" -v e1="$e1" -v f0="${f0:-0}" -v f1="${f1:-0}" -v rss="$rss" -v hwm="$hwm" \
-        -v qps="${qps:--}" -v lost="${lost:--}" -v answered="${answered:-0}" -v fds="$fds" -v th="$threads" \
+        -v qps="${qps:--}" -v lost="${lost:--}" -v answered="${answered:-0}" -v fds="$fds" -v th="$threads" -v cs=$((x1 - x0)) \
         'BEGIN {
             cpu = ticks / hz; probes = c1 - c0
-            printf "%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%d\n",
+            printf "%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%d\t%.0f\n",
                 n, mode, kind, probes / dt, (f1 - f0) / dt, 100 * cpu / dt, e1 - e0,
                 (probes > 0 ? 1000 * (s1 - s0) / probes : 0), rss / 1024, hwm / 1024, qps,
-                ((cpu > 0 && answered > 0) ? sprintf("%.0f", answered / cpu) : "-"), lost, fds, th
+                ((cpu > 0 && answered > 0) ? sprintf("%.0f", answered / cpu) : "-"), lost, fds, th, cs / dt
         }'
 }
 
@@ -240,7 +244,10 @@ for round in $(seq 1 "$ROUNDS"); do
             sleep 0.1
         done
         [[ -s $TMP/farm-$n.addrs ]] || { log "farm did not start"; cat "$TMP/farm-$n.out" >&2; exit 1; }
-        for mode in on idle; do
+        # Alternate which mode goes first, so order effects cancel out.
+        modes="on idle"
+        ((round % 2 == 0)) && modes="idle on"
+        for mode in $modes; do
             d=$TMP/$n-$mode
             mkdir -p "$d"
             write_config "$n" "$mode" "$d/steerdns.toml"
@@ -282,7 +289,7 @@ for round in $(seq 1 "$ROUNDS"); do
             for kind in quiet loaded; do
                 line=$(window "$pid" "$kind" "$n" "$mode")
                 printf '%s\t%s\n' "$round" "$line" >>"$RESULTS"
-                log "round $round: $(echo "$line" | awk -F'\t' '{ printf "N=%s %s %s: probes/s %s (farm %s), cpu %s%%, failed %s, mean probe %s ms, rss %s MB (hwm %s), q/s %s, q/cpu-s %s, lost %s, fds %s, threads %s", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 }')"
+                log "round $round: $(echo "$line" | awk -F'\t' '{ printf "N=%s %s %s: probes/s %s (farm %s), cpu %s%%, failed %s, mean probe %s ms, rss %s MB (hwm %s), q/s %s, q/cpu-s %s, lost %s, fds %s, threads %s, ctxsw/s %s", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 }')"
             done
             states=$(farm_states || echo "? ? ?")
             if [[ $mode == on ]]; then
@@ -345,7 +352,7 @@ if [[ ${#NOTES[@]} -gt 0 ]]; then
     echo
     printf 'NOTE: %s\n' "${NOTES[@]}"
 fi
-HEADER='round\tN\tmode\twindow\tprobes_per_s\tfarm_health_per_s\tcpu_pct\tprobe_failures\tmean_probe_ms\trss_mb\thwm_mb\tqps\tq_per_cpu_s\tlost\tfds\tthreads'
+HEADER='round\tN\tmode\twindow\tprobes_per_s\tfarm_health_per_s\tcpu_pct\tprobe_failures\tmean_probe_ms\trss_mb\thwm_mb\tqps\tq_per_cpu_s\tlost\tfds\tthreads\tctxsw_per_s'
 echo
 echo "raw measurements:"
 printf "$HEADER\n"

@@ -316,7 +316,10 @@ fn main() -> ExitCode {
     let want = opts.count as u64 * 2 + 1024;
     match raise_nofile(want) {
         Ok(got) if got < opts.count as u64 + 64 => {
-            eprintln!("http_farm: RLIMIT_NOFILE is {got}, too low for {} listeners", opts.count);
+            eprintln!(
+                "http_farm: RLIMIT_NOFILE is {got}, too low for {} listeners",
+                opts.count
+            );
             return ExitCode::FAILURE;
         }
         Ok(_) => {}

@@ -191,7 +191,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         health.clone(),
         Some(notifier),
         generations_rx,
-        ProberOptions::default(),
+        ProberOptions {
+            max_concurrency: settings.max_concurrent_probes,
+        },
         shutdown.clone(),
     ));
     let reloader: Reloader = {

@@ -178,6 +178,9 @@ pub struct ServerConfig {
     pub random_seed: Option<u64>,
     /// Bearer token required by `POST /api/v1/reload`.
     pub api_token: Option<SString>,
+    /// Probes running at once, all monitors together.
+    #[serde(default = "default_max_probes")]
+    pub max_concurrent_probes: Spanned<usize>,
     /// Fraction of queries logged at info level (0 = none, 1 = all).
     #[serde(default = "default_sample")]
     pub query_log_sample: Spanned<f64>,
@@ -185,6 +188,10 @@ pub struct ServerConfig {
     /// (`"0s"` turns the file watch off).
     #[serde(default = "default_watch")]
     pub watch_interval: Spanned<Duration>,
+}
+
+fn default_max_probes() -> Spanned<usize> {
+    unspanned(512)
 }
 
 fn default_sample() -> Spanned<f64> {
@@ -209,6 +216,7 @@ impl Default for ServerConfig {
             tcp_max_connections: default_tcp_max(),
             random_seed: None,
             api_token: None,
+            max_concurrent_probes: default_max_probes(),
             query_log_sample: unspanned(0.0),
             watch_interval: default_watch(),
         }

@@ -146,7 +146,18 @@ pub async fn run(
         .enumerate()
         .map(|(i, s)| Reverse((s.due, i)))
         .collect();
+    let mut busy_skips = 0u64;
+    let mut warned_at = Instant::now();
     loop {
+        if busy_skips > 0 && warned_at.elapsed() >= Duration::from_secs(60) {
+            warn!(
+                skipped = busy_skips,
+                max_concurrency = opts.max_concurrency,
+                "prober: every probe slot was busy, probe rounds skipped (slow or blackholed endpoints?); see steerdns_probes_skipped_total"
+            );
+            busy_skips = 0;
+            warned_at = Instant::now();
+        }
         let next_due = heap.peek().map(|Reverse((t, _))| *t);
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -185,17 +196,26 @@ pub async fn run(
                     heap.push(Reverse((slot.due, i)));
                     if slot.in_flight {
                         // Still waiting for the last probe: skip this round.
+                        shared.metrics.probe_skipped("in_flight");
                         continue;
                     }
+                    // Take the slot here, not in the task: with every slot
+                    // busy (many slow endpoints) the round is skipped and
+                    // counted, instead of parking a task per endpoint and
+                    // silently stretching everybody's interval.
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        shared.metrics.probe_skipped("busy");
+                        busy_skips += 1;
+                        continue;
+                    };
                     slot.in_flight = true;
                     let spec = monitor.spec.clone();
                     let addr = target.addr;
                     let host = target.host.clone();
                     let tx = tx.clone();
-                    let permits = permits.clone();
                     let deadline = monitor.spec.timeout + Duration::from_secs(1);
                     tokio::spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else { return };
+                        let _permit = permit;
                         let t = Target { addr, host: host.as_deref() };
                         // The probe has its own deadline; this outer one only
                         // guards against a bug there holding a slot forever.
@@ -268,7 +288,12 @@ fn apply(
         metrics.probe_failed(&pool.name, endpoint, k);
     }
     let mut map = status.lock();
-    let h = map.entry(target.key.clone()).or_default();
+    if !map.contains_key(&target.key) {
+        map.insert(target.key.clone(), EndpointHealth::default());
+    }
+    let Some(h) = map.get_mut(&target.key) else {
+        return;
+    };
     let old = h.hysteresis.verdict;
     h.last_ok = Some(ok);
     h.last_probe_at = Some(unix_now());

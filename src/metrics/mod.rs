@@ -684,6 +684,7 @@ pub struct Metrics {
     pool_usable: IntGaugeVec,
     probe_duration: HistogramVec,
     probe_failures: IntCounterVec,
+    probes_skipped: IntCounterVec,
     reloads: IntCounterVec,
     last_reload_success: Gauge,
     /// (pool, endpoint) pairs with series, for [`Metrics::retain_endpoints`].
@@ -751,6 +752,15 @@ impl Metrics {
             ),
             &["pool", "endpoint", "reason"],
         )?;
+        let probes_skipped = IntCounterVec::new(
+            Opts::new(
+                "steerdns_probes_skipped_total",
+                "Probe rounds skipped: the endpoint's previous probe was still running (in_flight), or every probe slot was busy (busy).",
+            ),
+            &["reason"],
+        )?;
+        probes_skipped.with_label_values(&["in_flight"]);
+        probes_skipped.with_label_values(&["busy"]);
         let reloads = IntCounterVec::new(
             Opts::new(
                 "steerdns_config_reloads_total",
@@ -774,6 +784,7 @@ impl Metrics {
         registry.register(Box::new(pool_usable.clone()))?;
         registry.register(Box::new(probe_duration.clone()))?;
         registry.register(Box::new(probe_failures.clone()))?;
+        registry.register(Box::new(probes_skipped.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(last_reload_success.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -787,6 +798,7 @@ impl Metrics {
             pool_usable,
             probe_duration,
             probe_failures,
+            probes_skipped,
             reloads,
             last_reload_success,
             endpoints: Mutex::new(HashSet::new()),
@@ -880,6 +892,11 @@ impl Metrics {
         self.probe_failures
             .with_label_values(&[pool, endpoint, reason])
             .inc();
+    }
+
+    /// Count a skipped probe round; `reason` is `"in_flight"` or `"busy"`.
+    pub fn probe_skipped(&self, reason: &'static str) {
+        self.probes_skipped.with_label_values(&[reason]).inc();
     }
 
     /// Count a config load or reload; a success also sets

@@ -222,6 +222,17 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
         tcp_max_connections: s.tcp_max_connections.max(1),
         random_seed: s.random_seed,
         api_token: s.api_token.as_ref().map(|t| t.get_ref().clone()),
+        max_concurrent_probes: {
+            let n = *s.max_concurrent_probes.get_ref();
+            if n == 0 {
+                d.error(
+                    s.max_concurrent_probes.span(),
+                    "server.max_concurrent_probes",
+                    "must be at least 1",
+                );
+            }
+            n.max(1)
+        },
         query_log_sample: {
             let r = *s.query_log_sample.get_ref();
             if !(0.0..=1.0).contains(&r) {

@@ -42,6 +42,8 @@ pub struct Settings {
     pub random_seed: Option<u64>,
     /// Bearer token of the mutating API endpoints.
     pub api_token: Option<String>,
+    /// Probes running at once.
+    pub max_concurrent_probes: usize,
     /// Fraction of queries logged.
     pub query_log_sample: f64,
     /// File watch period (zero: off).

@@ -352,3 +352,39 @@ fn probes_of_removed_endpoints_stop() {
     );
     assert!(reason(&s, "web", "192.0.2.151").contains("200"));
 }
+
+#[test]
+fn busy_probe_slots_skip_rounds_visibly() {
+    let a = HttpBackend::start("127.0.0.1");
+    let b = HttpBackend::start("127.0.0.1");
+    a.set(Mode::Hang);
+    b.set(Mode::Hang);
+    let cfg = format!(
+        r#"{MON}
+[pools.slow]
+monitor = "web"
+endpoints = [
+  {{ address = "192.0.2.161", probe_address = "127.0.0.1", probe_port = {pa} }},
+  {{ address = "192.0.2.162", probe_address = "127.0.0.1", probe_port = {pb} }},
+]
+"#,
+        pa = a.addr.port(),
+        pb = b.addr.port()
+    );
+    let s = TestServer::start(&format!(
+        "{}\n{cfg}",
+        BASE.replace(
+            "udp_workers = 1",
+            "udp_workers = 1\nmax_concurrent_probes = 1"
+        )
+    ));
+    let skipped = || {
+        let (_, m) = http(s.running.http_addr, "GET", "/metrics", &[]);
+        m.lines()
+            .find(|l| l.starts_with(r#"steerdns_probes_skipped_total{reason="busy"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for(5, "busy skips counted", || skipped() >= 2.0);
+}

@@ -1117,6 +1117,8 @@ mod tests {
             "timeout",
             "success",
             "failure",
+            "in_flight",
+            "busy",
             "1.2.3",
         ]
         .into_iter()

@@ -5,7 +5,9 @@
 //! instead of bursting. Probes run as tokio tasks under a semaphore (bounded
 //! concurrency), each with a hard deadline; an endpoint never has two probes
 //! in flight, so a slow endpoint costs one slot until its timeout and skips
-//! rounds rather than piling up. Results go through hysteresis
+//! rounds rather than piling up. When every slot is busy, due endpoints wait
+//! in a FIFO line (an index each, no parked task), so none starves, and the
+//! wait is counted (`steerdns_probes_skipped_total{reason="busy"}`). Results go through hysteresis
 //! ([`super::state`]) and verdict changes are written to the current
 //! snapshot's [`HealthTable`](super::HealthTable) — the hot path only ever
 //! reads those atomics.
@@ -112,6 +114,8 @@ struct Slot {
     target: usize,
     due: Instant,
     in_flight: bool,
+    /// Waiting for a free probe slot.
+    queued: bool,
 }
 
 struct ProbeResult {
@@ -147,13 +151,14 @@ pub async fn run(
         .map(|(i, s)| Reverse((s.due, i)))
         .collect();
     let mut busy_skips = 0u64;
+    let mut waiting: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
     let mut warned_at = Instant::now();
     loop {
         if busy_skips > 0 && warned_at.elapsed() >= Duration::from_secs(60) {
             warn!(
                 skipped = busy_skips,
                 max_concurrency = opts.max_concurrency,
-                "prober: every probe slot was busy, probe rounds skipped (slow or blackholed endpoints?); see steerdns_probes_skipped_total"
+                "prober: every probe slot was busy, probes waited in line and intervals stretched (slow or blackholed endpoints? raise server.max_concurrent_probes); see steerdns_probes_skipped_total"
             );
             busy_skips = 0;
             warned_at = Instant::now();
@@ -170,6 +175,7 @@ pub async fn run(
                 crate::metrics::sync_health(&shared.metrics, &snap);
                 status.seed(&snap);
                 slots = schedule(&snap, &status);
+                waiting.clear();
                 heap = slots.iter().enumerate().map(|(i, s)| Reverse((s.due, i))).collect();
                 info!(generation, probes = slots.len(), "prober: targets reloaded");
             }
@@ -190,48 +196,90 @@ pub async fn run(
                     }
                     heap.pop();
                     let slot = &mut slots[i];
-                    let target = &snap.probes[slot.target];
-                    let monitor = &snap.monitors[target.monitor as usize];
-                    slot.due = due + monitor.interval;
+                    let interval = snap.monitors[snap.probes[slot.target].monitor as usize].interval;
+                    slot.due = due + interval;
                     heap.push(Reverse((slot.due, i)));
-                    if slot.in_flight {
-                        // Still waiting for the last probe: skip this round.
+                    if slot.in_flight || slot.queued {
+                        // The last probe still runs or waits: skip a round.
                         shared.metrics.probe_skipped("in_flight");
                         continue;
                     }
-                    // Take the slot here, not in the task: with every slot
-                    // busy (many slow endpoints) the round is skipped and
-                    // counted, instead of parking a task per endpoint and
-                    // silently stretching everybody's interval.
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        shared.metrics.probe_skipped("busy");
-                        busy_skips += 1;
-                        continue;
-                    };
-                    slot.in_flight = true;
-                    let spec = monitor.spec.clone();
-                    let addr = target.addr;
-                    let host = target.host.clone();
-                    let tx = tx.clone();
-                    let deadline = monitor.spec.timeout + Duration::from_secs(1);
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let t = Target { addr, host: host.as_deref() };
-                        // The probe has its own deadline; this outer one only
-                        // guards against a bug there holding a slot forever.
-                        let started = Instant::now();
-                        let (ok, reason, kind) = match tokio::time::timeout(deadline, check::probe(&spec, t)).await {
-                            Ok(Ok(done)) => (true, done.detail, None),
-                            Ok(Err(e)) => (false, e.to_string(), Some(e.kind.as_str())),
-                            Err(_) => (false, format!("timeout after {}s", deadline.as_secs()), Some("timeout")),
-                        };
-                        let duration = started.elapsed();
-                        let _ = tx.send(ProbeResult { generation, slot: i, ok, reason, kind, duration }).await;
-                    });
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => start_probe(&snap, &mut slots[i], i, permit, generation, &tx),
+                        Err(_) => {
+                            // Every probe slot is busy: wait in line (FIFO,
+                            // so no endpoint starves), counted and logged.
+                            shared.metrics.probe_skipped("busy");
+                            busy_skips += 1;
+                            slots[i].queued = true;
+                            waiting.push_back(i);
+                        }
+                    }
                 }
             }
         }
+        // Results free probe slots: start those waiting, oldest first.
+        while !waiting.is_empty() {
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(i) = waiting.pop_front() else { break };
+            slots[i].queued = false;
+            start_probe(&snap, &mut slots[i], i, permit, generation, &tx);
+        }
     }
+}
+
+/// Spawn one probe for `slot`, holding `permit` until it finishes.
+fn start_probe(
+    snap: &Snapshot,
+    slot: &mut Slot,
+    i: usize,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    generation: u64,
+    tx: &mpsc::Sender<ProbeResult>,
+) {
+    slot.in_flight = true;
+    let target = &snap.probes[slot.target];
+    let monitor = &snap.monitors[target.monitor as usize];
+    let spec = monitor.spec.clone();
+    let addr = target.addr;
+    let host = target.host.clone();
+    let tx = tx.clone();
+    let deadline = monitor.spec.timeout + Duration::from_secs(1);
+    tokio::spawn(async move {
+        let t = Target {
+            addr,
+            host: host.as_deref(),
+        };
+        // The probe has its own deadline; this outer one only guards against
+        // a bug there holding a slot forever.
+        let started = Instant::now();
+        let (ok, reason, kind) = match tokio::time::timeout(deadline, check::probe(&spec, t)).await
+        {
+            Ok(Ok(done)) => (true, done.detail, None),
+            Ok(Err(e)) => (false, e.to_string(), Some(e.kind.as_str())),
+            Err(_) => (
+                false,
+                format!("timeout after {}s", deadline.as_secs()),
+                Some("timeout"),
+            ),
+        };
+        let duration = started.elapsed();
+        // Free the probe slot before reporting, so the scheduler can hand
+        // it to a waiting endpoint as soon as it sees this result.
+        drop(permit);
+        let _ = tx
+            .send(ProbeResult {
+                generation,
+                slot: i,
+                ok,
+                reason,
+                kind,
+                duration,
+            })
+            .await;
+    });
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
@@ -254,6 +302,7 @@ fn schedule(snap: &Snapshot, status: &HealthStatus) -> Vec<Slot> {
                 target: i,
                 due: now + offset_for(&t.key, interval),
                 in_flight: false,
+                queued: false,
             }
         })
         .collect()

@@ -755,7 +755,7 @@ impl Metrics {
         let probes_skipped = IntCounterVec::new(
             Opts::new(
                 "steerdns_probes_skipped_total",
-                "Probe rounds skipped: the endpoint's previous probe was still running (in_flight), or every probe slot was busy (busy).",
+                "Probe rounds skipped because the endpoint's previous probe was still running or waiting (in_flight), and probes that had to wait for a free probe slot (busy).",
             ),
             &["reason"],
         )?;
@@ -894,7 +894,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Count a skipped probe round; `reason` is `"in_flight"` or `"busy"`.
+    /// Count a skipped probe round (`"in_flight"`) or a probe that waited
+    /// for a free slot (`"busy"`).
     pub fn probe_skipped(&self, reason: &'static str) {
         self.probes_skipped.with_label_values(&[reason]).inc();
     }

@@ -389,6 +389,7 @@ endpoints = [
     wait_for(5, "busy waits counted", || skipped() >= 2.0);
     // one probe slot, two endpoints: both still get probed (FIFO line)
     wait_for(5, "both endpoints probed", || {
-        reason(&s, "slow", "192.0.2.161").contains("timeout") && reason(&s, "slow", "192.0.2.162").contains("timeout")
+        reason(&s, "slow", "192.0.2.161").contains("timeout")
+            && reason(&s, "slow", "192.0.2.162").contains("timeout")
     });
 }

@@ -244,6 +244,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     let tcp_opts = TcpOptions {
         idle_timeout: settings.tcp_idle_timeout,
         max_connections: settings.tcp_max_connections,
+        limit_drops: Arc::default(),
     };
     for addr in listen {
         // UDP and TCP on one port (port 0: the same kernel-chosen port).
@@ -268,13 +269,16 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         running.tcp_addrs.push(tcp_local);
     }
     {
-        // UDP workers count oversize datagrams themselves (no shared state
-        // on their loop); carry the deltas into the metrics every second.
+        // UDP workers count oversize datagrams and TCP listeners refused
+        // connections themselves (no metrics on their loops); carry the
+        // deltas into the metrics every second.
         let readers: Vec<_> = running.udp.iter().map(UdpServer::stats_reader).collect();
+        let tcp_limit = tcp_opts.limit_drops.clone();
         let metrics = shared.metrics.clone();
         let token = shutdown.clone();
         rt.spawn(async move {
             let mut reported = 0u64;
+            let mut reported_tcp = 0u64;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
@@ -285,6 +289,14 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
                 if now > reported {
                     metrics.record_drops(crate::metrics::DropReason::Oversize, now - reported);
                     reported = now;
+                }
+                let tcp_now = tcp_limit.load(std::sync::atomic::Ordering::Relaxed);
+                if tcp_now > reported_tcp {
+                    metrics.record_drops(
+                        crate::metrics::DropReason::ConnectionLimit,
+                        tcp_now - reported_tcp,
+                    );
+                    reported_tcp = tcp_now;
                 }
             }
         });

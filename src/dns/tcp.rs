@@ -63,7 +63,7 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Settings for [`serve_tcp`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TcpOptions {
     /// Time a connection has to deliver its next complete query, and for
     /// each write of answers to complete, before it is closed. Default 10 s.
@@ -71,6 +71,9 @@ pub struct TcpOptions {
     /// Maximum concurrent connections. Beyond it, new connections are closed
     /// right after `accept`. Default 1024.
     pub max_connections: usize,
+    /// Counts connections closed at accept because of `max_connections`
+    /// (shared, so several listeners and the metrics can read one total).
+    pub limit_drops: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for TcpOptions {
@@ -78,6 +81,7 @@ impl Default for TcpOptions {
         TcpOptions {
             idle_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            limit_drops: Arc::default(),
         }
     }
 }
@@ -144,6 +148,8 @@ pub async fn serve_tcp(
                 backoff = ACCEPT_BACKOFF_MIN;
                 let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                     tracing::debug!(%peer, "TCP connection limit reached; closing");
+                    opts.limit_drops
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     drop(stream);
                     continue;
                 };

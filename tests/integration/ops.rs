@@ -381,3 +381,26 @@ fn sighup_reloads_the_binary() {
         "{status}"
     );
 }
+
+#[test]
+fn tcp_connection_limit_drops_are_counted() {
+    let s = TestServer::start(&BASE.replace(
+        "udp_workers = 1",
+        "udp_workers = 1\ntcp_max_connections = 1",
+    ));
+    let held = std::net::TcpStream::connect(s.tcp).expect("first connection");
+    // The first connection holds the only slot once accepted: keep opening
+    // (bounded) until the server closes one at accept and counts it.
+    wait_for(10, "connection_limit drop counted", || {
+        let _extra = std::net::TcpStream::connect(s.tcp);
+        let (_, m) = http(s.running.http_addr, "GET", "/metrics", &[]);
+        m.lines().any(|l| {
+            l.starts_with(r#"steerdns_dns_dropped_total{reason="connection_limit"}"#)
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+        })
+    });
+    drop(held);
+}

@@ -172,16 +172,16 @@ fn tls_verification_and_custom_ca() {
         r#"
 [monitors.strict]
 type = "https"
-interval = "100ms"
-timeout = "90ms"
+interval = "300ms"
+timeout = "250ms"
 rise = 1
 fall = 1
 sni = "backend.test"
 
 [monitors.trusted]
 type = "https"
-interval = "100ms"
-timeout = "90ms"
+interval = "300ms"
+timeout = "250ms"
 rise = 1
 fall = 1
 sni = "backend.test"

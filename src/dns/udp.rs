@@ -77,8 +77,9 @@ const _: () = assert!(mem::align_of::<libc::cmsghdr>() <= 8);
 /// worker thread can own each (see [`spawn_udp`]).
 ///
 /// IPv6 sockets get `IPV6_V6ONLY` (so `[::]:53` and `0.0.0.0:53` can both be
-/// bound); all get `IP_PKTINFO` / `IPV6_RECVPKTINFO` so replies can leave
-/// from the query's destination address, and a large `SO_RCVBUF` /
+/// bound); wildcard-address sockets get `IP_PKTINFO` / `IPV6_RECVPKTINFO` so
+/// replies leave from the query's destination address (a socket bound to one
+/// address replies from it without them), and all get a large `SO_RCVBUF` /
 /// `SO_SNDBUF` (best effort). If `addr` has port 0, the first socket picks
 /// the port and the others bind to that same port.
 ///
@@ -111,13 +112,19 @@ fn bind_one(addr: SocketAddr) -> io::Result<UdpSocket> {
     let fd = socket.as_raw_fd();
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
         .map_err(|e| with_context("SO_REUSEPORT", e))?;
+    // Only a wildcard socket needs the destination of each query: one bound
+    // to a single address replies from it anyway, and skipping the control
+    // messages saves kernel work on every packet.
+    let wildcard = addr.ip().is_unspecified();
     if addr.is_ipv6() {
         socket
             .set_only_v6(true)
             .map_err(|e| with_context("IPV6_V6ONLY", e))?;
-        set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
-            .map_err(|e| with_context("IPV6_RECVPKTINFO", e))?;
-    } else {
+        if wildcard {
+            set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+                .map_err(|e| with_context("IPV6_RECVPKTINFO", e))?;
+        }
+    } else if wildcard {
         set_int_opt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
             .map_err(|e| with_context("IP_PKTINFO", e))?;
     }

@@ -78,6 +78,10 @@ struct HttpServer {
 
 async fn spawn_http(tls: Option<TlsAcceptor>) -> HttpServer {
     let (l, addr) = bind().await;
+    serve_http_on(l, addr, tls)
+}
+
+fn serve_http_on(l: TcpListener, addr: SocketAddr, tls: Option<TlsAcceptor>) -> HttpServer {
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
     tokio::spawn(async move {
@@ -304,6 +308,20 @@ async fn http_request_headers() {
     let h = HttpCheck {
         method: "HEAD".into(),
         ..get("/ok")
+    };
+    expect_ok(probe(&http_spec(h, GENEROUS), target(srv.addr)).await);
+}
+
+#[tokio::test]
+async fn http_over_ipv6_loopback_brackets_the_host() {
+    let l = TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let srv = serve_http_on(l, addr, None);
+    let h = HttpCheck {
+        expect_body: Some(format!("Host: [::1]:{}\r\n", addr.port())),
+        ..get("/echo")
     };
     expect_ok(probe(&http_spec(h, GENEROUS), target(srv.addr)).await);
 }

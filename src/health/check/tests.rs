@@ -314,9 +314,10 @@ async fn http_request_headers() {
 
 #[tokio::test]
 async fn http_over_ipv6_loopback_brackets_the_host() {
-    let l = TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
+    let Ok(l) = TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).await else {
+        eprintln!("skipped: ::1 cannot be bound here (no IPv6 loopback)");
+        return;
+    };
     let addr = l.local_addr().unwrap();
     let srv = serve_http_on(l, addr, None);
     let h = HttpCheck {

@@ -60,6 +60,19 @@ pub struct PrefixTrie<T> {
 const V4_ROOT: u32 = 0;
 const V6_ROOT: u32 = 1;
 
+/// Root, address bits (IPv4 left-aligned in 128 bits) and prefix length of
+/// `net`: what both `insert` and `get_exact` walk by.
+fn walk_key(net: IpNet) -> (u32, u128, u8) {
+    match net {
+        IpNet::V4(n) => (
+            V4_ROOT,
+            u128::from(u32::from(n.network())) << 96,
+            n.prefix_len(),
+        ),
+        IpNet::V6(n) => (V6_ROOT, u128::from(n.network()), n.prefix_len()),
+    }
+}
+
 impl<T> Default for PrefixTrie<T> {
     fn default() -> Self {
         Self::new()
@@ -88,14 +101,7 @@ impl<T> PrefixTrie<T> {
     /// Insert `value` for `net` (host bits are ignored). Returns the previous
     /// value for exactly this prefix, if any.
     pub fn insert(&mut self, net: IpNet, value: T) -> Option<T> {
-        let (root, bits, len) = match net {
-            IpNet::V4(n) => (
-                V4_ROOT,
-                u128::from(u32::from(n.network())) << 96,
-                n.prefix_len(),
-            ),
-            IpNet::V6(n) => (V6_ROOT, u128::from(n.network()), n.prefix_len()),
-        };
+        let (root, bits, len) = walk_key(net);
         let mut node = root;
         for depth in 0..len {
             let bit = ((bits >> (127 - depth)) & 1) as usize;
@@ -124,14 +130,7 @@ impl<T> PrefixTrie<T> {
 
     /// The value stored for exactly `net`, if any.
     pub fn get_exact(&self, net: IpNet) -> Option<&T> {
-        let (root, bits, len) = match net {
-            IpNet::V4(n) => (
-                V4_ROOT,
-                u128::from(u32::from(n.network())) << 96,
-                n.prefix_len(),
-            ),
-            IpNet::V6(n) => (V6_ROOT, u128::from(n.network()), n.prefix_len()),
-        };
+        let (root, bits, len) = walk_key(net);
         let mut node = root;
         for depth in 0..len {
             let bit = ((bits >> (127 - depth)) & 1) as usize;

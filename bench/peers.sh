@@ -266,9 +266,16 @@ start_server() { # start_server NAME; sets SERVER_PID
 stop_server() {
     local p=$1
     kill "$p" 2>/dev/null || true
-    # STOP_WAIT: tenths of a second to wait before SIGKILL (default 5 s).
-    for _ in $(seq 1 "${STOP_WAIT:-50}"); do
+    # STOP_WAIT: tenths of a second to wait before SIGKILL (default 5 s);
+    # SIGTERM is repeated every 5 s meanwhile (a traced server has been seen
+    # to miss the first one).
+    local i
+    for i in $(seq 1 "${STOP_WAIT:-50}"); do
         kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }
+        if ((i % 50 == 0)); then
+            log "process $p still running after $((i / 10)) s: SIGTERM again"
+            kill "$p" 2>/dev/null || true
+        fi
         sleep 0.1
     done
     kill -9 "$p" 2>/dev/null || true

@@ -83,7 +83,8 @@ impl Handler for Shared {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
-        let start = Instant::now();
+        // Only a sample of queries is timed (see `DURATION_SAMPLE_EVERY`).
+        let start = self.metrics.queries().sample_duration().then(Instant::now);
         let served = self.current.load();
         let mut info = AnswerInfo::default();
         let outcome = RNG.with(|cell| {
@@ -104,13 +105,11 @@ impl Handler for Shared {
                 false
             }
             Outcome::Answered { rcode } => {
-                m.queries().record_query(
-                    served.slots.zone(info.zone),
-                    info.qtype,
-                    rcode,
-                    transport,
-                    start.elapsed(),
-                );
+                let q = m.queries();
+                q.count_query(served.slots.zone(info.zone), info.qtype, rcode, transport);
+                if let Some(start) = start {
+                    q.observe_duration(transport, start.elapsed());
+                }
                 if let Some((b, pool, mode)) = info.balancer {
                     served.slots.record_answer(m, b, pool, mode);
                 }

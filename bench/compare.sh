@@ -71,16 +71,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Configs, install, start/stop and the answer check: shared with bench/callgrind.sh.
+# shellcheck source=bench/peers.sh
+source "$ROOT/bench/peers.sh"
+
 # --- build -----------------------------------------------------------------
 log "building steerdns and dnsload (release)"
 (cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload)
 STEERDNS=$ROOT/target/release/steerdns
 DNSLOAD=$ROOT/target/release/examples/dnsload
 MMDB=$ROOT/geoip/sample.mmdb
-
-# Configs, install, start/stop and the answer check: shared with bench/callgrind.sh.
-# shellcheck source=bench/peers.sh
-source "$ROOT/bench/peers.sh"
 
 # --- install what is missing --------------------------------------------------
 ACTIVE=()

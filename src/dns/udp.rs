@@ -813,7 +813,10 @@ mod tests {
                 mem::size_of::<libc::sockaddr_storage>(),
                 "header {i}"
             );
-            assert_eq!(m.msg_controllen as usize, CMSG_BUF_SIZE, "header {i}");
+            // msg_controllen is usize on glibc, u32 on musl.
+            #[allow(clippy::unnecessary_cast)]
+            let controllen = m.msg_controllen as usize;
+            assert_eq!(controllen, CMSG_BUF_SIZE, "header {i}");
             assert_eq!(m.msg_flags, 0, "header {i}");
             assert_eq!(m.msg_name, ptr::from_ref(&batch.names[i]).cast_mut().cast());
         }

@@ -1,6 +1,7 @@
 //! DNS: wire parsing, the answer engine, and transports.
 
 pub mod answer;
+pub mod guard;
 pub mod server;
 pub mod tcp;
 pub mod transport;

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tracing::info;
 
 use super::answer::{self, AnswerInfo, Client, Outcome};
+use super::guard::{self, GuardMetrics, RrlVerdict};
 use super::transport::{Handler, Transport};
 use crate::metrics::{DropReason, GeoResult, Metrics, SnapshotSlots};
 use crate::select::Rng;
@@ -40,6 +41,12 @@ pub struct Shared {
     pub current: ArcSwap<Served>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Response rate limiting buckets (kept across reloads).
+    rrl: std::sync::OnceLock<crate::rrl::Table>,
+    /// Counters of RRL and cookies.
+    guard: GuardMetrics,
+    /// Zero of the monotonic milliseconds RRL counts in.
+    epoch: Instant,
 }
 
 impl Shared {
@@ -51,7 +58,10 @@ impl Shared {
                 snapshot: snap,
                 slots,
             }),
+            guard: GuardMetrics::new(&metrics),
             metrics,
+            rrl: std::sync::OnceLock::new(),
+            epoch: Instant::now(),
         })
     }
 
@@ -104,6 +114,24 @@ impl Handler for Shared {
                 false
             }
             Outcome::Answered { rcode } => {
+                // RRL applies to UDP only: TCP sources cannot be spoofed.
+                if let (Transport::Udp, Some(limits)) = (transport, &served.settings.rrl) {
+                    let table = guard::table(&self.rrl, limits);
+                    let now_ms = start.duration_since(self.epoch).as_millis() as u64;
+                    let v = guard::rate_limit(
+                        table,
+                        limits,
+                        client.ip(),
+                        rcode,
+                        now_ms,
+                        out,
+                        &self.guard,
+                    );
+                    if v == RrlVerdict::Drop {
+                        m.record_drop(DropReason::RateLimited);
+                        return false;
+                    }
+                }
                 m.queries().record_query(
                     served.slots.zone(info.zone),
                     info.qtype,

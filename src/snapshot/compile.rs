@@ -210,6 +210,7 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             "must be more than zero",
         );
     }
+    let tcp = super::protect::compile_tcp(file, idle, d);
     Settings {
         dns_listen,
         http_listen,
@@ -245,10 +246,13 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             r.clamp(0.0, 1.0)
         },
         watch_interval: s.watch_interval.get_ref().0,
+        rrl: super::protect::compile_rrl(file, d),
+        tcp_max_per_client: tcp.0,
+        tcp_busy_idle_timeout: tcp.1,
     }
 }
 
-fn parse_net(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<ipnet::IpNet> {
+pub(super) fn parse_net(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<ipnet::IpNet> {
     let text = s.get_ref();
     let net = match ipnet::IpNet::from_str(text) {
         Ok(n) => n,

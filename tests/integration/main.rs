@@ -14,4 +14,5 @@ mod malformed;
 mod ops;
 mod protocol;
 mod reload;
+mod rrl;
 mod steering;

@@ -4,6 +4,7 @@ pub mod answer;
 pub mod guard;
 pub mod server;
 pub mod tcp;
+pub mod tcp_fair;
 pub mod transport;
 pub mod udp;
 pub mod wire;

@@ -16,3 +16,4 @@ mod protocol;
 mod reload;
 mod rrl;
 mod steering;
+mod tcp_fair;

@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod cookie;
 pub mod dns;
 pub mod explain;
 pub mod geo;

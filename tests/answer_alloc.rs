@@ -93,6 +93,11 @@ fn answers_do_not_allocate() {
         ("NXDOMAIN", query("nope.ref.example", 1, 0, &[]), 3),
         ("FORMERR from OPT", query("ref.example", 1, 0, &bad_ecs), 1),
         ("NOTIMP", query("ref.example", 6, 2, &[]), 4),
+        (
+            "client cookie (server cookie made)",
+            query("ref.example", 1, 0, &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+            0,
+        ),
     ];
     let client = Client {
         addr: SocketAddr::from(([127, 0, 0, 1], 40000)),

@@ -32,6 +32,8 @@ pub mod rcode {
     pub const NOTAUTH: u16 = 9;
     /// Bad EDNS version (extended).
     pub const BADVERS: u16 = 16;
+    /// Bad or missing server cookie (extended, RFC 7873).
+    pub const BADCOOKIE: u16 = 23;
 }
 
 const CLASS_IN: u16 = 1;
@@ -84,6 +86,19 @@ pub struct AnswerInfo {
     pub balancer: Option<(u32, Option<select::PoolId>, select::Mode)>,
     /// Where the client's location came from, when a GeoIP lookup ran.
     pub geo: Option<crate::geo::LocationSource>,
+    /// The query's DNS Cookie, when it sent one and cookies are on.
+    pub cookie: Option<CookieState>,
+}
+
+/// What a query's DNS Cookie proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieState {
+    /// A server cookie of ours (current or previous secret) for this client
+    /// and fresh: the client is who its address says.
+    Valid,
+    /// Only a client cookie, or a server cookie we do not accept (another
+    /// secret, too old, another address): answered with a new one.
+    ClientOnly,
 }
 
 /// Answer one query packet into `out` (which is cleared first).
@@ -119,6 +134,7 @@ pub fn answer_with_info(
     };
     info.qtype = q.qtype;
     let mut r = Response::start(snap, &q, client.transport, out);
+    r.cookie(&q, client, info);
     if q.opcode != 0 {
         // We implement QUERY only. NOTIFY and UPDATE for a zone we do not
         // serve get NOTAUTH (as Knot answers them); for our own zones and
@@ -157,6 +173,24 @@ pub fn answer_with_info(
     info.zone = Some(zone.index);
     let (code, scope) = resolve(snap, zone, &q, client, rng, &mut r, info);
     r.finish(code, scope)
+}
+
+/// Answer `pkt` with BADCOOKIE (RFC 7873 5.2.3): the question and an OPT
+/// with a fresh server cookie, so the client retries with it. Used instead
+/// of a truncated answer when rate limiting a client that sent a cookie.
+/// False (and `out` untouched) when the query has no cookie.
+pub fn answer_badcookie(snap: &Snapshot, pkt: &[u8], client: Client, out: &mut Vec<u8>) -> bool {
+    let Ok(q) = wire::parse(pkt) else {
+        return false;
+    };
+    if q.edns.and_then(|e| e.cookie).is_none() || snap.settings.cookies.is_none() {
+        return false;
+    }
+    out.clear();
+    let mut r = Response::start(snap, &q, client.transport, out);
+    r.cookie(&q, client, &mut AnswerInfo::default());
+    r.finish(rcode::BADCOOKIE, None);
+    true
 }
 
 /// Where a name led inside a zone.
@@ -522,6 +556,8 @@ struct Response<'a> {
     comp_len: usize,
     /// Entries of the question itself (kept when the answer is truncated).
     comp_question: usize,
+    /// The COOKIE option to send: the client cookie and our server cookie.
+    cookie: Option<([u8; 8], [u8; crate::cookie::SERVER_LEN])>,
 }
 
 impl<'a> Response<'a> {
@@ -558,10 +594,33 @@ impl<'a> Response<'a> {
             comp: [(0, 0); COMPRESS_SLOTS],
             comp_len: 0,
             comp_question: 0,
+            cookie: None,
         };
         r.remember(12, q.name_lc(), q.qname_len);
         r.comp_question = r.comp_len;
         r
+    }
+
+    /// Check the query's DNS Cookie (RFC 7873, RFC 9018) and prepare the
+    /// one we send back: always a fresh server cookie for this client.
+    fn cookie(&mut self, q: &Query<'_>, client: Client, info: &mut AnswerInfo) {
+        let (Some(c), Some(secrets)) = (
+            q.edns.and_then(|e| e.cookie),
+            self.snap.settings.cookies.as_deref(),
+        ) else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        let ip = client.addr.ip();
+        let valid = c.server_len > 0 && secrets.verify(&c.client, c.server(), ip, now);
+        info.cookie = Some(if valid {
+            CookieState::Valid
+        } else {
+            CookieState::ClientOnly
+        });
+        self.cookie = Some((c.client, secrets.make(&c.client, ip, now)));
     }
 
     fn set_aa(&mut self, aa: bool) {
@@ -724,6 +783,9 @@ impl<'a> Response<'a> {
                 if e.nsid {
                     n += 4 + self.snap.settings.node_name.len();
                 }
+                if self.cookie.is_some() {
+                    n += 4 + 8 + crate::cookie::SERVER_LEN;
+                }
                 n
             }
         }
@@ -778,6 +840,12 @@ impl<'a> Response<'a> {
             o.extend_from_slice(&wire::OPT_NSID.to_be_bytes());
             o.extend_from_slice(&(id.len() as u16).to_be_bytes());
             o.extend_from_slice(id);
+        }
+        if let Some((client, server)) = &self.cookie {
+            o.extend_from_slice(&wire::OPT_COOKIE.to_be_bytes());
+            o.extend_from_slice(&((client.len() + server.len()) as u16).to_be_bytes());
+            o.extend_from_slice(client);
+            o.extend_from_slice(server);
         }
         let rdlen = (o.len() - len_at - 2) as u16;
         o[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());

@@ -12,7 +12,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tracing::info;
 
-use super::answer::{self, AnswerInfo, Client, Outcome};
+use super::answer::{self, AnswerInfo, Client, CookieState, Outcome};
 use super::guard::{self, GuardMetrics, RrlVerdict};
 use super::transport::{Handler, Transport};
 use crate::metrics::{DropReason, GeoResult, Metrics, SnapshotSlots};
@@ -114,14 +114,23 @@ impl Handler for Shared {
                 false
             }
             Outcome::Answered { rcode } => {
-                // RRL applies to UDP only: TCP sources cannot be spoofed.
-                if let (Transport::Udp, Some(limits)) = (transport, &served.settings.rrl) {
+                self.guard.count_cookie(info.cookie);
+                // RRL applies to UDP only (TCP sources cannot be spoofed),
+                // and not to a client that proved its address with a valid
+                // server cookie.
+                if let (Transport::Udp, Some(limits)) = (transport, &served.settings.rrl)
+                    && info.cookie != Some(CookieState::Valid)
+                {
                     let table = guard::table(&self.rrl, limits);
                     let now_ms = start.duration_since(self.epoch).as_millis() as u64;
+                    let c = Client {
+                        addr: client,
+                        transport,
+                    };
                     let v = guard::rate_limit(
                         table,
                         limits,
-                        client.ip(),
+                        (&served, query, c),
                         rcode,
                         now_ms,
                         out,

@@ -12,6 +12,27 @@ use crate::zone::rtype;
 pub const OPT_ECS: u16 = 8;
 /// EDNS option code of NSID (RFC 5001).
 pub const OPT_NSID: u16 = 3;
+/// EDNS option code of COOKIE (RFC 7873).
+pub const OPT_COOKIE: u16 = 10;
+
+/// The COOKIE option of a query: a client cookie, and a server cookie when
+/// the client has learnt one (8 to 32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    /// Client cookie.
+    pub client: [u8; 8],
+    /// Server cookie bytes (the first `server_len`).
+    pub server: [u8; 32],
+    /// Length of the server cookie (0: none sent).
+    pub server_len: u8,
+}
+
+impl Cookie {
+    /// The server cookie as sent (empty when none).
+    pub fn server(&self) -> &[u8] {
+        &self.server[..self.server_len as usize]
+    }
+}
 
 /// The EDNS Client Subnet option of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +58,8 @@ pub struct Edns {
     pub nsid: bool,
     /// Client Subnet, when sent.
     pub ecs: Option<Ecs>,
+    /// DNS Cookie, when sent.
+    pub cookie: Option<Cookie>,
 }
 
 /// A parsed query. `qname` borrows the packet as sent; `qname_lc` is the
@@ -292,6 +315,7 @@ fn parse_opt(class: u16, ttl: u32, rdata: &[u8]) -> Option<Edns> {
         dnssec_ok: ttl & 0x8000 != 0,
         nsid: false,
         ecs: None,
+        cookie: None,
     };
     let mut c = Cursor { b: rdata, i: 0 };
     while c.i < rdata.len() {
@@ -305,6 +329,20 @@ fn parse_opt(class: u16, ttl: u32, rdata: &[u8]) -> Option<Edns> {
                     return None;
                 }
                 e.ecs = Some(parse_ecs(data)?);
+            }
+            OPT_COOKIE => {
+                // RFC 7873 5.2.2: 8 bytes, or 16 to 40; else FORMERR. One.
+                if e.cookie.is_some() || !(data.len() == 8 || (16..=40).contains(&data.len())) {
+                    return None;
+                }
+                let mut k = Cookie {
+                    client: [0; 8],
+                    server: [0; 32],
+                    server_len: (data.len() - 8) as u8,
+                };
+                k.client.copy_from_slice(&data[..8]);
+                k.server[..data.len() - 8].copy_from_slice(&data[8..]);
+                e.cookie = Some(k);
             }
             _ => {}
         }

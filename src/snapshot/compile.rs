@@ -99,7 +99,8 @@ pub fn build_with_geo(
     generation: u64,
 ) -> Result<Snapshot, ConfigError> {
     let mut d = Diagnostics::new(source);
-    let settings = compile_settings(file, &mut d);
+    let mut settings = compile_settings(file, &mut d);
+    settings.cookies = super::protect::compile_cookies(source, file, &mut d);
     let mut c = Compiler {
         d,
         pools: Vec::new(),
@@ -249,6 +250,7 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
         rrl: super::protect::compile_rrl(file, d),
         tcp_max_per_client: tcp.0,
         tcp_busy_idle_timeout: tcp.1,
+        cookies: None,
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Settings {
     pub tcp_max_per_client: usize,
     /// TCP idle timeout while the connection cap is near.
     pub tcp_busy_idle_timeout: Duration,
+    /// DNS Cookie secrets (`[cookies]`), when cookies are on.
+    pub cookies: Option<Arc<crate::cookie::Secrets>>,
 }
 
 /// Everything a query needs, immutable once built (health is atomics).

@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use std::sync::{Arc, OnceLock};
+
 use super::compile::parse_net;
-use crate::config::Diagnostics;
 use crate::config::raw::ConfigFile;
+use crate::config::{Diagnostics, Source};
+use crate::cookie::Secrets;
 use crate::rrl::{self, Limits};
 
 /// `[rrl]` compiled: `None` when off.
@@ -116,4 +119,45 @@ pub(super) fn compile_tcp(
         None => idle.min(Duration::from_secs(1)),
     };
     (per_client, busy)
+}
+
+/// `[cookies]` compiled: the secrets, or `None` when cookies are off.
+/// Without a secret file, one random secret for the life of the process
+/// (so reloads keep cookies valid).
+pub(super) fn compile_cookies(
+    source: &Source,
+    file: &ConfigFile,
+    d: &mut Diagnostics<'_>,
+) -> Option<Arc<Secrets>> {
+    static RANDOM: OnceLock<Arc<Secrets>> = OnceLock::new();
+    let c = &file.cookies;
+    if !c.enabled {
+        return None;
+    }
+    let Some(f) = &c.secret_file else {
+        return Some(RANDOM.get_or_init(|| Arc::new(Secrets::random())).clone());
+    };
+    let path = source.dir().join(f.get_ref());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            d.error(
+                f.span(),
+                "cookies.secret_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+            return None;
+        }
+    };
+    match Secrets::parse(&text) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            d.error(
+                f.span(),
+                "cookies.secret_file",
+                format!("{}: {e}", path.display()),
+            );
+            None
+        }
+    }
 }

@@ -148,6 +148,8 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     };
     anyhow::ensure!(!listen.is_empty(), "no DNS listen address configured");
     let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    // The first load counts as the last successful one (else 0: 1970).
+    metrics.initial_load();
     let shared = Shared::new(snap, metrics);
     crate::metrics::sync_health(&shared.metrics, &shared.current.load());
     let workers = match settings.udp_workers {
@@ -244,7 +246,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     let tcp_opts = TcpOptions {
         idle_timeout: settings.tcp_idle_timeout,
         max_connections: settings.tcp_max_connections,
-        limit_drops: Arc::default(),
+        max_per_client: settings.tcp_max_per_client,
+        busy_idle_timeout: settings.tcp_busy_idle_timeout,
+        ..TcpOptions::default()
     };
     for addr in listen {
         // UDP and TCP on one port (port 0: the same kernel-chosen port).

@@ -5,6 +5,7 @@ mod backends;
 mod harness;
 
 mod cli;
+mod cookies;
 mod dns_basics;
 mod ecs;
 mod edns;
@@ -12,5 +13,9 @@ mod engine;
 mod health;
 mod malformed;
 mod ops;
+mod ops_hardening;
+mod protocol;
 mod reload;
+mod rrl;
 mod steering;
+mod tcp_fair;

@@ -84,8 +84,11 @@ PIDS=()
 SKIPPED=()
 
 cleanup() {
-    local p
+    local p c
     for p in "${PIDS[@]}"; do
+        # A server under strace is strace's child: signal it, not just strace
+        # (which would detach and leave it running).
+        for c in $(pgrep -P "$p" || true); do kill "$c" 2>/dev/null || true; done
         kill "$p" 2>/dev/null || true
     done
     for p in "${PIDS[@]}"; do
@@ -194,10 +197,34 @@ ready() { # ready SERVER
 
 now() { date +%s.%N; }
 
+# Stop a server running under strace (PID is strace's): SIGTERM to the
+# traced process, repeated every 5 s (a traced server has been seen to miss
+# one), SIGKILL after 60 s.
+stop_traced() { # stop_traced STRACE_PID
+    local t=$1 c i
+    for i in $(seq 1 600); do
+        kill -0 "$t" 2>/dev/null || break
+        if ((i % 50 == 1)); then
+            ((i > 1)) && log "traced server still running after $((i / 10)) s: SIGTERM again"
+            for c in $(pgrep -P "$t" || true); do kill "$c" 2>/dev/null || true; done
+        fi
+        sleep 0.1
+    done
+    if kill -0 "$t" 2>/dev/null; then
+        for c in $(pgrep -P "$t" || true); do kill -9 "$c" 2>/dev/null || true; done
+        kill -9 "$t" 2>/dev/null || true
+    fi
+    wait "$t" 2>/dev/null || true
+    forget_pid "$t"
+}
+
 # One run: start SERVER under TOOL, COUNT queries of CASE, idle until the
 # load phase lasted PAD seconds, stop. Sets LOAD_SECS to the load phase's
 # seconds.
 LOAD_SECS=0
+stop_any() { # stop_any TOOL: stop the server started last
+    if [[ $1 == strace ]]; then stop_traced "$SERVER_PID"; else stop_server "$SERVER_PID"; fi
+}
 one_run() { # one_run TOOL SERVER CASE COUNT PAD OUTFILE
     local tool=$1 s=$2 c=$3 n=$4 pad=$5 out=$6 t0 t1 main
     case "$tool" in
@@ -216,26 +243,24 @@ one_run() { # one_run TOOL SERVER CASE COUNT PAD OUTFILE
             sleep 0.05
         done
         [[ -n $main ]] || { log "$s: no traced process"; return 1; }
-        PIDS+=("$main")
     fi
     if ! ready "$s"; then
         log "$s did not answer (right) under $tool"
-        stop_server "$main"
+        stop_any "$tool"
         return 1
     fi
     t0=$(now)
     if ! load "$s" "$c" "$n" >"$TMP/load.out" 2>&1; then
         log "$s $c: load failed or answers wrong:"
         tail -8 "$TMP/load.out" >&2
-        stop_server "$main"
+        stop_any "$tool"
         return 1
     fi
     t1=$(now)
     # (at most 30 s: a server that is slow for reasons other than work, such
     # as TCP timers, should not double the run time)
     awk -v a="$t0" -v b="$t1" -v p="$pad" 'BEGIN { d = b - a; if (p > 30) p = 30; if (p > d) { system("sleep " (p - d)) } }'
-    stop_server "$main"
-    [[ $main == "$SERVER_PID" ]] || wait "$SERVER_PID" 2>/dev/null || true
+    stop_any "$tool"
     LOAD_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 }
 

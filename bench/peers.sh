@@ -271,7 +271,11 @@ stop_server() {
     # to miss the first one).
     local i
     for i in $(seq 1 "${STOP_WAIT:-50}"); do
-        kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }
+        if ! kill -0 "$p" 2>/dev/null; then
+            wait "$p" 2>/dev/null || true
+            forget_pid "$p"
+            return 0
+        fi
         if ((i % 50 == 0)); then
             log "process $p still running after $((i / 10)) s: SIGTERM again"
             kill "$p" 2>/dev/null || true
@@ -280,6 +284,17 @@ stop_server() {
     done
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
+    forget_pid "$p"
+}
+
+# Drop a stopped process from PIDS, so the exit trap never signals a PID
+# that the system has since given to another process.
+forget_pid() { # forget_pid PID
+    local keep=() q
+    for q in "${PIDS[@]}"; do
+        [[ $q == "$1" ]] || keep+=("$q")
+    done
+    PIDS=("${keep[@]}")
 }
 
 # Wait until the server answers, then check its answers. 0 = correct.

@@ -245,6 +245,7 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             r.clamp(0.0, 1.0)
         },
         watch_interval: s.watch_interval.get_ref().0,
+        anycast: crate::anycast::settings::compile(file, d),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Settings {
     pub query_log_sample: f64,
     /// File watch period (zero: off).
     pub watch_interval: Duration,
+    /// `[anycast]`, when configured (read at start only).
+    pub anycast: Option<crate::anycast::AnycastSettings>,
 }
 
 /// Everything a query needs, immutable once built (health is atomics).

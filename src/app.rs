@@ -171,6 +171,7 @@ pub struct Running {
 /// Load the config, bind every listener and start answering.
 pub fn start(opts: &Options) -> anyhow::Result<Running> {
     install_early_signal_handlers()?;
+    info!(config = %opts.config.display(), "starting");
     // Fingerprint before reading, so an edit racing the start is seen.
     let config_seen = fingerprint(std::slice::from_ref(&opts.config));
     let snap = load_snapshot(&opts.config, 1)?;

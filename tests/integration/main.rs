@@ -4,6 +4,7 @@
 mod backends;
 mod harness;
 
+mod anycast;
 mod cli;
 mod dns_basics;
 mod ecs;
@@ -13,4 +14,5 @@ mod health;
 mod malformed;
 mod ops;
 mod reload;
+mod signals;
 mod steering;

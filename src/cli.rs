@@ -99,9 +99,9 @@ pub enum AnycastCommand {
         /// BIRD control socket.
         #[arg(long)]
         socket: PathBuf,
-        /// BIRD protocol to toggle.
-        #[arg(long)]
-        protocol: String,
+        /// BIRD protocol to toggle (repeatable).
+        #[arg(long, required = true)]
+        protocol: Vec<String>,
         /// Withdraw when not refreshed for this long (e.g. "1s").
         #[arg(long)]
         lease: String,

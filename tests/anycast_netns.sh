@@ -154,7 +154,7 @@ records = [
 [anycast]
 prefixes = ["$ANYCAST/32"]
 bird_socket = "$work/$1/bird.ctl"
-bird_protocol = "steerdns_anycast"
+bird_protocols = ["steerdns_anycast"]
 hold_down = "${HOLD_DOWN_MS}ms"
 drain = "${DRAIN_MS}ms"
 lease = "1s"

@@ -75,7 +75,7 @@ pub fn format_status(s: &AnycastStatus) -> String {
         } else {
             "WITHDRAWN"
         },
-        s.bird_protocol,
+        s.bird_protocols.join(", "),
         s.bird_socket
     );
     let _ = writeln!(out, "state        {} since {}", s.state, s.since);

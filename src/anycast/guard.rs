@@ -44,17 +44,27 @@ pub(crate) trait Routes {
     fn set(&mut self, announce: bool) -> Result<bool, String>;
 }
 
-/// The BIRD protocol as [`Routes`].
+/// The BIRD protocols as [`Routes`]: all on or all off.
 pub(crate) struct BirdRoutes {
     pub bird: Bird,
-    pub protocol: String,
+    pub protocols: Vec<String>,
 }
 
 impl Routes for BirdRoutes {
     fn set(&mut self, announce: bool) -> Result<bool, String> {
-        self.bird
-            .set_enabled(&self.protocol, announce)
-            .map_err(|e| e.to_string())
+        let mut changed = false;
+        let mut first_error = None;
+        // Every protocol is tried even when one fails: a withdrawal must
+        // get as far as it can.
+        for p in &self.protocols {
+            match self.bird.set_enabled(p, announce) {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        first_error.map_or(Ok(changed), Err)
     }
 }
 
@@ -135,7 +145,7 @@ pub(crate) fn guard_loop(
 
 /// `steerdns anycast guard`: run the guard on stdin/stdout until stdin
 /// closes.
-pub fn run_guard(socket: &Path, protocol: &str, lease: Duration) {
+pub fn run_guard(socket: &Path, protocols: &[String], lease: Duration) {
     // The guard outlives steerdns only to withdraw; it must not die from
     // the signals a service manager or a terminal sends to the whole group
     // before steerdns itself has withdrawn. It leaves when its stdin closes.
@@ -163,7 +173,7 @@ pub fn run_guard(socket: &Path, protocol: &str, lease: Duration) {
     });
     let mut routes = BirdRoutes {
         bird: Bird::new(socket, Duration::from_millis(500)),
-        protocol: protocol.to_string(),
+        protocols: protocols.to_vec(),
     };
     let mut out = std::io::stdout();
     guard_loop(&rx, &mut out, &mut routes, lease, REASSERT);

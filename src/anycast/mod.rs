@@ -1,7 +1,7 @@
 //! Anycast: announce this node's service prefixes through BIRD only while
 //! it really serves, and make sure a dead or hung steerdns cannot stay
 //! announced. steerdns does not speak BGP: BIRD announces a static
-//! protocol (`bird_protocol`) that starts `disabled`, and steerdns gates it.
+//! protocol (`bird_protocols`) that starts `disabled`, and steerdns gates it.
 //!
 //! - [`machine`]: the pure decision (conditions + time → announce or not,
 //!   hold-down, lame duck).
@@ -70,8 +70,8 @@ pub struct AnycastStatus {
     pub since: u64,
     /// Whether BIRD confirmed the announcement (the guard's last report).
     pub announced: bool,
-    /// The BIRD protocol toggled.
-    pub bird_protocol: String,
+    /// The BIRD protocols toggled.
+    pub bird_protocols: Vec<String>,
     /// The BIRD control socket.
     pub bird_socket: String,
     /// The last error talking to BIRD, cleared by the next success.
@@ -222,7 +222,7 @@ pub fn start(
         state: "withdrawn".into(),
         reason: Some("starting".into()),
         since: now_unix(),
-        bird_protocol: settings.bird_protocol.clone(),
+        bird_protocols: settings.bird_protocols.clone(),
         bird_socket: settings.bird_socket.display().to_string(),
         hold_down_secs: settings.hold_down.as_secs_f64(),
         drain_secs: settings.drain.as_secs_f64(),
@@ -241,7 +241,7 @@ pub fn start(
     ));
     info!(
         prefixes = ?status_prefixes(&settings),
-        protocol = %settings.bird_protocol,
+        protocols = ?settings.bird_protocols,
         socket = %settings.bird_socket.display(),
         "anycast: gating announcements; withdrawn until the self-check held for {} ms",
         settings.hold_down.as_millis()
@@ -490,9 +490,9 @@ impl Runner {
         if self.announced != Some(on) {
             let prefixes = status_prefixes(&self.settings).join(", ");
             if on {
-                info!(protocol = %self.settings.bird_protocol, "anycast: BIRD announces {prefixes}");
+                info!(protocols = ?self.settings.bird_protocols, "anycast: BIRD announces {prefixes}");
             } else {
-                info!(protocol = %self.settings.bird_protocol, "anycast: BIRD withdrew {prefixes}");
+                info!(protocols = ?self.settings.bird_protocols, "anycast: BIRD withdrew {prefixes}");
             }
         }
         self.announced = Some(on);
@@ -534,7 +534,7 @@ impl Runner {
                 }
                 "drift" => warn!(
                     "anycast: BIRD protocol {} had another state (birdc configure or a BIRD restart?); re-applied",
-                    self.settings.bird_protocol
+                    self.settings.bird_protocols.join(", ")
                 ),
                 other => {
                     let e = other.strip_prefix("error ").unwrap_or(other).to_string();
@@ -560,13 +560,11 @@ impl Runner {
     /// Without a guard, disable the BIRD protocol from here.
     fn withdraw_directly(&self, report_tx: &mpsc::UnboundedSender<Report>) {
         let b = bird::Bird::new(&self.settings.bird_socket, Duration::from_millis(500));
-        let proto = self.settings.bird_protocol.clone();
+        let protocols = self.settings.bird_protocols.clone();
         let tx = report_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let r = b
-                .set_enabled(&proto, false)
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+            let mut routes = guard::BirdRoutes { bird: b, protocols };
+            let r = guard::Routes::set(&mut routes, false).map(|_| ());
             let _ = tx.send(Report::Direct(r));
         });
     }
@@ -574,10 +572,13 @@ impl Runner {
     fn spawn_guard(&mut self, report_tx: &mpsc::UnboundedSender<Report>) {
         self.generation += 1;
         let generation = self.generation;
-        let spawned = tokio::process::Command::new(&self.guard_exe)
-            .args(["anycast", "guard", "--socket"])
-            .arg(&self.settings.bird_socket)
-            .args(["--protocol", &self.settings.bird_protocol])
+        let mut cmd = tokio::process::Command::new(&self.guard_exe);
+        cmd.args(["anycast", "guard", "--socket"])
+            .arg(&self.settings.bird_socket);
+        for p in &self.settings.bird_protocols {
+            cmd.args(["--protocol", p]);
+        }
+        let spawned = cmd
             .args(["--lease", &format!("{}ms", self.settings.lease.as_millis())])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

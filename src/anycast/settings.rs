@@ -35,8 +35,8 @@ pub struct AnycastSettings {
     pub min_usable_pools: u32,
     /// BIRD's control socket.
     pub bird_socket: PathBuf,
-    /// The BIRD protocol that is enabled to announce and disabled to withdraw.
-    pub bird_protocol: String,
+    /// The BIRD protocols enabled to announce and disabled to withdraw.
+    pub bird_protocols: Vec<String>,
     /// The guard withdraws when not refreshed for this long.
     pub lease: Duration,
 }
@@ -217,21 +217,35 @@ pub fn compile(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Option<AnycastSett
         v.as_ref()
             .map_or(default.to_string(), |s| s.get_ref().clone())
     };
-    let bird_protocol = text(&a.bird_protocol, DEFAULT_BIRD_PROTOCOL);
-    if bird_protocol.is_empty()
-        || !bird_protocol
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        || bird_protocol.as_bytes()[0].is_ascii_digit()
-    {
-        d.error(
-            span_of(&a.bird_protocol, whole.clone()),
-            "anycast.bird_protocol",
-            format!(
-                "{} is not a BIRD protocol name (letters, digits and _, not starting with a digit)",
-                quote_key(&bird_protocol)
-            ),
-        );
+    let mut bird_protocols = Vec::new();
+    match &a.bird_protocols {
+        None => bird_protocols.push(DEFAULT_BIRD_PROTOCOL.to_string()),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                d.error(
+                    list.span(),
+                    "anycast.bird_protocols",
+                    "list the BIRD protocol(s) holding the anycast routes",
+                );
+            }
+            for (i, p) in list.get_ref().iter().enumerate() {
+                let name = p.get_ref();
+                if name.is_empty()
+                    || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    || name.as_bytes()[0].is_ascii_digit()
+                {
+                    d.error(
+                        p.span(),
+                        format!("anycast.bird_protocols[{i}]"),
+                        format!(
+                            "{} is not a BIRD protocol name (letters, digits and _, not starting with a digit)",
+                            quote_key(name)
+                        ),
+                    );
+                }
+                bird_protocols.push(name.clone());
+            }
+        }
     }
     let min_usable_pools = a.min_usable_pools.as_ref().map_or(0, |n| *n.get_ref());
     if min_usable_pools as usize > file.pools.len() {
@@ -256,7 +270,7 @@ pub fn compile(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Option<AnycastSett
         drain,
         min_usable_pools,
         bird_socket,
-        bird_protocol,
+        bird_protocols,
         lease,
     })
 }

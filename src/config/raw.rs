@@ -489,8 +489,9 @@ pub struct AnycastConfig {
     pub min_usable_pools: Option<Spanned<u32>>,
     /// BIRD's control socket.
     pub bird_socket: Option<SString>,
-    /// The BIRD protocol (holding the routes) that is enabled to announce.
-    pub bird_protocol: Option<SString>,
+    /// The BIRD protocols (holding the routes; one per address family)
+    /// that are enabled to announce.
+    pub bird_protocols: Option<Spanned<Vec<SString>>>,
     /// The guard withdraws when steerdns has not refreshed it for this long.
     pub lease: Option<Spanned<Duration>>,
 }

@@ -59,14 +59,13 @@ impl FakeBird {
                 } else {
                     let on = verb == "enable";
                     let word = if on { "enabled" } else { "disabled" };
-                    let r = if enabled == on {
+                    if enabled == on {
                         format!("0010-{protocol}: already {word}\n0000 \n")
                     } else {
                         enabled = on;
                         h.lock().unwrap().push((Instant::now(), on));
                         format!("0011-{protocol}: {word}\n0000 \n")
-                    };
-                    r
+                    }
                 };
                 let _ = s.write_all(reply.as_bytes());
             }
@@ -106,7 +105,7 @@ impl Drop for FakeBird {
 
 fn anycast_section(socket: &Path, hold_down: &str, drain: &str, extra: &str) -> String {
     format!(
-        "\n[anycast]\nprefixes = [\"127.0.0.1/32\"]\nbird_socket = \"{}\"\nbird_protocol = \"sd_test\"\nhold_down = \"{hold_down}\"\ndrain = \"{drain}\"\nlease = \"1s\"\n{extra}\n",
+        "\n[anycast]\nprefixes = [\"127.0.0.1/32\"]\nbird_socket = \"{}\"\nbird_protocols = [\"sd_test\"]\nhold_down = \"{hold_down}\"\ndrain = \"{drain}\"\nlease = \"1s\"\n{extra}\n",
         socket.display()
     )
 }
@@ -393,7 +392,7 @@ fn the_status_cli_reads_the_api() {
 #[test]
 fn a_bad_anycast_section_is_refused_with_places() {
     let (_d, config) = write_config(&format!(
-        "{BASE}\n[anycast]\nprefixes = [\"127.0.0.1/8\", \"nonsense\"]\ncheck_addresses = [\"10.0.0.1\"]\ncheck_name = \"www.example.org\"\nmin_usable_pools = 9\nbird_protocol = \"1bad\"\n"
+        "{BASE}\n[anycast]\nprefixes = [\"127.0.0.1/8\", \"nonsense\"]\ncheck_addresses = [\"10.0.0.1\"]\ncheck_name = \"www.example.org\"\nmin_usable_pools = 9\nbird_protocols = [\"1bad\"]\n"
     ));
     let err = steerdns::app::load_snapshot(&config, 1)
         .err()
@@ -405,7 +404,7 @@ fn a_bad_anycast_section_is_refused_with_places() {
         "anycast.check_addresses[0]: 10.0.0.1 is in none of anycast.prefixes",
         "anycast.check_name: www.example.org. is in no zone",
         "anycast.min_usable_pools: 9 pools required, but only 3",
-        "anycast.bird_protocol:",
+        "anycast.bird_protocols[0]:",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

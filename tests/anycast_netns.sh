@@ -20,11 +20,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "anycast_netns: needs root (network namespaces); skipped"
-  exit 0
-fi
 if ! command -v bird >/dev/null || ! command -v birdc >/dev/null || ! command -v dig >/dev/null || ! command -v ip >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "anycast_netns: needs root (network namespaces, apt-get); skipped"
+    exit 0
+  fi
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bird2 iproute2 dnsutils >/dev/null
 fi
@@ -33,6 +33,36 @@ if [ -z "${STEERDNS_BIN:-}" ]; then
   cargo build --quiet
 fi
 bin=$(realpath "$bin")
+
+# --- the configs of docs/anycast.md: steerdns check and bird -p -----------
+# Each block after a `<!-- check: steerdns|bird FILE -->` line is written to
+# FILE and checked. The GeoIP path of the docs points at a real database
+# in production; here the repository's sample database stands in.
+docs=$(mktemp -d /tmp/steerdns-anycast-docs.XXXXXX)
+awk -v dir="$docs" '
+  /^<!-- check: (steerdns|bird) [^ ]+ -->$/ { kind = $3; file = $4; want = 1; next }
+  want && /^```/ { want = 0; inblock = 1; out = dir "/" kind "-" file; next }
+  inblock && /^```$/ { inblock = 0; close(out); next }
+  inblock { print > out }
+' docs/anycast.md
+n_docs=0
+for f in "$docs"/steerdns-*; do
+  sed -i "s#/var/lib/steerdns/GeoLite2-City.mmdb#$(pwd)/geoip/sample.mmdb#" "$f"
+  "$bin" check --config "$f" >/dev/null || { echo "FAIL: docs/anycast.md: $(basename "$f")"; "$bin" check --config "$f"; exit 1; }
+  n_docs=$((n_docs + 1))
+done
+for f in "$docs"/bird-*; do
+  bird -p -c "$f" || { echo "FAIL: docs/anycast.md: $(basename "$f") does not parse"; exit 1; }
+  n_docs=$((n_docs + 1))
+done
+rm -rf "$docs"
+[ "$n_docs" -ge 5 ] || { echo "FAIL: docs/anycast.md: only $n_docs config blocks found"; exit 1; }
+echo "ok   docs/anycast.md: $n_docs configs pass steerdns check / bird -p"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "anycast_netns: needs root (network namespaces); skipped"
+  exit 0
+fi
 
 HOLD_DOWN_MS=2000
 DRAIN_MS=3000

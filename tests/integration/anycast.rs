@@ -426,3 +426,42 @@ fn a_bad_anycast_section_is_refused_with_places() {
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     http(addr, "GET", path, &[])
 }
+
+#[test]
+fn a_reload_that_drops_the_checked_zone_withdraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let bird = FakeBird::start(dir.path(), "sd_test");
+    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", ""));
+    bird.wait(true, 20, "the first announcement");
+    // The new config serves another zone only: the self-check (asking the
+    // start-time zone's SOA) now gets REFUSED through the real listener.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "[zones.\"lb.example.com\"]",
+            "[zones.\"other.example.com\"]",
+        )
+        .replace(
+            "[names.\"www.lb.example.com\"",
+            "[names.\"www.other.example.com\"",
+        ),
+    )
+    .unwrap();
+    let g = s.running.reload().expect("the new config loads");
+    assert!(g >= 2);
+    let t = Instant::now();
+    bird.wait(false, 10, "withdrawal after the self-check fails");
+    // One check interval plus one decision step, with room for a slow machine.
+    assert!(
+        t.elapsed() <= Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    let st = s.running.anycast.as_ref().unwrap().status();
+    assert!(
+        st.reason.as_deref().unwrap_or("").contains("rcode 5"),
+        "{st:?}"
+    );
+    assert!(st.self_checks_failed >= 1);
+}

@@ -7,7 +7,8 @@
 #               |
 #              n1 (steerdns + BIRD, AS 65001)
 #
-# Both nodes announce 192.0.2.53/32 by BGP while their steerdns lets them;
+# Both nodes announce 192.0.2.53/32 and 2001:db8:53::53/128 by BGP (one
+# session per family) while their steerdns lets them;
 # the router prefers n1 (lower router id) when both announce. The client
 # asks `dig +nsid @192.0.2.53` and sees which node answered. Cases: a
 # broken reload keeps n1 announced; SIGSTOP and SIGKILL of n1's steerdns
@@ -48,7 +49,7 @@ awk -v dir="$docs" '
 n_docs=0
 for f in "$docs"/steerdns-*; do
   sed -i "s#/var/lib/steerdns/GeoLite2-City.mmdb#$(pwd)/geoip/sample.mmdb#" "$f"
-  "$bin" check --config "$f" >/dev/null || { echo "FAIL: docs/anycast.md: $(basename "$f")"; "$bin" check --config "$f"; exit 1; }
+  "$bin" check --config "$f" >/dev/null 2>&1 || { echo "FAIL: docs/anycast.md: $(basename "$f")"; "$bin" check --config "$f"; exit 1; }
   n_docs=$((n_docs + 1))
 done
 for f in "$docs"/bird-*; do
@@ -67,6 +68,7 @@ fi
 HOLD_DOWN_MS=2000
 DRAIN_MS=3000
 ANYCAST=192.0.2.53
+ANYCAST6=2001:db8:53::53
 tag=$$
 R=sdr$tag; N1=sdn1$tag; N2=sdn2$tag; C=sdc$tag
 work=$(mktemp -d /tmp/steerdns-anycast.XXXXXX)
@@ -111,13 +113,19 @@ link() { # link NODE_NS IFACE_IN_R IFACE_IN_NODE SUBNET_OCTET
   ip -n "$R" link set "$2" up
   ip -n "$1" link set "$3" up
   ip -n "$1" route add default via "10.99.$4.1"
+  ip -n "$R" addr add "fd99:$4::1/64" dev "$2" nodad
+  ip -n "$1" addr add "fd99:$4::2/64" dev "$3" nodad
+  ip -n "$1" -6 route add default via "fd99:$4::1"
 }
 link "$N1" rn1 up1 1
 link "$N2" rn2 up2 2
 link "$C" rc up3 3
 inn "$R" sysctl -qw net.ipv4.ip_forward=1
-ip -n "$N1" addr add "$ANYCAST/32" dev lo
-ip -n "$N2" addr add "$ANYCAST/32" dev lo
+inn "$R" sysctl -qw net.ipv6.conf.all.forwarding=1
+for ns in "$N1" "$N2"; do
+  ip -n "$ns" addr add "$ANYCAST/32" dev lo
+  ip -n "$ns" addr add "$ANYCAST6/128" dev lo
+done
 
 # --- BIRD -----------------------------------------------------------------
 mkdir -p "$work/r" "$work/n1" "$work/n2"
@@ -125,14 +133,16 @@ cat >"$work/r/bird.conf" <<CONF
 router id 10.99.0.1;
 protocol device { scan time 10; }
 protocol kernel { ipv4 { import none; export all; }; }
+protocol kernel { ipv6 { import none; export all; }; }
 template bgp node {
   local as 65000;
-  ipv4 { import all; export none; };
   connect delay time 1; connect retry time 1; error wait time 1, 5;
   hold time 6; keepalive time 2;
 }
-protocol bgp n1 from node { neighbor 10.99.1.2 as 65001; }
-protocol bgp n2 from node { neighbor 10.99.2.2 as 65002; }
+protocol bgp n1 from node { neighbor 10.99.1.2 as 65001; ipv4 { import all; export none; }; }
+protocol bgp n2 from node { neighbor 10.99.2.2 as 65002; ipv4 { import all; export none; }; }
+protocol bgp n1v6 from node { neighbor fd99:1::2 as 65001; ipv6 { import all; export none; }; }
+protocol bgp n2v6 from node { neighbor fd99:2::2 as 65002; ipv6 { import all; export none; }; }
 CONF
 node_bird_conf() { # node_bird_conf N ASN
   # The docs' node config (docs/anycast.md), with this test's addresses.
@@ -141,17 +151,28 @@ router id 10.99.$1.2;
 protocol device { scan time 10; }
 # steerdns enables this protocol while the node may announce; it starts
 # disabled, so neither a BIRD restart nor a node without steerdns announces.
-protocol static steerdns_anycast {
+protocol static steerdns_anycast4 {
   disabled yes;
   ipv4;
   route $ANYCAST/32 blackhole;
 }
-protocol bgp uplink {
+protocol static steerdns_anycast6 {
+  disabled yes;
+  ipv6;
+  route $ANYCAST6/128 blackhole;
+}
+template bgp up {
   local as $2;
-  neighbor 10.99.$1.1 as 65000;
-  ipv4 { import none; export where proto = "steerdns_anycast"; };
   connect delay time 1; connect retry time 1; error wait time 1, 5;
   hold time 6; keepalive time 2;
+}
+protocol bgp uplink4 from up {
+  neighbor 10.99.$1.1 as 65000;
+  ipv4 { import none; export where proto = "steerdns_anycast4"; };
+}
+protocol bgp uplink6 from up {
+  neighbor fd99:$1::1 as 65000;
+  ipv6 { import none; export where proto = "steerdns_anycast6"; };
 }
 CONF
 }
@@ -169,7 +190,7 @@ node_config() { # node_config NAME
   cat <<CONF
 [server]
 node_name = "$1"
-dns_listen = ["0.0.0.0:53"]
+dns_listen = ["0.0.0.0:53", "[::]:53"]
 http_listen = "127.0.0.1:9153"
 udp_workers = 1
 watch_interval = "0s"
@@ -182,9 +203,9 @@ records = [
 ]
 
 [anycast]
-prefixes = ["$ANYCAST/32"]
+prefixes = ["$ANYCAST/32", "$ANYCAST6/128"]
 bird_socket = "$work/$1/bird.ctl"
-bird_protocols = ["steerdns_anycast"]
+bird_protocols = ["steerdns_anycast4", "steerdns_anycast6"]
 hold_down = "${HOLD_DOWN_MS}ms"
 drain = "${DRAIN_MS}ms"
 lease = "1s"
@@ -202,18 +223,22 @@ start_node() { # start_node NAME
 start_node n1
 start_node n2
 
-# Which nodes the router has a route from: "n1 n2", "n1", "n2" or "".
+# Which nodes the router has routes from: "n1 n2", "n1", "n2" or "" when
+# both families agree; "v4[...] v6[...]" when they differ.
 router_paths() {
-  local out paths=""
-  out=$(birdc -s "$work/r/bird.ctl" show route "$ANYCAST/32" all 2>/dev/null || true)
-  grep -q 'via 10.99.1.2' <<<"$out" && paths="n1"
-  grep -q 'via 10.99.2.2' <<<"$out" && paths="${paths:+$paths }n2"
-  echo "$paths"
+  local out4 out6 p4="" p6=""
+  out4=$(birdc -s "$work/r/bird.ctl" show route "$ANYCAST/32" all 2>/dev/null || true)
+  out6=$(birdc -s "$work/r/bird.ctl" show route "$ANYCAST6/128" all 2>/dev/null || true)
+  grep -q 'via 10.99.1.2' <<<"$out4" && p4="n1"
+  grep -q 'via 10.99.2.2' <<<"$out4" && p4="${p4:+$p4 }n2"
+  grep -q 'via fd99:1::2' <<<"$out6" && p6="n1"
+  grep -q 'via fd99:2::2' <<<"$out6" && p6="${p6:+$p6 }n2"
+  if [ "$p4" = "$p6" ]; then echo "$p4"; else echo "v4[$p4] v6[$p6]"; fi
 }
 # The node that answers the client now (its NSID), or "none".
-ask() {
+ask() { # ask [ADDRESS]
   local out
-  out=$(inn "$C" dig @"$ANYCAST" +nsid +time=1 +tries=1 www.anycast.test 2>/dev/null || true)
+  out=$(inn "$C" dig @"${1:-$ANYCAST}" +nsid +time=1 +tries=1 www.anycast.test 2>/dev/null || true)
   if grep -q 'status: NOERROR' <<<"$out" && grep -q '192\.0\.2\.80' <<<"$out"; then
     grep -o 'NSID: .*("[^"]*")' <<<"$out" | sed 's/.*("\(.*\)")/\1/' || echo "?"
   else
@@ -231,10 +256,12 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND... (bounded)
 }
 paths_are() { [ "$(router_paths)" = "$1" ]; }
 answers_from() { [ "$(ask)" = "$1" ]; }
+answers6_from() { [ "$(ask "$ANYCAST6")" = "$1" ]; }
 
 wait_for 30 "both nodes announced at the router" paths_are "n1 n2"
 wait_for 5 "the client answered by n1" answers_from n1
-echo "ok   both nodes announce; the client is answered by n1 (NSID)"
+wait_for 5 "the client answered by n1 over IPv6" answers6_from n1
+echo "ok   both nodes announce IPv4 and IPv6; the client is answered by n1 (NSID) on both"
 
 # Probe the anycast address every 100 ms for SECONDS in the background, one
 # dig each (so a probe stuck on a stopped node does not delay the others);
@@ -311,7 +338,8 @@ ms=$(failover_case KILL)
 if [ -n "$guard" ]; then
   wait_for 5 "n1's guard exits after its steerdns died" bash -c "! kill -0 $guard 2>/dev/null"
 fi
-echo "ok   SIGKILL of n1's steerdns: the client moved to n2 after ${ms} ms; n1 withdrawn; guard gone"
+wait_for 3 "the client on n2 over IPv6 too" answers6_from n2
+echo "ok   SIGKILL of n1's steerdns: the client moved to n2 after ${ms} ms (IPv6 too); n1 withdrawn; guard gone"
 KILL_MS=$ms
 t0=$(now_ms)
 start_node n1
@@ -319,6 +347,7 @@ wait_for 15 "n1 back at the router after a restart" paths_are "n1 n2"
 back=$(( $(now_ms) - t0 ))
 [ "$back" -ge "$HOLD_DOWN_MS" ] || fail "restarted n1 announced after ${back} ms, before its hold-down"
 wait_for 5 "the client back on n1 after the restart" answers_from n1
+wait_for 5 "the client back on n1 over IPv6" answers6_from n1
 echo "ok   restart: n1 re-announced after ${back} ms (hold-down ${HOLD_DOWN_MS} ms)"
 RESTART_MS=$back
 

@@ -13,6 +13,7 @@ mod engine;
 mod health;
 mod malformed;
 mod ops;
+mod ops_hardening;
 mod reload;
 mod signals;
 mod steering;

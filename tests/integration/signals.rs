@@ -87,31 +87,67 @@ fn config() -> (tempfile::TempDir, std::path::PathBuf) {
     ))
 }
 
+/// Make `path` a FIFO: whoever reads it blocks until [`feed`] writes.
+fn mkfifo(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Write `text` once into the FIFO at `path`, as soon as someone opens it
+/// to read (bounded wait).
+fn feed_once(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Non-blocking: fails (ENXIO) while nobody has it open to read.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(mut f) => {
+                f.write_all(text.as_bytes()).expect("write config");
+                return;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "nobody read the config");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
 #[test]
 fn sighup_during_startup_does_not_kill_the_server() {
     let (_dir, path) = config();
+    let text = std::fs::read_to_string(&path).unwrap();
+    // The config is a FIFO nobody writes yet: the server blocks reading it
+    // at startup, a window as long as we like, after the first log line.
+    mkfifo(&path);
     let mut s = Server::spawn(&path);
-    // From the first log line on (the handlers are installed before it),
-    // hang up on it again and again until it serves.
     wait_for(20, "the start line", || s.has("starting"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut sent = 0;
-    while !s.has("proto=udp") {
-        assert!(Instant::now() < deadline, "never started");
+    for n in 1..=20 {
         s.signal(libc::SIGHUP);
-        sent += 1;
+        std::thread::sleep(Duration::from_millis(1));
         if let Some(st) = s.child.try_wait().unwrap() {
-            panic!("died from SIGHUP number {sent} during startup: {st:?}");
+            panic!("died from SIGHUP number {n} during startup: {st:?}");
         }
-        std::thread::sleep(Duration::from_micros(500));
     }
-    assert!(sent > 0);
+    assert!(!s.has("proto=udp"), "served before the config was read");
+    // The start reads it once...
+    feed_once(&path, &text);
+    wait_for(20, "serving", || s.has("proto=udp"));
+    assert!(s.child.try_wait().unwrap().is_none(), "died during startup");
     let udp = s.udp_addr();
     let wire = q("static.lb.example.com.", RecordType::A).to_vec().unwrap();
     wait_for(10, "an answer after the startup SIGHUPs", || {
         udp_raw(udp, &wire).is_some()
     });
-    // The SIGHUPs during startup lead to a reload once it runs.
+    // ...and the SIGHUPs during startup lead to one reload once it runs.
+    feed_once(&path, &text);
     wait_for(10, "the reload they asked for", || {
         s.has("config reloaded (SIGHUP)")
     });
@@ -127,10 +163,7 @@ fn sigterm_does_not_wait_for_a_running_reload() {
     wait_for(20, "serving", || s.has("proto=udp"));
     // Replace the config by a FIFO nobody writes: a reload blocks reading
     // it for as long as we like.
-    std::fs::remove_file(&path).unwrap();
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&path);
     s.signal(libc::SIGHUP);
     let pid = s.child.id();
     wait_for(10, "the reload thread blocked on the FIFO", || {

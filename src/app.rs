@@ -483,9 +483,12 @@ impl Running {
             let mut hup = signal(SignalKind::hangup())?;
             // Signals that came while starting were caught by the early
             // handlers: act on them now.
-            let mut stop = EARLY_STOP.swap(false, Ordering::SeqCst);
+            let early_stop = EARLY_STOP.swap(false, Ordering::SeqCst);
+            let mut stop = early_stop;
             let mut hup_pending = EARLY_HUP.swap(false, Ordering::SeqCst);
             if stop {
+                // Not announced yet (the hold-down has hardly begun), so no
+                // drain; and the same signal may be pending on `term`.
                 info!("stop signal during startup: shutting down");
             } else if hup_pending {
                 info!("SIGHUP during startup: reloading now");
@@ -523,7 +526,9 @@ impl Running {
             if running.is_some() {
                 info!("stopping without waiting for the running reload");
             }
-            self.lame_duck(&mut term, &mut int).await;
+            if !early_stop {
+                self.lame_duck(&mut term, &mut int).await;
+            }
             Ok::<(), std::io::Error>(())
         })?;
         Ok(())

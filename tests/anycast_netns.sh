@@ -11,7 +11,9 @@
 # session per family) while their steerdns lets them;
 # the router prefers n1 (lower router id) when both announce. The client
 # asks `dig +nsid @192.0.2.53` and sees which node answered. Cases: a
-# broken reload keeps n1 announced; SIGSTOP and SIGKILL of n1's steerdns
+# broken reload keeps n1 announced; a failing self-check (n1's own queries
+# to the anycast address refused by a policy rule) withdraws n1; SIGSTOP
+# and SIGKILL of n1's steerdns
 # move the client to n2 within 3 s (measured); a restart comes back after
 # the hold-down; SIGTERM drains with no failed query.
 #
@@ -126,6 +128,9 @@ for ns in "$N1" "$N2"; do
   ip -n "$ns" addr add "$ANYCAST/32" dev lo
   ip -n "$ns" addr add "$ANYCAST6/128" dev lo
 done
+# Room for a rule in front of the local table in n1 (the self-check case).
+ip -n "$N1" rule add pref 100 lookup local
+ip -n "$N1" rule del pref 0
 
 # --- BIRD -----------------------------------------------------------------
 mkdir -p "$work/r" "$work/n1" "$work/n2"
@@ -295,6 +300,29 @@ grep -q 'ANNOUNCED' <<<"$status" || fail "anycast status after a refused reload:
 cp "$work/n1/good.toml" "$work/n1/steerdns.toml"
 echo "ok   a refused reload on n1 keeps its route and the client (3 s watched)"
 
+# --- the self-check fails while the process runs --------------------------
+# Queries n1 sends to its own anycast address are refused by a policy rule
+# (clients' queries arrive on the uplink and are still answered): only the
+# self-check through the listener path fails, and that alone must withdraw.
+t0=$(now_ms)
+ip -n "$N1" rule add pref 10 iif lo to "$ANYCAST" prohibit
+f="$work/probe-selfcheck"
+probe 4 "$f"
+answered=$(first_from "$f" n2 end)
+[ -n "$answered" ] || fail "self-check failure: the client never reached n2"
+ms=$(( answered - t0 ))
+[ "$ms" -le 3000 ] || fail "self-check failure: withdrawn after ${ms} ms (> 3000)"
+[ "$(router_paths)" = "n2" ] || fail "n1 with a failing self-check is still announced: $(router_paths)"
+grep -q "anycast: withdrawing .*DNS self-check failed" "$work/n1/steerdns.log" || fail "no withdrawal log line on n1"
+SELFCHECK_MS=$ms
+t0=$(now_ms)
+ip -n "$N1" rule del pref 10
+wait_for 15 "n1 back after its self-check passes again" paths_are "n1 n2"
+back=$(( $(now_ms) - t0 ))
+[ "$back" -ge "$HOLD_DOWN_MS" ] || fail "n1 came back after ${back} ms, before its hold-down"
+wait_for 5 "the client back on n1" answers_from n1
+echo "ok   self-check to the anycast address fails on n1: the client moved to n2 after ${ms} ms; back ${back} ms after it passes again"
+
 # --- SIGSTOP: a hung node --------------------------------------------------
 failover_case() { # failover_case SIGNAL -> ms from the signal to the first answer from n2
   local t0 f first answered
@@ -380,5 +408,5 @@ moved=$(first_from "$qlog" n2)
 [ "$(router_paths)" = "n2" ] || fail "a stopped n1 is still announced: $(router_paths)"
 echo "ok   SIGTERM of n1: withdrawn, answered ${exited} ms more (drain ${DRAIN_MS} ms); $total queries, $failed failed; the client moved to n2 after $(( moved - term_at )) ms"
 
-echo "anycast failover: SIGSTOP ${STOP_MS} ms, SIGKILL ${KILL_MS} ms; restart re-announced after ${RESTART_MS} ms (hold-down ${HOLD_DOWN_MS} ms); SIGTERM drain: ${failed}/${total} queries failed"
+echo "anycast failover: self-check failure ${SELFCHECK_MS} ms, SIGSTOP ${STOP_MS} ms, SIGKILL ${KILL_MS} ms; restart re-announced after ${RESTART_MS} ms (hold-down ${HOLD_DOWN_MS} ms); SIGTERM drain: ${failed}/${total} queries failed"
 echo "anycast end to end: all checks passed"

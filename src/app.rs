@@ -170,7 +170,6 @@ pub struct Running {
 
 /// Load the config, bind every listener and start answering.
 pub fn start(opts: &Options) -> anyhow::Result<Running> {
-    install_early_signal_handlers()?;
     info!(config = %opts.config.display(), "starting");
     // Fingerprint before reading, so an edit racing the start is seen.
     let config_seen = fingerprint(std::slice::from_ref(&opts.config));
@@ -609,6 +608,9 @@ impl Drop for Running {
 
 /// `steerdns serve`.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
+    // Before anything else (here rather than in `start`, so that processes
+    // embedding the server, like the tests, keep their default signals).
+    install_early_signal_handlers()?;
     let running = start(opts)?;
     running.wait_for_signals()?;
     running.stop();

@@ -281,7 +281,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     let tcp_opts = TcpOptions {
         idle_timeout: settings.tcp_idle_timeout,
         max_connections: settings.tcp_max_connections,
-        limit_drops: Arc::default(),
+        max_per_client: settings.tcp_max_per_client,
+        busy_idle_timeout: settings.tcp_busy_idle_timeout,
+        ..TcpOptions::default()
     };
     for addr in listen {
         // UDP and TCP on one port (port 0: the same kernel-chosen port).

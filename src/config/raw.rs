@@ -39,6 +39,12 @@ pub struct ConfigFile {
     pub notify: NotifyConfig,
     /// `[anycast]`: health-gated route announcements through BIRD.
     pub anycast: Option<Spanned<AnycastConfig>>,
+    /// `[rrl]`: response rate limiting.
+    #[serde(default)]
+    pub rrl: super::protect::RrlConfig,
+    /// `[cookies]`: DNS Cookies.
+    #[serde(default)]
+    pub cookies: super::protect::CookiesConfig,
 }
 
 /// Kind of health check.
@@ -176,6 +182,10 @@ pub struct ServerConfig {
     /// Concurrent TCP connections, all listeners together.
     #[serde(default = "default_tcp_max")]
     pub tcp_max_connections: usize,
+    /// Concurrent TCP connections from one client network (/24, /56).
+    pub tcp_max_connections_per_client: Option<Spanned<usize>>,
+    /// Idle timeout of TCP connections while the connection cap is near.
+    pub tcp_busy_idle_timeout: Option<Spanned<Duration>>,
     /// Seed for weighted random picks (tests); absent = random.
     pub random_seed: Option<u64>,
     /// Bearer token required by `POST /api/v1/reload`.
@@ -216,6 +226,8 @@ impl Default for ServerConfig {
             ecs: true,
             tcp_idle_timeout: default_tcp_idle(),
             tcp_max_connections: default_tcp_max(),
+            tcp_max_connections_per_client: None,
+            tcp_busy_idle_timeout: None,
             random_seed: None,
             api_token: None,
             max_concurrent_probes: default_max_probes(),

@@ -387,7 +387,7 @@ t0=$(now_ms)
   # A bounded, sequential query loop across the drain and past it.
   end=$(( $(now_ms) + DRAIN_MS + 3000 ))
   while [ "$(now_ms)" -lt "$end" ]; do
-    echo "$(now_ms) $(ask)" >>"$qlog"
+    s=$(now_ms); r=$(ask); echo "$s $r $(now_ms)" >>"$qlog"
     sleep 0.05
   done
 ) &
@@ -401,7 +401,7 @@ wait "$loop"
 [ "$exited" -ge $(( DRAIN_MS - 100 )) ] || fail "SIGTERM: n1 exited after ${exited} ms, before its ${DRAIN_MS} ms drain"
 total=$(wc -l <"$qlog")
 failed=$(awk '$2 != "n1" && $2 != "n2"' "$qlog" | wc -l)
-moved=$(first_from "$qlog" n2)
+moved=$(first_from "$qlog" n2 end)
 [ -n "$moved" ] || fail "SIGTERM: the client never moved to n2"
 [ "$total" -ge 20 ] || fail "SIGTERM: only $total queries sent"
 [ "$failed" -eq 0 ] || fail "SIGTERM: $failed of $total queries failed: $(awk '$2 != "n1" && $2 != "n2"' "$qlog" | tr '\n' ' ')"

@@ -5,6 +5,7 @@
 //! how the modules depend on each other.
 #![warn(missing_docs)]
 
+pub mod anycast;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -247,6 +247,7 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             r.clamp(0.0, 1.0)
         },
         watch_interval: s.watch_interval.get_ref().0,
+        anycast: crate::anycast::settings::compile(file, d),
         rrl: super::protect::compile_rrl(file, d),
         tcp_max_per_client: tcp.0,
         tcp_busy_idle_timeout: tcp.1,

@@ -49,6 +49,8 @@ pub struct Settings {
     pub query_log_sample: f64,
     /// File watch period (zero: off).
     pub watch_interval: Duration,
+    /// `[anycast]`, when configured (read at start only).
+    pub anycast: Option<crate::anycast::AnycastSettings>,
     /// Response rate limiting (`[rrl]`), when on.
     pub rrl: Option<crate::rrl::Limits>,
     /// TCP connections per client network.

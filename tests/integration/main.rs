@@ -4,6 +4,7 @@
 mod backends;
 mod harness;
 
+mod anycast;
 mod cli;
 mod cookies;
 mod dns_basics;
@@ -17,5 +18,6 @@ mod ops_hardening;
 mod protocol;
 mod reload;
 mod rrl;
+mod signals;
 mod steering;
 mod tcp_fair;

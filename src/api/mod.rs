@@ -72,6 +72,10 @@ pub trait ApiBackend: Send + Sync + 'static {
     fn reload(&self) -> ReloadOutcome;
     /// The Prometheus text exposition.
     fn metrics_text(&self) -> String;
+    /// The anycast gate's state, when `[anycast]` is configured.
+    fn anycast(&self) -> Option<crate::anycast::AnycastStatus> {
+        None
+    }
 }
 
 /// How to serve the API.
@@ -372,11 +376,19 @@ async fn route(req: Request<Incoming>, state: &State) -> Resp {
         "/api/v1/status" if get => json(StatusCode::OK, &state.backend.status()),
         "/api/v1/explain" if get => explain(&req, state).await,
         "/api/v1/reload" if req.method() == Method::POST => reload(&req, state).await,
+        "/api/v1/anycast" if get => match state.backend.anycast() {
+            Some(a) => json(StatusCode::OK, &a),
+            None => json_error(StatusCode::NOT_FOUND, "anycast is not configured"),
+        },
         "/" if get => {
             let mut r = respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                html::render(&state.backend.status(), now_unix()),
+                html::render_page(
+                    &state.backend.status(),
+                    state.backend.anycast().as_ref(),
+                    now_unix(),
+                ),
             );
             r.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,
@@ -384,9 +396,8 @@ async fn route(req: Request<Incoming>, state: &State) -> Resp {
             );
             r
         }
-        "/healthz" | "/readyz" | "/metrics" | "/api/v1/status" | "/api/v1/explain" | "/" => {
-            method_not_allowed("GET, HEAD")
-        }
+        "/healthz" | "/readyz" | "/metrics" | "/api/v1/status" | "/api/v1/explain"
+        | "/api/v1/anycast" | "/" => method_not_allowed("GET, HEAD"),
         "/api/v1/reload" => method_not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

@@ -6,6 +6,7 @@
 //! of them in one run.
 
 pub mod duration;
+pub mod protect;
 pub mod raw;
 mod split;
 

@@ -327,6 +327,14 @@ pub(crate) fn geo_rule_index(m: &GeoMap, loc: &Location, client: IpAddr) -> (Rul
             return (Rule::Cidr(net), i, scope);
         }
     }
+    let (rule, i, s) = location_rule_index(m, loc);
+    (rule, i, scope.max(s))
+}
+
+/// The location part of [`geo_rule_index`] (every rule but CIDR): what the
+/// decision tries evaluate once per distinct location.
+pub(crate) fn location_rule_index(m: &GeoMap, loc: &Location) -> (Rule, u32, u8) {
+    let mut scope = 0u8;
     if !m.asn.is_empty() {
         scope = scope.max(loc.asn_scope);
         if let Some(&i) = loc.asn.and_then(|a| m.asn.get(&a)) {

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             client,
             name,
             qtype,
-        } => app::load_snapshot(&config, 1)
+        } => app::load_snapshot_with(&config, 1, None, steerdns::snapshot::GeoMode::Explain)
             .map_err(anyhow::Error::from)
             .and_then(|s| explain::explain(&s, None, client, &name, &qtype).map_err(Into::into))
             .map(|report| print!("{report}")),

@@ -35,6 +35,31 @@ pub const LEAF: u32 = 1 << 31;
 /// Most location databases consulted in a chain.
 pub const MAX_LOCATION_DBS: usize = 4;
 
+/// Cache keys of projections start with this byte.
+const PROJECTION: u8 = 0xff;
+
+/// The location fields a projection keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fields {
+    /// Continent and country.
+    Country,
+    /// Continent, country and subdivision.
+    Subdivision,
+    /// Coordinates.
+    Coords,
+}
+
+fn loc_key(l: &Location) -> LocKey {
+    (
+        l.continent,
+        l.country,
+        l.subdivision,
+        l.coords.map(|c| (c.lat.to_bits(), c.lon.to_bits())),
+        l.asn,
+    )
+}
+
 type Cache = Mutex<HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>>;
 
 /// The partition: a binary prefix tree whose leaves are location ids.
@@ -125,9 +150,95 @@ impl Partition {
         Ok(v)
     }
 
-    /// Drop cached values nothing else holds any more.
+    /// Drop cached values nothing else holds any more (projections stay,
+    /// their own caches pruned).
     pub fn prune_cache(&self) {
-        self.lock().retain(|_, v| Arc::strong_count(v) > 1);
+        self.lock().retain(|k, v| {
+            if k.first() == Some(&PROJECTION) {
+                if let Ok(p) = v.clone().downcast::<Partition>() {
+                    p.prune_cache();
+                }
+                true
+            } else {
+                Arc::strong_count(v) > 1
+            }
+        });
+    }
+
+    /// This partition with only `fields` of each location kept (the AS
+    /// number stays when this partition has it), neighbours that became
+    /// equal merged: a smaller partition for maps that read fewer fields.
+    /// Built once and kept with this partition.
+    pub fn projected(&self, fields: Fields) -> Arc<Partition> {
+        let key = [PROJECTION, fields as u8];
+        let r: Result<_, std::convert::Infallible> =
+            self.cached(&key, || Ok(self.project(fields)));
+        match r {
+            Ok(p) => p,
+            Err(e) => match e {},
+        }
+    }
+
+    fn project(&self, fields: Fields) -> Partition {
+        let mut locs: Vec<Location> = Vec::new();
+        let mut ids: FxHashMap<LocKey, u32> = FxHashMap::default();
+        let map: Vec<u32> = self
+            .locations
+            .iter()
+            .map(|l| {
+                let mut p = Location {
+                    asn: l.asn,
+                    ..Location::default()
+                };
+                match fields {
+                    Fields::Country => {
+                        p.continent = l.continent;
+                        p.country = l.country;
+                    }
+                    Fields::Subdivision => {
+                        p.continent = l.continent;
+                        p.country = l.country;
+                        p.subdivision = l.subdivision;
+                    }
+                    Fields::Coords => p.coords = l.coords,
+                }
+                let next = locs.len() as u32;
+                let id = *ids.entry(loc_key(&p)).or_insert(next);
+                if id == next {
+                    locs.push(p);
+                }
+                id
+            })
+            .collect();
+        let mut nodes: Vec<[u32; 2]> = Vec::new();
+        let mut out: Vec<u32> = Vec::with_capacity(self.nodes.len());
+        let slot = |s: u32, out: &[u32]| {
+            if s & LEAF != 0 {
+                LEAF | map[(s & !LEAF) as usize]
+            } else {
+                out[s as usize]
+            }
+        };
+        for &[l, r] in self.nodes.iter() {
+            let (l, r) = (slot(l, &out), slot(r, &out));
+            // No hash-consing: one pass, no hashing per node.
+            let v = if l == r && l & LEAF != 0 {
+                l
+            } else {
+                nodes.push([l, r]);
+                nodes.len() as u32 - 1
+            };
+            out.push(v);
+        }
+        let v4_root = slot(self.v4_root, &out);
+        let v6_root = slot(self.v6_root, &out);
+        Partition {
+            nodes: nodes.into_boxed_slice(),
+            v4_root,
+            v6_root,
+            locations: locs.into_boxed_slice(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Number of cached values.
@@ -364,13 +475,7 @@ impl Walk<'_> {
         loc.source = LocationSource::Unknown;
         loc.scope = 0;
         loc.asn_scope = 0;
-        let key: LocKey = (
-            loc.continent,
-            loc.country,
-            loc.subdivision,
-            loc.coords.map(|c| (c.lat.to_bits(), c.lon.to_bits())),
-            loc.asn,
-        );
+        let key = loc_key(&loc);
         let next = self.locs.len() as u32;
         let id = *self.ids.entry(key).or_insert(next);
         if id == next {

@@ -33,8 +33,9 @@ use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 
-use super::{Balancer, GeoMap, Policy, Pool, PoolId, distance_km, location_rule_index};
+use super::{Balancer, GeoMap, Policy, Pool, PoolId, Radians, location_rule_index};
 use crate::geo::trie::{CURSOR_NONE, PrefixTrie};
+use crate::geo::partition::Fields;
 use crate::geo::{Coords, GeoDb, Partition};
 
 /// Marks a leaf in a child slot; the low 31 bits are the leaf's value.
@@ -198,6 +199,15 @@ impl Plan<'_> {
     fn with_asn(&self) -> bool {
         matches!(self, Plan::Geo { m, .. } if !m.asn.is_empty())
     }
+
+    /// The location fields the plan reads.
+    fn fields(&self) -> Fields {
+        match self {
+            Plan::Geo { m, .. } if m.subdivision.is_empty() => Fields::Country,
+            Plan::Geo { .. } => Fields::Subdivision,
+            Plan::Proximity { .. } => Fields::Coords,
+        }
+    }
 }
 
 fn plan<'a>(b: &'a Balancer, pools: &[Pool]) -> Result<Option<(Plan<'a>, Vec<u8>)>, CompileError> {
@@ -297,8 +307,14 @@ pub fn compile(
     let Some((plan, key)) = plan(b, pools)? else {
         return Ok(None);
     };
-    let part = geo.partition(plan.with_asn());
-    let shared = part.cached(&key, || build_shape(&plan, part, node_budget))?;
+    let base = geo.partition(plan.with_asn());
+    let part = match plan.fields() {
+        // Coordinates are nearly one per network: projecting costs more
+        // than it saves.
+        Fields::Coords => base.clone(),
+        f => base.projected(f),
+    };
+    let shared = part.cached(&key, || build_shape(&plan, &part, node_budget))?;
     if shared.trie.node_count() > node_budget {
         return Err(CompileError::TooBig {
             budget: node_budget,
@@ -330,7 +346,10 @@ pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<O
     let mut todo: Vec<usize> = Vec::new();
     for (i, b) in balancers.iter().enumerate() {
         if let Ok(Some((plan, key))) = plan(b, pools) {
-            geo.partition(plan.with_asn());
+            let base = geo.partition(plan.with_asn());
+            if plan.fields() != Fields::Coords {
+                base.projected(plan.fields());
+            }
             if let std::collections::hash_map::Entry::Vacant(e) = firsts.entry(key) {
                 e.insert(i);
                 todo.push(i);
@@ -433,18 +452,27 @@ pub fn proximity_order(pools: &[Pool], list: &[PoolId], c: Coords) -> Box<[PoolI
 
 /// [`proximity_order`] as positions in the list whose pools are at `pc`.
 fn order_positions(pc: &[Option<Coords>], c: Coords) -> Box<[u16]> {
-    let mut v: Vec<(usize, Option<f64>)> = pc
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i, p.map(|pc| distance_km(c, pc))))
-        .collect();
-    v.sort_by(|a, b| match (a.1, b.1) {
+    let prepared: Vec<Option<Radians>> = pc.iter().map(|p| p.map(Radians::of)).collect();
+    let mut buf = Vec::new();
+    order_positions_into(&prepared, Radians::of(c), &mut buf);
+    buf.iter().map(|x| x.0 as u16).collect()
+}
+
+/// Sort positions nearest first into `buf` (reused: no allocation once it
+/// has grown).
+fn order_positions_into(pc: &[Option<Radians>], c: Radians, buf: &mut Vec<(usize, Option<f64>)>) {
+    buf.clear();
+    buf.extend(
+        pc.iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.as_ref().map(|p| c.distance_km(p)))),
+    );
+    buf.sort_by(|a, b| match (a.1, b.1) {
         (Some(x), Some(y)) => x.total_cmp(&y).then(a.0.cmp(&b.0)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.0.cmp(&b.0),
     });
-    v.into_iter().map(|x| x.0 as u16).collect()
 }
 
 /// Build the trie of one shape from the partition: a value per location,
@@ -468,21 +496,30 @@ fn build_shape(plan: &Plan<'_>, part: &Partition, budget: usize) -> Result<Share
             // Value 0 is the configured order (unlocated clients).
             let identity: Box<[u16]> = (0..coords.len() as u16).collect();
             orders.push(identity.clone());
-            let mut by_order: HashMap<Box<[u16]>, u32> = HashMap::new();
+            let mut by_order: FxHashMap<Box<[u16]>, u32> = FxHashMap::default();
             by_order.insert(identity, 0);
-            let mut by_coords: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+            let prepared: Vec<Option<Radians>> =
+                coords.iter().map(|p| p.map(Radians::of)).collect();
+            let mut buf = Vec::new();
+            let mut key: Vec<u16> = Vec::new();
             locs.iter()
                 .map(|l| match l.coords {
                     None => 0,
-                    Some(c) => *by_coords
-                        .entry((c.lat.to_bits(), c.lon.to_bits()))
-                        .or_insert_with(|| {
-                            let o = order_positions(coords, c);
-                            *by_order.entry(o.clone()).or_insert_with(|| {
-                                orders.push(o);
-                                orders.len() as u32 - 1
-                            })
-                        }),
+                    Some(c) => {
+                        order_positions_into(&prepared, Radians::of(c), &mut buf);
+                        key.clear();
+                        key.extend(buf.iter().map(|x| x.0 as u16));
+                        match by_order.get(&key[..]) {
+                            Some(&v) => v,
+                            None => {
+                                let o: Box<[u16]> = key.as_slice().into();
+                                orders.push(o.clone());
+                                let v = orders.len() as u32 - 1;
+                                by_order.insert(o, v);
+                                v
+                            }
+                        }
+                    }
                 })
                 .collect()
         }
@@ -729,3 +766,6 @@ impl<F: FnMut(IpAddr) -> (u32, u8)> Builder<F> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod differential;

@@ -329,6 +329,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         ));
     }
     backend.set_ready(true);
+    crate::sdnotify::notify_ready();
     running.rt = Some(rt);
     Ok(running)
 }

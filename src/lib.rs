@@ -14,6 +14,7 @@ pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod metrics;
+pub mod sdnotify;
 pub mod select;
 pub mod snapshot;
 pub mod zone;

@@ -47,6 +47,27 @@ pub(crate) fn read_file(path: &Path) -> std::io::Result<Bytes> {
     std::fs::read(path).map(|v| Bytes(Arc::new(v)))
 }
 
+/// Whether the file at `path` holds exactly `bytes` (read in chunks).
+pub(crate) fn same_content(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    if f.metadata()?.len() != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0usize;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(at == bytes.len());
+        }
+        if at + n > bytes.len() || buf[..n] != bytes[at..at + n] {
+            return Ok(false);
+        }
+        at += n;
+    }
+}
+
 /// One slot of the search tree: an inner node, no data, or a record at an
 /// offset of the data section (the offset `LookupResult::offset` reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -257,13 +257,13 @@ impl GeoDb {
                 source,
             })
         };
-        let loc_bytes: Vec<db::Bytes> = spec.location.iter().map(read).collect::<Result<_, _>>()?;
-        let asn_bytes = spec.asn.as_ref().map(read).transpose()?;
         if let Some(prev) = previous
-            && prev.same_inputs(spec, &loc_bytes, asn_bytes.as_ref())
+            && prev.same_inputs(spec)
         {
             return Ok(prev.clone());
         }
+        let loc_bytes: Vec<db::Bytes> = spec.location.iter().map(read).collect::<Result<_, _>>()?;
+        let asn_bytes = spec.asn.as_ref().map(read).transpose()?;
         let location = spec
             .location
             .iter()
@@ -277,27 +277,32 @@ impl GeoDb {
         Self::from_tables(location, asn, spec.overrides.clone()).map(Arc::new)
     }
 
-    fn same_inputs(&self, spec: &GeoSpec, loc: &[db::Bytes], asn: Option<&db::Bytes>) -> bool {
-        let same = |t: &MmdbTable, p: &PathBuf, b: &db::Bytes| {
-            t.path() == p && t.predecoded() == spec.predecode && t.bytes().0[..] == b.0[..]
+    /// Whether `spec` names what this `GeoDb` was opened from: same paths,
+    /// files with the same bytes (compared while reading, in chunks, so
+    /// an unchanged reload holds no second copy), same overrides.
+    fn same_inputs(&self, spec: &GeoSpec) -> bool {
+        let same = |t: &MmdbTable, p: &PathBuf| {
+            t.path() == p
+                && t.predecoded() == spec.predecode
+                && db::same_content(p, &t.bytes().0).unwrap_or(false)
         };
         self.location.len() == spec.location.len()
-            && self
-                .location
-                .iter()
-                .zip(spec.location.iter().zip(loc))
-                .all(|(t, (p, b))| same(t, p, b))
-            && match (&self.asn, &spec.asn, asn) {
-                (None, None, None) => true,
-                (Some(t), Some(p), Some(b)) => same(t, p, b),
-                _ => false,
-            }
             && self.override_list.len() == spec.overrides.len()
             && self
                 .override_list
                 .iter()
                 .zip(&spec.overrides)
                 .all(|(a, b)| a.net == b.net && a.location == b.location)
+            && match (&self.asn, &spec.asn) {
+                (None, None) => true,
+                (Some(t), Some(p)) => same(t, p),
+                _ => false,
+            }
+            && self
+                .location
+                .iter()
+                .zip(&spec.location)
+                .all(|(t, p)| same(t, p))
     }
 
     fn from_tables(

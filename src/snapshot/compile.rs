@@ -211,7 +211,18 @@ fn build_with_geo_mode(
         tracing::warn!("{w}");
     }
     let decisions = match mode {
-        GeoMode::Serve => crate::select::compiled::compile_all(&balancers, &pools, &geo),
+        GeoMode::Serve => {
+            let d = crate::select::compiled::compile_all(&balancers, &pools, &geo);
+            // Building the partition and tries frees a lot of scratch memory
+            // (memo tables, per-node passes); hand it back to the system so
+            // the steady RSS is what is kept, not the build's peak.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free heap pages.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            d
+        }
         GeoMode::Explain => balancers.iter().map(|_| None).collect(),
     };
     let mut table = ZoneTable::default();

@@ -76,7 +76,12 @@ impl Control {
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let snap = {
             let old = self.shared.current.load_full();
-            load_snapshot_with(&self.config, generation, Some(&old), snapshot::GeoMode::Serve)?
+            load_snapshot_with(
+                &self.config,
+                generation,
+                Some(&old),
+                snapshot::GeoMode::Serve,
+            )?
         };
         // Health carries over for endpoints whose probe did not change.
         self.health.seed(&snap);

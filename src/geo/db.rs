@@ -119,17 +119,15 @@ fn invalid(path: &Path, e: impl fmt::Display) -> GeoError {
 
 impl MmdbTable {
     /// The table for database bytes already read from `path`.
-    pub fn from_bytes(
-        path: &Path,
-        bytes: Bytes,
-        predecode: bool,
-    ) -> Result<MmdbTable, GeoError> {
+    pub fn from_bytes(path: &Path, bytes: Bytes, predecode: bool) -> Result<MmdbTable, GeoError> {
         let reader = Reader::from_source(bytes.clone()).map_err(|e| invalid(path, e))?;
-        let node_count = u32::try_from(reader.metadata().node_count)
-            .map_err(|_| invalid(path, "node_count too large"))?;
+        let node_count = reader.metadata().node_count;
         let record_size = reader.metadata().record_size;
         if !matches!(record_size, 24 | 28 | 32) {
-            return Err(invalid(path, format!("unsupported record_size {record_size}")));
+            return Err(invalid(
+                path,
+                format!("unsupported record_size {record_size}"),
+            ));
         }
         let tree_bytes = node_count as usize * usize::from(record_size) / 4;
         let data_len = bytes.0.len().saturating_sub(tree_bytes + 16);

@@ -10,15 +10,15 @@ use std::sync::{Arc, OnceLock};
 use ipnet::IpNet;
 
 mod db;
-pub mod partition;
 pub mod mmdb_writer;
+pub mod partition;
 pub mod sample;
 pub mod tables;
 pub mod trie;
 
 use db::{MmdbTable, Record};
-pub use tables::{GeoParseError, centroid_of, continent_of};
 pub use partition::Partition;
+pub use tables::{GeoParseError, centroid_of, continent_of};
 pub use trie::{PrefixTrie, TrieMatch};
 
 /// A continent, as the two-letter codes MaxMind uses.
@@ -240,7 +240,10 @@ impl GeoDb {
     /// tries), so a reload that changes no geo input recompiles nothing.
     /// The files are read (and compared) in every case: a file rewritten
     /// with the same size and time is still seen.
-    pub fn open_spec(spec: &GeoSpec, previous: Option<&Arc<GeoDb>>) -> Result<Arc<GeoDb>, GeoError> {
+    pub fn open_spec(
+        spec: &GeoSpec,
+        previous: Option<&Arc<GeoDb>>,
+    ) -> Result<Arc<GeoDb>, GeoError> {
         let read = |p: &PathBuf| -> Result<db::Bytes, GeoError> {
             let meta = std::fs::metadata(p).map_err(|source| GeoError::Open {
                 path: p.clone(),
@@ -518,7 +521,10 @@ impl GeoDb {
     /// record or an override has one.
     pub fn has_subdivisions(&self) -> bool {
         self.location.iter().any(MmdbTable::has_subdivision)
-            || self.override_list.iter().any(|o| o.location.subdivision.is_some())
+            || self
+                .override_list
+                .iter()
+                .any(|o| o.location.subdivision.is_some())
     }
 
     /// Whether any address can have an AS number: an ASN database, ASN

@@ -60,7 +60,8 @@ fn loc_key(l: &Location) -> LocKey {
     )
 }
 
-type Cache = Mutex<HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>>;
+type CacheMap = HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>;
+type Cache = Mutex<CacheMap>;
 
 /// The partition: a binary prefix tree whose leaves are location ids.
 ///
@@ -171,8 +172,7 @@ impl Partition {
     /// Built once and kept with this partition.
     pub fn projected(&self, fields: Fields) -> Arc<Partition> {
         let key = [PROJECTION, fields as u8];
-        let r: Result<_, std::convert::Infallible> =
-            self.cached(&key, || Ok(self.project(fields)));
+        let r: Result<_, std::convert::Infallible> = self.cached(&key, || Ok(self.project(fields)));
         match r {
             Ok(p) => p,
             Err(e) => match e {},
@@ -246,7 +246,7 @@ impl Partition {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Arc<dyn Any + Send + Sync>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheMap> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

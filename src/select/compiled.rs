@@ -34,8 +34,8 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 
 use super::{Balancer, GeoMap, Policy, Pool, PoolId, Radians, location_rule_index};
-use crate::geo::trie::{CURSOR_NONE, PrefixTrie};
 use crate::geo::partition::Fields;
+use crate::geo::trie::{CURSOR_NONE, PrefixTrie};
 use crate::geo::{Coords, GeoDb, Partition};
 
 /// Marks a leaf in a child slot; the low 31 bits are the leaf's value.
@@ -252,7 +252,11 @@ fn plan<'a>(b: &'a Balancer, pools: &[Pool]) -> Result<Option<(Plan<'a>, Vec<u8>
             sub.sort();
             for (s, &i) in sub {
                 let c = s.country.0;
-                put(&mut key, &[3, c[0], c[1], s.code[0], s.code[1], s.code[2]], i);
+                put(
+                    &mut key,
+                    &[3, c[0], c[1], s.code[0], s.code[1], s.code[2]],
+                    i,
+                );
             }
             let mut asn: Vec<_> = m.asn.iter().collect();
             asn.sort();
@@ -478,7 +482,11 @@ fn order_positions_into(pc: &[Option<Radians>], c: Radians, buf: &mut Vec<(usize
 /// Build the trie of one shape from the partition: a value per location,
 /// one pass over the partition's nodes (children first) merging equal
 /// sibling leaves, then the CIDR rules laid over it.
-fn build_shape(plan: &Plan<'_>, part: &Partition, budget: usize) -> Result<SharedTrie, CompileError> {
+fn build_shape(
+    plan: &Plan<'_>,
+    part: &Partition,
+    budget: usize,
+) -> Result<SharedTrie, CompileError> {
     let locs = part.locations();
     let mut orders: Vec<Box<[u16]>> = Vec::new();
     let vals: Vec<u32> = match plan {
@@ -620,7 +628,11 @@ impl Arena {
         best: u32,
     ) -> Result<u32, CompileError> {
         if !cidr.cursor_has_children(c) {
-            return Ok(if best == CURSOR_NONE { slot } else { LEAF | best });
+            return Ok(if best == CURSOR_NONE {
+                slot
+            } else {
+                LEAF | best
+            });
         }
         let halves = if slot & LEAF != 0 {
             [slot, slot]

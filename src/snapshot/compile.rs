@@ -40,7 +40,10 @@ pub enum GeoMode {
 }
 
 /// The location database paths of `[geoip]`, with their config keys.
-fn location_paths<'f>(source: &Source, file: &'f ConfigFile) -> Vec<(PathBuf, String, &'f SString)> {
+fn location_paths<'f>(
+    source: &Source,
+    file: &'f ConfigFile,
+) -> Vec<(PathBuf, String, &'f SString)> {
     let resolve = |p: &SString| -> PathBuf { source.dir().join(p.get_ref()) };
     let mut v: Vec<_> = file
         .geoip

@@ -17,7 +17,10 @@ const WWW: &str = "www.lb.example.com.";
 /// The base config with the database at `live.mmdb` next to the config.
 fn config_with_db(extra_server: &str) -> String {
     BASE.replace("database = \"@GEOIP@\"", "database = \"live.mmdb\"")
-        .replace("random_seed = 42", &format!("random_seed = 42\n{extra_server}"))
+        .replace(
+            "random_seed = 42",
+            &format!("random_seed = 42\n{extra_server}"),
+        )
 }
 
 /// A flat (ip-location-db style) database placing `nets` in `country`.
@@ -26,8 +29,11 @@ fn flat_db(version: IpVersion, nets: &[(&str, &str)]) -> Vec<u8> {
     w.description("en", "test");
     for (n, cc) in nets {
         let net: IpNet = n.parse().unwrap();
-        w.insert(net, &MmdbValue::map([("country_code", MmdbValue::string(*cc))]))
-            .unwrap();
+        w.insert(
+            net,
+            &MmdbValue::map([("country_code", MmdbValue::string(*cc))]),
+        )
+        .unwrap();
     }
     w.to_bytes().unwrap()
 }
@@ -73,24 +79,38 @@ fn writing_to_the_database_file_cannot_crash_the_server() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("198.51.100.10"), "{body}");
     assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"]);
-    let err = running.reload().expect_err("truncated database").to_string();
+    let err = running
+        .reload()
+        .expect_err("truncated database")
+        .to_string();
     assert!(err.contains("live.mmdb"), "the error names the file: {err}");
     assert!(err.contains("geoip.database"), "{err}");
-    assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"], "old data serves");
+    assert_eq!(
+        ask("216.160.83.0/24"),
+        vec!["198.51.100.10"],
+        "old data serves"
+    );
 
     // Overwrite in place with garbage of the original size.
     let size = std::fs::metadata(sample_mmdb()).unwrap().len() as usize;
     std::fs::write(&live, vec![0xA5u8; size]).unwrap();
     let err = running.reload().expect_err("garbage database").to_string();
     assert!(err.contains("live.mmdb"), "{err}");
-    assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"], "old data serves");
+    assert_eq!(
+        ask("216.160.83.0/24"),
+        vec!["198.51.100.10"],
+        "old data serves"
+    );
 
     // The safe update: write elsewhere, rename over. 216.160.83.0/24 is in
     // Germany in the new file: the eu pool.
     let tmp = dir.path().join("live.mmdb.tmp");
     std::fs::write(
         &tmp,
-        flat_db(IpVersion::V6, &[("216.160.83.0/24", "DE"), ("81.2.69.0/24", "GB")]),
+        flat_db(
+            IpVersion::V6,
+            &[("216.160.83.0/24", "DE"), ("81.2.69.0/24", "GB")],
+        ),
     )
     .unwrap();
     std::fs::rename(&tmp, &live).unwrap();
@@ -156,7 +176,10 @@ fn a_reload_with_unchanged_databases_recompiles_no_geo_data() {
     .unwrap();
     s.running.reload().expect("reload");
     let third = s.running.shared.current.load_full();
-    assert!(!Arc::ptr_eq(&after.geo, &third.geo), "new overrides: new GeoDb");
+    assert!(
+        !Arc::ptr_eq(&after.geo, &third.geo),
+        "new overrides: new GeoDb"
+    );
     assert_eq!(answer_for(&s, "10.1.0.0/16"), vec!["203.0.113.10"]);
 }
 
@@ -169,12 +192,18 @@ fn several_location_databases_are_consulted_in_order() {
     // An IPv4 file and an IPv6 file, as ip-location-db ships them.
     std::fs::write(
         dir.path().join("v4.mmdb"),
-        flat_db(IpVersion::V4, &[("198.51.100.0/24", "US"), ("203.0.113.0/24", "JP")]),
+        flat_db(
+            IpVersion::V4,
+            &[("198.51.100.0/24", "US"), ("203.0.113.0/24", "JP")],
+        ),
     )
     .unwrap();
     std::fs::write(
         dir.path().join("v6.mmdb"),
-        flat_db(IpVersion::V6, &[("2001:db8:100::/48", "AU"), ("2001:db8:200::/48", "US")]),
+        flat_db(
+            IpVersion::V6,
+            &[("2001:db8:100::/48", "AU"), ("2001:db8:200::/48", "US")],
+        ),
     )
     .unwrap();
     let running = steerdns::app::start(&steerdns::app::Options {
@@ -189,11 +218,31 @@ fn several_location_databases_are_consulted_in_order() {
             &udp_raw(udp, &q_ecs(WWW, RecordType::A, subnet).to_vec().unwrap()).expect("answer"),
         ))
     };
-    assert_eq!(ask("198.51.100.0/24"), vec!["198.51.100.10"], "US from the v4 file");
-    assert_eq!(ask("203.0.113.0/24"), vec!["203.0.113.10"], "JP from the v4 file");
-    assert_eq!(ask("2001:db8:100::/48"), vec!["203.0.113.10"], "AU from the v6 file");
-    assert_eq!(ask("2001:db8:200::/48"), vec!["198.51.100.10"], "US from the v6 file");
-    assert_eq!(ask("192.0.2.0/24"), vec!["192.0.2.10"], "unlocated: default");
+    assert_eq!(
+        ask("198.51.100.0/24"),
+        vec!["198.51.100.10"],
+        "US from the v4 file"
+    );
+    assert_eq!(
+        ask("203.0.113.0/24"),
+        vec!["203.0.113.10"],
+        "JP from the v4 file"
+    );
+    assert_eq!(
+        ask("2001:db8:100::/48"),
+        vec!["203.0.113.10"],
+        "AU from the v6 file"
+    );
+    assert_eq!(
+        ask("2001:db8:200::/48"),
+        vec!["198.51.100.10"],
+        "US from the v6 file"
+    );
+    assert_eq!(
+        ask("192.0.2.0/24"),
+        vec!["192.0.2.10"],
+        "unlocated: default"
+    );
     running.stop();
 }
 
@@ -210,9 +259,18 @@ fn check_warns_about_rules_the_databases_cannot_match() {
     .unwrap();
     let snap = steerdns::app::load_snapshot(&config, 1).expect("warnings are not errors");
     let w = snap.geo_warnings.join("\n");
-    assert!(w.contains("geo.subdivision.US-CA") && w.contains("subdivision rules never match"), "{w}");
-    assert!(w.contains("geo.asn") && w.contains("ASN rules never match"), "{w}");
-    assert!(w.contains(&format!("{}:", config.display())), "file:line:col: {w}");
+    assert!(
+        w.contains("geo.subdivision.US-CA") && w.contains("subdivision rules never match"),
+        "{w}"
+    );
+    assert!(
+        w.contains("geo.asn") && w.contains("ASN rules never match"),
+        "{w}"
+    );
+    assert!(
+        w.contains(&format!("{}:", config.display())),
+        "file:line:col: {w}"
+    );
     // The sample database has subdivisions: no subdivision warning.
     let (_d2, config2) = write_config(&BASE.replace(
         "continent = { EU = [\"eu\", \"na\"]",

@@ -45,14 +45,14 @@ fn pool(i: usize, lat: f32, lon: f32) -> Pool {
 
 fn pools() -> Vec<Pool> {
     vec![
-        pool(0, 50.1, 8.7),     // Frankfurt
-        pool(1, 39.0, -77.5),   // Ashburn
-        pool(2, 37.4, -122.0),  // San Jose
-        pool(3, 1.35, 103.8),   // Singapore
-        pool(4, -23.5, -46.6),  // São Paulo
-        pool(5, 35.7, 139.7),   // Tokyo
-        pool(6, -33.9, 151.2),  // Sydney
-        pool(7, 51.5, -0.1),    // London
+        pool(0, 50.1, 8.7),    // Frankfurt
+        pool(1, 39.0, -77.5),  // Ashburn
+        pool(2, 37.4, -122.0), // San Jose
+        pool(3, 1.35, 103.8),  // Singapore
+        pool(4, -23.5, -46.6), // São Paulo
+        pool(5, 35.7, 139.7),  // Tokyo
+        pool(6, -33.9, 151.2), // Sydney
+        pool(7, 51.5, -0.1),   // London
     ]
 }
 
@@ -105,12 +105,12 @@ fn balancers(with_asn: bool) -> Vec<Balancer> {
     detailed.continent.insert(Continent::EU, 0);
     detailed.continent.insert(Continent::AS, 2);
     for (c, i) in [("GB", 5), ("JP", 2), ("AU", 4), ("BR", 3), ("CA", 6)] {
-        detailed
-            .country
-            .insert(CountryCode::parse(c).unwrap(), i);
+        detailed.country.insert(CountryCode::parse(c).unwrap(), i);
     }
     for (s, i) in [("US-CA", 6), ("US-WA", 6), ("US-NY", 1), ("DE-BY", 5)] {
-        detailed.subdivision.insert(Subdivision::parse(s).unwrap(), i);
+        detailed
+            .subdivision
+            .insert(Subdivision::parse(s).unwrap(), i);
     }
     let mut cidr = GeoMap {
         lists: lists(),

@@ -538,12 +538,15 @@ impl Walk<'_> {
 
     /// The partition slot of the prefix `bits/depth` in state `st`.
     fn go(&mut self, st: State, depth: u8, width: u8, bits: u128) -> u32 {
-        if depth >= width || self.fixed(&st, bits, width) {
-            return self.leaf(&st, bits, width);
-        }
         if st.ffff && depth == 96 {
             // IPv4-mapped IPv6 is located as IPv4.
             return self.v4_root;
+        }
+        // The path to ::ffff:0:0/96 is always walked (even where the IPv6
+        // inputs are all leaves, as with an IPv4-only or IPv6-only file):
+        // the IPv4 answers below it differ from their IPv6 neighbours'.
+        if depth >= width || (!st.ffff && self.fixed(&st, bits, width)) {
+            return self.leaf(&st, bits, width);
         }
         // Memoised subtrees are the same at whatever depth they are reached:
         // a well-formed tree ends IPv4 data within 32 levels of its start.

@@ -61,6 +61,12 @@ pub enum Command {
         #[arg(default_value = "A")]
         qtype: String,
     },
+    /// Anycast route gating (see docs/anycast.md).
+    Anycast {
+        /// What to do.
+        #[command(subcommand)]
+        command: AnycastCommand,
+    },
     /// Build a MaxMind DB file from the readable CSV format of geoip/sample.csv.
     GeoipBuild {
         /// CSV input.
@@ -69,5 +75,35 @@ pub enum Command {
         /// MMDB output.
         #[arg(long)]
         output: PathBuf,
+    },
+}
+
+/// `steerdns anycast ...`
+#[derive(Debug, Subcommand)]
+pub enum AnycastCommand {
+    /// Show a running server's anycast state (from its HTTP API).
+    Status {
+        /// The server's HTTP API address (default: `server.http_listen` of --config).
+        #[arg(long, value_name = "ADDR")]
+        api: Option<SocketAddr>,
+        /// Read the API address from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the JSON as the API sends it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The guard process steerdns starts itself (internal).
+    #[command(hide = true)]
+    Guard {
+        /// BIRD control socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// BIRD protocol to toggle (repeatable).
+        #[arg(long, required = true)]
+        protocol: Vec<String>,
+        /// Withdraw when not refreshed for this long (e.g. "1s").
+        #[arg(long)]
+        lease: String,
     },
 }

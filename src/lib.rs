@@ -5,15 +5,18 @@
 //! how the modules depend on each other.
 #![warn(missing_docs)]
 
+pub mod anycast;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod cookie;
 pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod metrics;
+pub mod rrl;
 pub mod sdnotify;
 pub mod select;
 pub mod snapshot;

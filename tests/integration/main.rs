@@ -4,7 +4,9 @@
 mod backends;
 mod harness;
 
+mod anycast;
 mod cli;
+mod cookies;
 mod dns_basics;
 mod ecs;
 mod edns;
@@ -13,5 +15,10 @@ mod geo_db;
 mod health;
 mod malformed;
 mod ops;
+mod ops_hardening;
+mod protocol;
 mod reload;
+mod rrl;
+mod signals;
 mod steering;
+mod tcp_fair;

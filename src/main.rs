@@ -43,7 +43,11 @@ fn anycast(command: AnycastCommand) -> anyhow::Result<()> {
         AnycastCommand::Status { api, config, json } => {
             let addr = match (api, config) {
                 (Some(a), _) => a,
-                (None, Some(c)) => app::load_snapshot(&c, 1)?.settings.http_listen,
+                (None, Some(c)) => {
+                    app::load_snapshot_with(&c, 1, None, steerdns::snapshot::GeoMode::Explain)?
+                        .settings
+                        .http_listen
+                }
                 (None, None) => anyhow::bail!("give --api ADDR or --config FILE"),
             };
             let status = cli::fetch_status(addr, std::time::Duration::from_secs(5))?;

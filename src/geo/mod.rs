@@ -184,8 +184,11 @@ pub struct GeoDb {
     overrides: PrefixTrie<Location>,
     override_list: Vec<LocationOverride>,
     overrides_have_asn: bool,
-    /// Partitions without and with the ASN dimension, built on first use.
-    partitions: [OnceLock<Arc<Partition>>; 2],
+    /// The partition without the ASN dimension, built on first use.
+    partition: OnceLock<Arc<Partition>>,
+    /// The partition with the AS numbers the maps ask about (sorted), built
+    /// on first use, rebuilt when the set changes.
+    asn_partition: std::sync::Mutex<Option<(Box<[u32]>, Arc<Partition>)>>,
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -375,30 +378,52 @@ impl GeoDb {
             overrides: trie,
             override_list: overrides,
             overrides_have_asn,
-            partitions: [OnceLock::new(), OnceLock::new()],
+            partition: OnceLock::new(),
+            asn_partition: std::sync::Mutex::new(None),
         })
     }
 
-    /// The location partition (with the ASN dimension when `with_asn`),
-    /// built on first use and kept for the life of this `GeoDb`.
-    pub fn partition(&self, with_asn: bool) -> &Arc<Partition> {
-        self.partitions[usize::from(with_asn)].get_or_init(|| {
-            let t = std::time::Instant::now();
-            let p = Arc::new(partition::build(self, with_asn));
-            tracing::info!(
-                with_asn,
-                nodes = p.node_count(),
-                locations = p.location_count(),
-                ms = t.elapsed().as_millis() as u64,
-                "built location partition"
-            );
-            p
-        })
+    /// The location partition, built on first use and kept for the life of
+    /// this `GeoDb`.
+    pub fn partition(&self) -> &Arc<Partition> {
+        self.partition.get_or_init(|| Self::timed(|| partition::build(self, None)))
     }
 
-    /// The partition, if it was built already.
-    pub fn partition_if_built(&self, with_asn: bool) -> Option<&Arc<Partition>> {
-        self.partitions[usize::from(with_asn)].get()
+    /// The partition with an AS number dimension: only the AS numbers in
+    /// `asns` (sorted, what the maps' ASN rules name) are kept, others are
+    /// "no ASN", so the ASN database splits the space only where a rule
+    /// can tell the difference. Kept until asked for another set.
+    pub fn asn_partition(&self, asns: &[u32]) -> Arc<Partition> {
+        let mut slot = self.asn_partition.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((set, p)) = &*slot
+            && **set == *asns
+        {
+            return p.clone();
+        }
+        let p = Self::timed(|| partition::build(self, Some(asns)));
+        *slot = Some((asns.into(), p.clone()));
+        p
+    }
+
+    fn timed(f: impl FnOnce() -> Partition) -> Arc<Partition> {
+        let t = std::time::Instant::now();
+        let p = Arc::new(f());
+        tracing::info!(
+            nodes = p.node_count(),
+            locations = p.location_count(),
+            ms = t.elapsed().as_millis() as u64,
+            "built location partition"
+        );
+        p
+    }
+
+    /// The partitions built so far.
+    pub fn built_partitions(&self) -> Vec<Arc<Partition>> {
+        let mut v: Vec<Arc<Partition>> = self.partition.get().cloned().into_iter().collect();
+        if let Some((_, p)) = &*self.asn_partition.lock().unwrap_or_else(|e| e.into_inner()) {
+            v.push(p.clone());
+        }
+        v
     }
 
     /// Locate an address. Never fails: unknown addresses give a `Location`

@@ -275,6 +275,8 @@ type LocKey = (
 struct Walk<'a> {
     geo: &'a GeoDb,
     with_asn: bool,
+    /// The AS numbers kept (sorted).
+    asns: &'a [u32],
     nodes: Vec<[u32; 2]>,
     locs: Vec<Location>,
     ids: FxHashMap<LocKey, u32>,
@@ -308,12 +310,15 @@ fn shared_nodes(t: &MmdbTable) -> Vec<bool> {
     deg.into_iter().map(|d| d >= 2).collect()
 }
 
-/// Build the partition of `geo`; `with_asn` adds the AS number dimension.
-pub(crate) fn build(geo: &GeoDb, with_asn: bool) -> Partition {
+/// Build the partition of `geo`; `asns` adds the AS number dimension for
+/// those AS numbers (sorted; others count as none).
+pub(crate) fn build(geo: &GeoDb, asns: Option<&[u32]>) -> Partition {
+    let with_asn = asns.is_some();
     let asn_table = geo.asn.as_ref().filter(|_| with_asn);
     let mut w = Walk {
         geo,
         with_asn,
+        asns: asns.unwrap_or_default(),
         nodes: Vec::new(),
         locs: Vec::new(),
         ids: FxHashMap::default(),
@@ -470,7 +475,8 @@ impl Walk<'_> {
                     }
                     (None, _) => None,
                 },
-            };
+            }
+            .filter(|a| self.asns.binary_search(a).is_ok());
         }
         loc.source = LocationSource::Unknown;
         loc.scope = 0;

@@ -196,8 +196,25 @@ enum Plan<'a> {
 }
 
 impl Plan<'_> {
-    fn with_asn(&self) -> bool {
-        matches!(self, Plan::Geo { m, .. } if !m.asn.is_empty())
+    /// The AS numbers the plan's rules name (sorted), if any.
+    fn asns(&self) -> Option<Vec<u32>> {
+        match self {
+            Plan::Geo { m, .. } if !m.asn.is_empty() => {
+                let mut v: Vec<u32> = m.asn.keys().copied().collect();
+                v.sort_unstable();
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    /// The partition the plan reads: with the ASN dimension over `asns`
+    /// (the union over the config; the plan's own set when `None`).
+    fn partition(&self, geo: &GeoDb, asns: Option<&[u32]>) -> Arc<Partition> {
+        match self.asns() {
+            None => geo.partition().clone(),
+            Some(own) => geo.asn_partition(asns.unwrap_or(&own)),
+        }
     }
 
     /// The location fields the plan reads.
@@ -308,10 +325,22 @@ pub fn compile(
     geo: &GeoDb,
     node_budget: usize,
 ) -> Result<Option<Compiled>, CompileError> {
+    compile_in(b, pools, geo, node_budget, None)
+}
+
+/// [`compile`] with the ASN partition over `asns` (the AS numbers of every
+/// map of the config, so all share one partition).
+fn compile_in(
+    b: &Balancer,
+    pools: &[Pool],
+    geo: &GeoDb,
+    node_budget: usize,
+    asns: Option<&[u32]>,
+) -> Result<Option<Compiled>, CompileError> {
     let Some((plan, key)) = plan(b, pools)? else {
         return Ok(None);
     };
-    let base = geo.partition(plan.with_asn());
+    let base = plan.partition(geo, asns);
     let part = match plan.fields() {
         // Coordinates are nearly one per network: projecting costs more
         // than it saves.
@@ -348,9 +377,18 @@ pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<O
     // One representative balancer per shape, partitions built up front.
     let mut firsts: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut todo: Vec<usize> = Vec::new();
+    let mut asns: Vec<u32> = balancers
+        .iter()
+        .filter_map(|b| plan(b, pools).ok().flatten())
+        .filter_map(|(p, _)| p.asns())
+        .flatten()
+        .collect();
+    asns.sort_unstable();
+    asns.dedup();
+    let asns = &asns[..];
     for (i, b) in balancers.iter().enumerate() {
         if let Ok(Some((plan, key))) = plan(b, pools) {
-            let base = geo.partition(plan.with_asn());
+            let base = plan.partition(geo, Some(asns));
             if plan.fields() != Fields::Coords {
                 base.projected(plan.fields());
             }
@@ -362,7 +400,7 @@ pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<O
     }
     let one = |b: &Balancer| -> Option<Compiled> {
         let t = Instant::now();
-        match compile(b, pools, geo, DEFAULT_NODE_BUDGET) {
+        match compile_in(b, pools, geo, DEFAULT_NODE_BUDGET, Some(asns)) {
             Ok(Some(c)) => {
                 tracing::debug!(
                     name = %b.name,
@@ -425,10 +463,8 @@ pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<O
             out[i] = one(b);
         }
     }
-    for with_asn in [false, true] {
-        if let Some(p) = geo.partition_if_built(with_asn) {
-            p.prune_cache();
-        }
+    for p in geo.built_partitions() {
+        p.prune_cache();
     }
     let tries = out.iter().flatten().count();
     if tries > 0 {

@@ -223,7 +223,7 @@ struct Outcome {
 /// addresses inside each returned scope) with the reference.
 fn differential(geo: &GeoDb, bs: &[Balancer], ps: &[Pool], n: usize, k: usize) -> Outcome {
     let t = thread_cpu();
-    let part = geo.partition(false);
+    let part = geo.partition();
     eprintln!(
         "partition: {} nodes, {} locations, {:.3} CPU-s",
         part.node_count(),

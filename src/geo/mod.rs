@@ -151,6 +151,9 @@ pub struct DbInfo {
     pub has_asn: bool,
 }
 
+/// The ASN partition and the AS numbers it keeps.
+type AsnPartition = (Box<[u32]>, Arc<Partition>);
+
 /// What to open: the databases and overrides of a `[geoip]` section.
 #[derive(Clone, Debug, Default)]
 pub struct GeoSpec {
@@ -188,7 +191,7 @@ pub struct GeoDb {
     partition: OnceLock<Arc<Partition>>,
     /// The partition with the AS numbers the maps ask about (sorted), built
     /// on first use, rebuilt when the set changes.
-    asn_partition: std::sync::Mutex<Option<(Box<[u32]>, Arc<Partition>)>>,
+    asn_partition: std::sync::Mutex<Option<AsnPartition>>,
 }
 
 impl std::fmt::Debug for GeoDb {
@@ -386,7 +389,8 @@ impl GeoDb {
     /// The location partition, built on first use and kept for the life of
     /// this `GeoDb`.
     pub fn partition(&self) -> &Arc<Partition> {
-        self.partition.get_or_init(|| Self::timed(|| partition::build(self, None)))
+        self.partition
+            .get_or_init(|| Self::timed(|| partition::build(self, None)))
     }
 
     /// The partition with an AS number dimension: only the AS numbers in

@@ -38,8 +38,20 @@ pub struct Options {
 
 /// Read, parse, validate and compile a config file.
 pub fn load_snapshot(path: &Path, generation: u64) -> Result<Snapshot, ConfigError> {
+    load_snapshot_with(path, generation, None, snapshot::GeoMode::Serve)
+}
+
+/// [`load_snapshot`] reusing `previous`'s geo data (partition, decision
+/// tries) when the databases and overrides did not change; `mode` says how
+/// much geo data to prepare (`explain` needs no tries).
+pub fn load_snapshot_with(
+    path: &Path,
+    generation: u64,
+    previous: Option<&Snapshot>,
+    mode: snapshot::GeoMode,
+) -> Result<Snapshot, ConfigError> {
     let (source, file) = config::load(path)?;
-    snapshot::build(&source, &file, generation)
+    snapshot::build_reusing(&source, &file, generation, previous.map(|p| &p.geo), mode)
 }
 
 /// Everything a reload touches, shared by the signal loop, the API and the
@@ -62,7 +74,15 @@ impl Control {
     pub fn reload(&self) -> Result<u64, ConfigError> {
         let _one = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let snap = load_snapshot(&self.config, generation)?;
+        let snap = {
+            let old = self.shared.current.load_full();
+            load_snapshot_with(
+                &self.config,
+                generation,
+                Some(&old),
+                snapshot::GeoMode::Serve,
+            )?
+        };
         // Health carries over for endpoints whose probe did not change.
         self.health.seed(&snap);
         self.notifier.set_urls(snap.notify.urls.clone());
@@ -362,6 +382,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         running.anycast = Some(handle);
     }
     backend.set_ready(true);
+    crate::sdnotify::notify_ready();
     running.rt = Some(rt);
     Ok(running)
 }
@@ -391,29 +412,30 @@ fn bind_pair(
 fn watched_files(control: &Control) -> Vec<PathBuf> {
     let snap = control.shared.current.load();
     let mut files = vec![control.config.clone()];
-    if let Some(i) = snap.geo.location_db_info() {
-        files.push(i.path);
-    }
+    files.extend(snap.geo.location_dbs_info().into_iter().map(|i| i.path));
     if let Some(i) = snap.geo.asn_db_info() {
         files.push(i.path);
     }
     files
 }
 
-/// (length, modification time) of each file; cheap to poll.
+/// (length, modification time, inode) of each file; cheap to poll. The
+/// inode changes when a new file is renamed over the old one (the safe way
+/// to update a database), even with the same size and time.
 fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt;
     files
         .iter()
         .map(|f| {
             let m = std::fs::metadata(f).ok()?;
-            Some((m.len(), m.modified().ok()?))
+            Some((m.len(), m.modified().ok()?, m.ino()))
         })
         .collect()
 }
 
 /// Poll the config and GeoIP files; when they changed and then stayed the
 /// same for one more period (updaters replace files in steps), reload.
-type Fingerprint = Vec<Option<(u64, std::time::SystemTime)>>;
+type Fingerprint = Vec<Option<(u64, std::time::SystemTime, u64)>>;
 
 async fn watch_files(
     control: Arc<Control>,

@@ -17,6 +17,7 @@ pub mod geo;
 pub mod health;
 pub mod metrics;
 pub mod rrl;
+pub mod sdnotify;
 pub mod select;
 pub mod snapshot;
 pub mod zone;

@@ -43,7 +43,11 @@ fn anycast(command: AnycastCommand) -> anyhow::Result<()> {
         AnycastCommand::Status { api, config, json } => {
             let addr = match (api, config) {
                 (Some(a), _) => a,
-                (None, Some(c)) => app::load_snapshot(&c, 1)?.settings.http_listen,
+                (None, Some(c)) => {
+                    app::load_snapshot_with(&c, 1, None, steerdns::snapshot::GeoMode::Explain)?
+                        .settings
+                        .http_listen
+                }
                 (None, None) => anyhow::bail!("give --api ADDR or --config FILE"),
             };
             let status = cli::fetch_status(addr, std::time::Duration::from_secs(5))?;
@@ -86,7 +90,7 @@ fn main() -> ExitCode {
             client,
             name,
             qtype,
-        } => app::load_snapshot(&config, 1)
+        } => app::load_snapshot_with(&config, 1, None, steerdns::snapshot::GeoMode::Explain)
             .map_err(anyhow::Error::from)
             .and_then(|s| explain::explain(&s, None, client, &name, &qtype).map_err(Into::into))
             .map(|report| print!("{report}")),

@@ -7,7 +7,7 @@
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /api/v1/status` | [`Status`] as JSON |
 //! | `GET /api/v1/explain?name=&type=&client=` | the decision trace as JSON (`type` defaults to `A`) |
-//! | `POST /api/v1/reload` | reload now; [`ReloadOutcome`] as JSON, `200` or `422`; bearer token when configured |
+//! | `POST /api/v1/reload` | reload now; [`ReloadOutcome`] as JSON, `200` or `422` (`202` when still running after 90 s); bearer token when configured |
 //! | `GET /` | the status page (HTML) |
 //!
 //! The server knows nothing about DNS: it calls an [`ApiBackend`], which the
@@ -55,6 +55,11 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_BODY_BYTES: u64 = 4096;
 /// A connection (keep-alive included) is closed after this.
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
+
+/// `POST /api/v1/reload` waits this long for the outcome, then answers
+/// `202` (the reload goes on; its outcome becomes the last reload in
+/// `GET /api/v1/status`). Shorter than [`MAX_CONNECTION_AGE`].
+pub const RELOAD_REPLY_WAIT: Duration = Duration::from_secs(90);
 
 /// What the API needs from the server. Implemented by the application;
 /// every method may be called from several threads at once. `explain` and
@@ -458,7 +463,24 @@ async fn reload(req: &Request<Incoming>, state: &State) -> Resp {
         return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
     let backend = state.backend.clone();
-    match blocking(move || backend.reload()).await {
+    // A reload longer than RELOAD_REPLY_WAIT is answered 202 before the
+    // connection's age limit; it goes on and records its outcome as the
+    // last reload (GET /api/v1/status).
+    let task = tokio::task::spawn_blocking(move || backend.reload());
+    let outcome = match tokio::time::timeout(RELOAD_REPLY_WAIT, task).await {
+        Ok(r) => r.map_err(|e| warn!("API backend call failed: {e}")).ok(),
+        Err(_) => {
+            return json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({
+                    "ok": null,
+                    "status": "running",
+                    "detail": "the reload is still running; GET /api/v1/status shows its outcome as the last reload",
+                }),
+            );
+        }
+    };
+    match outcome {
         Some(outcome) => {
             if outcome.ok {
                 info!(generation = outcome.generation, "reload via API: ok");

@@ -265,6 +265,10 @@ fn default_tcp_max() -> usize {
 pub struct GeoipConfig {
     /// Location database (City or Country, nested or flat schema).
     pub database: Option<SString>,
+    /// Several location databases (an IPv4 and an IPv6 file), consulted
+    /// in order.
+    #[serde(default)]
+    pub databases: Vec<SString>,
     /// Optional ASN database.
     pub asn_database: Option<SString>,
     /// `[[geoip.override]]` entries.

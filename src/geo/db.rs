@@ -6,8 +6,9 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use maxminddb::{MaxMindDbError, Mmap, Reader, WithinOptions};
+use maxminddb::{MaxMindDbError, Reader, WithinOptions};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::tables::{centroid_of, continent_of};
@@ -31,15 +32,71 @@ impl Record {
     }
 }
 
-/// A memory-mapped database with every record pre-decoded.
+/// A database file's bytes, shared by the reader and the tree walk.
+#[derive(Clone)]
+pub(crate) struct Bytes(pub Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Read a whole file (one read into one buffer, no copy afterwards).
+pub(crate) fn read_file(path: &Path) -> std::io::Result<Bytes> {
+    std::fs::read(path).map(|v| Bytes(Arc::new(v)))
+}
+
+/// Whether the file at `path` holds exactly `bytes` (read in chunks).
+pub(crate) fn same_content(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    if f.metadata()?.len() != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0usize;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(at == bytes.len());
+        }
+        if at + n > bytes.len() || buf[..n] != bytes[at..at + n] {
+            return Ok(false);
+        }
+        at += n;
+    }
+}
+
+/// One slot of the search tree: an inner node, no data, or a record at an
+/// offset of the data section (the offset `LookupResult::offset` reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Slot {
+    /// Inner node number.
+    Node(u32),
+    /// No data below.
+    Empty,
+    /// A record at this data-section offset.
+    Data(u32),
+}
+
+/// A database read into memory (never memory-mapped: a write to the file
+/// cannot reach a running server), with its records pre-decoded.
 pub(crate) struct MmdbTable {
     path: PathBuf,
-    reader: Reader<Mmap>,
+    bytes: Bytes,
+    reader: Reader<Bytes>,
     records: Vec<Record>,
     index: HashMap<usize, u32, BuildHasherDefault<OffsetHasher>>,
     networks: usize,
     has_asn: bool,
     has_location: bool,
+    has_subdivision: bool,
+    predecoded: bool,
+    node_count: u32,
+    record_size: u16,
+    data_len: usize,
+    ipv4_start: Slot,
 }
 
 impl fmt::Debug for MmdbTable {
@@ -61,25 +118,57 @@ fn invalid(path: &Path, e: impl fmt::Display) -> GeoError {
 }
 
 impl MmdbTable {
-    /// Map the file and pre-decode every distinct record.
-    pub fn open(path: &Path) -> Result<MmdbTable, GeoError> {
-        let open_err = |source| GeoError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        // Open once ourselves for a plain I/O error (missing file, denied).
-        let meta = std::fs::metadata(path).map_err(open_err)?;
-        if !meta.is_file() {
-            return Err(invalid(path, "not a regular file"));
+    /// The table for database bytes already read from `path`.
+    pub fn from_bytes(path: &Path, bytes: Bytes, predecode: bool) -> Result<MmdbTable, GeoError> {
+        let reader = Reader::from_source(bytes.clone()).map_err(|e| invalid(path, e))?;
+        let node_count = reader.metadata().node_count;
+        let record_size = reader.metadata().record_size;
+        if !matches!(record_size, 24 | 28 | 32) {
+            return Err(invalid(
+                path,
+                format!("unsupported record_size {record_size}"),
+            ));
         }
-        // SAFETY: the mapping is read-only; the file must not be modified
-        // in place while mapped (operators replace databases by renaming a
-        // new file over the old one, which leaves this mapping intact).
-        let reader = unsafe { Reader::open_mmap(path) }.map_err(|e| match e {
-            MaxMindDbError::Io(source) | MaxMindDbError::Mmap(source) => open_err(source),
-            other => invalid(path, other),
-        })?;
+        let tree_bytes = node_count as usize * usize::from(record_size) / 4;
+        let data_len = bytes.0.len().saturating_sub(tree_bytes + 16);
+        let mut table = MmdbTable {
+            path: path.to_owned(),
+            bytes,
+            reader,
+            records: Vec::new(),
+            index: HashMap::default(),
+            networks: 0,
+            has_asn: true,
+            has_location: true,
+            has_subdivision: true,
+            predecoded: false,
+            node_count,
+            record_size,
+            data_len,
+            ipv4_start: Slot::Empty,
+        };
+        table.ipv4_start = if table.reader.metadata().ip_version == 6 {
+            let mut s = table.root();
+            for _ in 0..96 {
+                match s {
+                    Slot::Node(n) => s = table.child(n, 0),
+                    _ => break,
+                }
+            }
+            s
+        } else {
+            table.root()
+        };
+        if predecode {
+            table.predecode()?;
+        }
+        Ok(table)
+    }
 
+    fn predecode(&mut self) -> Result<(), GeoError> {
+        let path = self.path.clone();
+        let path = path.as_path();
+        let reader = &self.reader;
         let mut records = Vec::new();
         let mut index: HashMap<usize, u32, BuildHasherDefault<OffsetHasher>> = HashMap::default();
         let mut networks = 0usize;
@@ -107,17 +196,109 @@ impl MmdbTable {
             records.push(rec);
             index.insert(offset, id);
         }
-        let has_asn = records.iter().any(|r| r.asn.is_some());
-        let has_location = records.iter().any(Record::has_location);
-        Ok(MmdbTable {
-            path: path.to_owned(),
-            reader,
-            records,
-            index,
-            networks,
-            has_asn,
-            has_location,
-        })
+        self.has_asn = records.iter().any(|r| r.asn.is_some());
+        self.has_location = records.iter().any(Record::has_location);
+        self.has_subdivision = records.iter().any(|r| r.subdivision.is_some());
+        self.records = records;
+        self.index = index;
+        self.networks = networks;
+        self.predecoded = true;
+        Ok(())
+    }
+
+    /// The file's bytes (to tell whether a file on disk is still the same).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The root slot of the search tree.
+    pub fn root(&self) -> Slot {
+        self.slot(0)
+    }
+
+    /// Where IPv4 addresses start (the node after 96 zero bits in an IPv6
+    /// tree, the root in an IPv4 one).
+    pub fn ipv4_start(&self) -> Slot {
+        self.ipv4_start
+    }
+
+    /// Whether the tree is an IPv6 tree.
+    pub fn is_ipv6(&self) -> bool {
+        self.reader.metadata().ip_version == 6
+    }
+
+    /// Number of inner nodes.
+    pub fn node_count(&self) -> u32 {
+        self.node_count
+    }
+
+    fn slot(&self, v: u32) -> Slot {
+        if v < self.node_count {
+            Slot::Node(v)
+        } else if v == self.node_count {
+            Slot::Empty
+        } else {
+            let off = (v - self.node_count).checked_sub(16);
+            match off {
+                Some(o) if (o as usize) < self.data_len => Slot::Data(o),
+                // A pointer outside the data section: a lookup would fail.
+                _ => Slot::Empty,
+            }
+        }
+    }
+
+    /// Child `bit` (0 left, 1 right) of inner node `n`.
+    #[inline]
+    pub fn child(&self, n: u32, bit: usize) -> Slot {
+        let b = &self.bytes.0[..];
+        let v = match self.record_size {
+            24 => {
+                let o = n as usize * 6 + bit * 3;
+                u32::from_be_bytes([0, b[o], b[o + 1], b[o + 2]])
+            }
+            28 => {
+                let o = n as usize * 7;
+                if bit == 0 {
+                    (u32::from(b[o + 3] & 0xF0) << 20)
+                        | u32::from_be_bytes([0, b[o], b[o + 1], b[o + 2]])
+                } else {
+                    (u32::from(b[o + 3] & 0x0F) << 24)
+                        | u32::from_be_bytes([0, b[o + 4], b[o + 5], b[o + 6]])
+                }
+            }
+            _ => {
+                let o = n as usize * 8 + bit * 4;
+                u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+            }
+        };
+        self.slot(v)
+    }
+
+    /// The record at data offset `offset`, reached by the address `at`
+    /// (used to decode it when it was not pre-decoded).
+    pub fn record_at(&self, offset: u32, at: IpAddr) -> Record {
+        if let Some(&id) = self.index.get(&(offset as usize)) {
+            return self.records[id as usize];
+        }
+        match self.reader.lookup(at) {
+            Ok(res) if res.offset() == Some(offset as usize) => res
+                .decode::<RawRecord>()
+                .ok()
+                .flatten()
+                .map(RawRecord::resolve)
+                .unwrap_or_default(),
+            _ => Record::default(),
+        }
+    }
+
+    /// Whether any record has a subdivision (true when not pre-decoded).
+    pub fn has_subdivision(&self) -> bool {
+        self.has_subdivision
+    }
+
+    /// Whether every record was decoded at open.
+    pub fn predecoded(&self) -> bool {
+        self.predecoded
     }
 
     /// The file this table was opened from.

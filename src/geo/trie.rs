@@ -12,6 +12,9 @@ use ipnet::IpNet;
 
 const NONE: u32 = u32::MAX;
 
+/// "No node" / "no value" for the cursor methods.
+pub(crate) const CURSOR_NONE: u32 = NONE;
+
 #[derive(Clone, Copy, Debug)]
 struct Node {
     child: [u32; 2],
@@ -141,6 +144,70 @@ impl<T> PrefixTrie<T> {
         }
         let v = self.nodes[node as usize].value;
         (v != NONE).then(|| &self.values[v as usize])
+    }
+
+    /// Cursor over the trie for whole-space walks: the root node of a
+    /// family.
+    pub(crate) fn cursor_root(&self, v6: bool) -> u32 {
+        if v6 { V6_ROOT } else { V4_ROOT }
+    }
+
+    /// The child of cursor `node` towards `bit` ([`CURSOR_NONE`] when there
+    /// is none, or `node` is none).
+    pub(crate) fn cursor_child(&self, node: u32, bit: usize) -> u32 {
+        if node == NONE {
+            NONE
+        } else {
+            self.nodes[node as usize].child[bit]
+        }
+    }
+
+    /// The value index stored at cursor `node` ([`CURSOR_NONE`] if none).
+    pub(crate) fn cursor_value(&self, node: u32) -> u32 {
+        if node == NONE {
+            NONE
+        } else {
+            self.nodes[node as usize].value
+        }
+    }
+
+    /// Whether cursor `node` has a child.
+    pub(crate) fn cursor_has_children(&self, node: u32) -> bool {
+        node != NONE && self.nodes[node as usize].child != [NONE, NONE]
+    }
+
+    /// The value with index `idx` (from [`PrefixTrie::cursor_value`]).
+    pub(crate) fn value_at(&self, idx: u32) -> &T {
+        &self.values[idx as usize]
+    }
+
+    /// Every stored prefix and its value, IPv4 first, in address order.
+    pub fn entries(&self) -> Vec<(IpNet, &T)> {
+        let mut out = Vec::new();
+        for (root, v6) in [(V4_ROOT, false), (V6_ROOT, true)] {
+            let mut stack = vec![(root, 0u128, 0u8)];
+            while let Some((n, bits, len)) = stack.pop() {
+                let node = &self.nodes[n as usize];
+                if node.value != NONE {
+                    let net = if v6 {
+                        ipnet::Ipv6Net::new(bits.into(), len).map(IpNet::V6)
+                    } else {
+                        ipnet::Ipv4Net::new(((bits >> 96) as u32).into(), len).map(IpNet::V4)
+                    };
+                    if let Ok(net) = net {
+                        out.push((net, &self.values[node.value as usize]));
+                    }
+                }
+                for bit in [1usize, 0] {
+                    let c = node.child[bit];
+                    if c != NONE {
+                        let b = bits | ((bit as u128) << (127 - u32::from(len)));
+                        stack.push((c, b, len + 1));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Longest-prefix match of `ip`. No allocation.

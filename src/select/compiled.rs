@@ -28,10 +28,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Balancer, GeoMap, Policy, Pool, PoolId, distance_km, geo_rule_index};
-use crate::geo::{Coords, GeoDb};
+use rustc_hash::FxHashMap;
+
+use super::{Balancer, GeoMap, Policy, Pool, PoolId, Radians, location_rule_index};
+use crate::geo::partition::Fields;
+use crate::geo::trie::{CURSOR_NONE, PrefixTrie};
+use crate::geo::{Coords, GeoDb, Partition};
 
 /// Marks a leaf in a child slot; the low 31 bits are the leaf's value.
 const LEAF: u32 = 1 << 31;
@@ -112,10 +117,23 @@ pub struct BuildStats {
 }
 
 /// A balancer's compiled decision: the trie and the lists its leaves name.
+///
+/// The trie is shared (one `Arc`) by every balancer whose map has the same
+/// shape on the same location partition, and across reloads that keep the
+/// databases; the lists are this balancer's pools.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    trie: DecisionTrie,
+    trie: Arc<SharedTrie>,
     lists: Box<[Box<[PoolId]>]>,
+}
+
+/// A trie built for one map shape, cached in the location partition.
+#[derive(Debug)]
+struct SharedTrie {
+    trie: DecisionTrie,
+    /// Proximity: the order of each leaf value, as positions in the
+    /// balancer's pool list. Empty for geo maps.
+    orders: Vec<Box<[u16]>>,
     stats: BuildStats,
 }
 
@@ -126,13 +144,18 @@ impl Compiled {
     /// which equals the IPv4 one but with scopes ≥ 96. No allocation.
     #[inline]
     pub fn lookup(&self, ip: IpAddr) -> (&[PoolId], u8) {
-        let (v, scope) = self.trie.lookup(ip);
+        let (v, scope) = self.trie.trie.lookup(ip);
         (&self.lists[v as usize], scope)
     }
 
     /// The trie.
     pub fn trie(&self) -> &DecisionTrie {
-        &self.trie
+        &self.trie.trie
+    }
+
+    /// Whether `self` and `other` share one trie.
+    pub fn shares_trie_with(&self, other: &Compiled) -> bool {
+        Arc::ptr_eq(&self.trie, &other.trie)
     }
 
     /// The distinct pool lists the leaves refer to.
@@ -142,12 +165,12 @@ impl Compiled {
 
     /// How much work the build did.
     pub fn stats(&self) -> BuildStats {
-        self.stats
+        self.trie.stats
     }
 
     /// Heap bytes of the trie and lists.
     pub fn memory_bytes(&self) -> usize {
-        self.trie.memory_bytes()
+        self.trie.trie.memory_bytes()
             + self
                 .lists
                 .iter()
@@ -156,37 +179,236 @@ impl Compiled {
     }
 }
 
+/// What a location-dependent balancer needs compiled: the partition it
+/// reads, the cache key of its shape, and how to evaluate it.
+enum Plan<'a> {
+    Geo {
+        m: &'a GeoMap,
+        /// List index → class (equal lists share a class).
+        canon: Vec<u32>,
+        /// Class → list.
+        lists: Vec<Box<[PoolId]>>,
+    },
+    Proximity {
+        list: &'a [PoolId],
+        coords: Vec<Option<Coords>>,
+    },
+}
+
+impl Plan<'_> {
+    /// The AS numbers the plan's rules name (sorted), if any.
+    fn asns(&self) -> Option<Vec<u32>> {
+        match self {
+            Plan::Geo { m, .. } if !m.asn.is_empty() => {
+                let mut v: Vec<u32> = m.asn.keys().copied().collect();
+                v.sort_unstable();
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    /// The partition the plan reads: with the ASN dimension over `asns`
+    /// (the union over the config; the plan's own set when `None`).
+    fn partition(&self, geo: &GeoDb, asns: Option<&[u32]>) -> Arc<Partition> {
+        match self.asns() {
+            None => geo.partition().clone(),
+            Some(own) => geo.asn_partition(asns.unwrap_or(&own)),
+        }
+    }
+
+    /// The location fields the plan reads.
+    fn fields(&self) -> Fields {
+        match self {
+            Plan::Geo { m, .. } if m.subdivision.is_empty() => Fields::Country,
+            Plan::Geo { .. } => Fields::Subdivision,
+            Plan::Proximity { .. } => Fields::Coords,
+        }
+    }
+}
+
+fn plan<'a>(b: &'a Balancer, pools: &[Pool]) -> Result<Option<(Plan<'a>, Vec<u8>)>, CompileError> {
+    match &b.policy {
+        Policy::Failover(_) | Policy::Weighted(_) => Ok(None),
+        Policy::Geo(m) => {
+            let mut lists: Vec<Box<[PoolId]>> = Vec::new();
+            let canon: Vec<u32> = m
+                .lists
+                .iter()
+                .map(|l| match lists.iter().position(|x| x == l) {
+                    Some(i) => i as u32,
+                    None => {
+                        lists.push(l.clone());
+                        lists.len() as u32 - 1
+                    }
+                })
+                .collect();
+            if lists.is_empty() {
+                // A map without lists cannot answer; keep the rule path.
+                return Err(CompileError::TooManyLists);
+            }
+            let class = |i: u32| canon.get(i as usize).copied().unwrap_or(0);
+            // The shape: every rule with the class it gives.
+            let mut key = vec![b'g'];
+            let put = |k: &mut Vec<u8>, bytes: &[u8], i: u32| {
+                k.extend_from_slice(bytes);
+                k.extend_from_slice(&class(i).to_le_bytes());
+            };
+            put(&mut key, &[0], m.default);
+            let mut cont: Vec<_> = m.continent.iter().collect();
+            cont.sort();
+            for (c, &i) in cont {
+                put(&mut key, &[1, *c as u8], i);
+            }
+            let mut ctry: Vec<_> = m.country.iter().collect();
+            ctry.sort();
+            for (c, &i) in ctry {
+                put(&mut key, &[2, c.0[0], c.0[1]], i);
+            }
+            let mut sub: Vec<_> = m.subdivision.iter().collect();
+            sub.sort();
+            for (s, &i) in sub {
+                let c = s.country.0;
+                put(
+                    &mut key,
+                    &[3, c[0], c[1], s.code[0], s.code[1], s.code[2]],
+                    i,
+                );
+            }
+            let mut asn: Vec<_> = m.asn.iter().collect();
+            asn.sort();
+            for (a, &i) in asn {
+                let mut k = vec![4];
+                k.extend_from_slice(&a.to_le_bytes());
+                put(&mut key, &k, i);
+            }
+            if m.has_cidr {
+                for (net, &i) in m.cidr.entries() {
+                    let mut k = vec![5, net.prefix_len()];
+                    match net.network() {
+                        IpAddr::V4(a) => k.extend_from_slice(&a.octets()),
+                        IpAddr::V6(a) => k.extend_from_slice(&a.octets()),
+                    }
+                    put(&mut key, &k, i);
+                }
+            }
+            Ok(Some((Plan::Geo { m, canon, lists }, key)))
+        }
+        Policy::Proximity(list) => {
+            let coords: Vec<Option<Coords>> =
+                list.iter().map(|&p| pools[p as usize].coords).collect();
+            let mut key = vec![b'p'];
+            for c in &coords {
+                match c {
+                    None => key.push(0),
+                    Some(c) => {
+                        key.push(1);
+                        key.extend_from_slice(&c.lat.to_bits().to_le_bytes());
+                        key.extend_from_slice(&c.lon.to_bits().to_le_bytes());
+                    }
+                }
+            }
+            Ok(Some((Plan::Proximity { list, coords }, key)))
+        }
+    }
+}
+
 /// Compile the decision of one balancer: `Ok(None)` for policies that do not
 /// depend on the client's address (failover, weighted).
+///
+/// Reads the location partition of `geo` (built on first use) and caches
+/// the trie there under the map's shape, so balancers with the same map
+/// share it and recompiling an unchanged config is a cache hit.
 pub fn compile(
     b: &Balancer,
     pools: &[Pool],
     geo: &GeoDb,
     node_budget: usize,
 ) -> Result<Option<Compiled>, CompileError> {
-    match &b.policy {
-        Policy::Failover(_) | Policy::Weighted(_) => Ok(None),
-        Policy::Geo(m) => compile_geo(m, geo, node_budget).map(Some),
-        Policy::Proximity(l) => compile_proximity(l, pools, geo, node_budget).map(Some),
+    compile_in(b, pools, geo, node_budget, None)
+}
+
+/// [`compile`] with the ASN partition over `asns` (the AS numbers of every
+/// map of the config, so all share one partition).
+fn compile_in(
+    b: &Balancer,
+    pools: &[Pool],
+    geo: &GeoDb,
+    node_budget: usize,
+    asns: Option<&[u32]>,
+) -> Result<Option<Compiled>, CompileError> {
+    let Some((plan, key)) = plan(b, pools)? else {
+        return Ok(None);
+    };
+    let base = plan.partition(geo, asns);
+    let part = match plan.fields() {
+        // Coordinates are nearly one per network: projecting costs more
+        // than it saves.
+        Fields::Coords => base.clone(),
+        f => base.projected(f),
+    };
+    let shared = part.cached(&key, || build_shape(&plan, &part, node_budget))?;
+    if shared.trie.node_count() > node_budget {
+        return Err(CompileError::TooBig {
+            budget: node_budget,
+        });
     }
+    let lists: Box<[Box<[PoolId]>]> = match &plan {
+        Plan::Geo { lists, .. } => lists.clone().into_boxed_slice(),
+        Plan::Proximity { list, .. } => shared
+            .orders
+            .iter()
+            .map(|o| o.iter().map(|&i| list[i as usize]).collect())
+            .collect(),
+    };
+    Ok(Some(Compiled {
+        trie: shared,
+        lists,
+    }))
 }
 
 /// Compile every balancer (`None` where there is nothing to compile or the
-/// trie is over budget; those keep evaluating rules per query), on up to
-/// one thread per core. Logs the size and build time of each trie.
+/// trie is over budget; those keep evaluating rules per query). Each
+/// distinct map shape is built once, on up to one thread per core; the
+/// others reuse its trie. Logs the size and build time of each trie built.
 pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<Option<Compiled>> {
+    let t0 = Instant::now();
+    let mut out: Vec<Option<Compiled>> = balancers.iter().map(|_| None).collect();
+    // One representative balancer per shape, partitions built up front.
+    let mut firsts: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut todo: Vec<usize> = Vec::new();
+    let mut asns: Vec<u32> = balancers
+        .iter()
+        .filter_map(|b| plan(b, pools).ok().flatten())
+        .filter_map(|(p, _)| p.asns())
+        .flatten()
+        .collect();
+    asns.sort_unstable();
+    asns.dedup();
+    let asns = &asns[..];
+    for (i, b) in balancers.iter().enumerate() {
+        if let Ok(Some((plan, key))) = plan(b, pools) {
+            let base = plan.partition(geo, Some(asns));
+            if plan.fields() != Fields::Coords {
+                base.projected(plan.fields());
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = firsts.entry(key) {
+                e.insert(i);
+                todo.push(i);
+            }
+        }
+    }
     let one = |b: &Balancer| -> Option<Compiled> {
         let t = Instant::now();
-        match compile(b, pools, geo, DEFAULT_NODE_BUDGET) {
+        match compile_in(b, pools, geo, DEFAULT_NODE_BUDGET, Some(asns)) {
             Ok(Some(c)) => {
-                tracing::info!(
+                tracing::debug!(
                     name = %b.name,
-                    nodes = c.trie.node_count(),
+                    nodes = c.trie().node_count(),
                     bytes = c.memory_bytes(),
                     lists = c.lists.len(),
-                    cells = c.stats.cells,
-                    ms = t.elapsed().as_millis() as u64,
-                    "compiled decision trie"
+                    us = t.elapsed().as_micros() as u64,
+                    "decision trie"
                 );
                 Some(c)
             }
@@ -201,76 +423,59 @@ pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<O
             }
         }
     };
-    let todo: Vec<usize> = (0..balancers.len())
-        .filter(|&i| matches!(balancers[i].policy, Policy::Geo(_) | Policy::Proximity(_)))
-        .collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(todo.len());
-    let mut out: Vec<Option<Compiled>> = balancers.iter().map(|_| None).collect();
     if threads <= 1 {
         for &i in &todo {
             out[i] = one(&balancers[i]);
         }
-        return out;
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: Vec<(usize, Option<Compiled>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = todo.get(k) else {
-                            break mine;
-                        };
-                        mine.push((i, one(&balancers[i])));
-                    }
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<(usize, Option<Compiled>)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&i) = todo.get(k) else {
+                                break mine;
+                            };
+                            mine.push((i, one(&balancers[i])));
+                        }
+                    })
                 })
-            })
-            .collect();
-        // A panicking build loses only its tries (rules per query).
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
-    for (i, c) in done {
-        out[i] = c;
+                .collect();
+            // A panicking build loses only its tries (rules per query).
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        for (i, c) in done {
+            out[i] = c;
+        }
+    }
+    // The rest: cache hits on the shapes just built.
+    for (i, b) in balancers.iter().enumerate() {
+        if out[i].is_none() && !todo.contains(&i) {
+            out[i] = one(b);
+        }
+    }
+    for p in geo.built_partitions() {
+        p.prune_cache();
+    }
+    let tries = out.iter().flatten().count();
+    if tries > 0 {
+        tracing::info!(
+            names = tries,
+            shapes = todo.len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "compiled decision tries"
+        );
     }
     out
-}
-
-fn compile_geo(m: &GeoMap, geo: &GeoDb, budget: usize) -> Result<Compiled, CompileError> {
-    // Equal lists get one value, so their cells merge.
-    let mut lists: Vec<Box<[PoolId]>> = Vec::new();
-    let canon: Vec<u32> = m
-        .lists
-        .iter()
-        .map(|l| match lists.iter().position(|x| x == l) {
-            Some(i) => i as u32,
-            None => {
-                lists.push(l.clone());
-                lists.len() as u32 - 1
-            }
-        })
-        .collect();
-    if lists.is_empty() {
-        // A map without lists cannot answer; keep the rule path.
-        return Err(CompileError::TooManyLists);
-    }
-    let oracle = |ip: IpAddr| {
-        let loc = geo.locate(ip);
-        let (_, i, scope) = geo_rule_index(m, &loc, ip);
-        (canon.get(i as usize).copied().unwrap_or(0), scope)
-    };
-    let (trie, stats) = build(oracle, budget)?;
-    Ok(Compiled {
-        trie,
-        lists: lists.into_boxed_slice(),
-        stats,
-    })
 }
 
 /// `list` ordered nearest first from `c`: pools with coordinates by
@@ -278,56 +483,242 @@ fn compile_geo(m: &GeoMap, geo: &GeoDb, budget: usize) -> Result<Compiled, Compi
 /// coordinates in configured order. The first usable pool of this order is
 /// what the per-query proximity choice picks.
 pub fn proximity_order(pools: &[Pool], list: &[PoolId], c: Coords) -> Box<[PoolId]> {
-    let mut v: Vec<(usize, Option<f64>, PoolId)> = list
+    let coords: Vec<Option<Coords>> = list.iter().map(|&p| pools[p as usize].coords).collect();
+    order_positions(&coords, c)
         .iter()
-        .enumerate()
-        .map(|(i, &p)| (i, pools[p as usize].coords.map(|pc| distance_km(c, pc)), p))
-        .collect();
-    v.sort_by(|a, b| match (a.1, b.1) {
+        .map(|&i| list[i as usize])
+        .collect()
+}
+
+/// [`proximity_order`] as positions in the list whose pools are at `pc`.
+fn order_positions(pc: &[Option<Coords>], c: Coords) -> Box<[u16]> {
+    let prepared: Vec<Option<Radians>> = pc.iter().map(|p| p.map(Radians::of)).collect();
+    let mut buf = Vec::new();
+    order_positions_into(&prepared, Radians::of(c), &mut buf);
+    buf.iter().map(|x| x.0 as u16).collect()
+}
+
+/// Sort positions nearest first into `buf` (reused: no allocation once it
+/// has grown).
+fn order_positions_into(pc: &[Option<Radians>], c: Radians, buf: &mut Vec<(usize, Option<f64>)>) {
+    buf.clear();
+    buf.extend(
+        pc.iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.as_ref().map(|p| c.distance_km(p)))),
+    );
+    buf.sort_by(|a, b| match (a.1, b.1) {
         (Some(x), Some(y)) => x.total_cmp(&y).then(a.0.cmp(&b.0)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.0.cmp(&b.0),
     });
-    v.into_iter().map(|x| x.2).collect()
 }
 
-fn compile_proximity(
-    list: &[PoolId],
-    pools: &[Pool],
-    geo: &GeoDb,
+/// Build the trie of one shape from the partition: a value per location,
+/// one pass over the partition's nodes (children first) merging equal
+/// sibling leaves, then the CIDR rules laid over it.
+fn build_shape(
+    plan: &Plan<'_>,
+    part: &Partition,
     budget: usize,
-) -> Result<Compiled, CompileError> {
-    // Value 0 is the configured order (unlocated clients).
-    let mut lists: Vec<Box<[PoolId]>> = vec![list.into()];
-    let mut by_list: HashMap<Box<[PoolId]>, u32> = HashMap::new();
-    by_list.insert(list.into(), 0);
-    let mut by_coords: HashMap<(u32, u32), u32> = HashMap::new();
-    let oracle = |ip: IpAddr| {
-        let loc = geo.locate(ip);
-        let v = match loc.coords {
-            None => 0,
-            Some(c) => *by_coords
-                .entry((c.lat.to_bits(), c.lon.to_bits()))
-                .or_insert_with(|| {
-                    let order = proximity_order(pools, list, c);
-                    *by_list.entry(order.clone()).or_insert_with(|| {
-                        lists.push(order);
-                        lists.len() as u32 - 1
-                    })
-                }),
-        };
-        (v, loc.scope)
+) -> Result<SharedTrie, CompileError> {
+    let locs = part.locations();
+    let mut orders: Vec<Box<[u16]>> = Vec::new();
+    let vals: Vec<u32> = match plan {
+        Plan::Geo { m, canon, .. } => locs
+            .iter()
+            .map(|l| {
+                let (_, i, _) = location_rule_index(m, l);
+                canon.get(i as usize).copied().unwrap_or(0)
+            })
+            .collect(),
+        Plan::Proximity { coords, .. } => {
+            if coords.len() > usize::from(u16::MAX) {
+                return Err(CompileError::TooManyLists);
+            }
+            // Value 0 is the configured order (unlocated clients).
+            let identity: Box<[u16]> = (0..coords.len() as u16).collect();
+            orders.push(identity.clone());
+            let mut by_order: FxHashMap<Box<[u16]>, u32> = FxHashMap::default();
+            by_order.insert(identity, 0);
+            let prepared: Vec<Option<Radians>> =
+                coords.iter().map(|p| p.map(Radians::of)).collect();
+            let mut buf = Vec::new();
+            let mut key: Vec<u16> = Vec::new();
+            locs.iter()
+                .map(|l| match l.coords {
+                    None => 0,
+                    Some(c) => {
+                        order_positions_into(&prepared, Radians::of(c), &mut buf);
+                        key.clear();
+                        key.extend(buf.iter().map(|x| x.0 as u16));
+                        match by_order.get(&key[..]) {
+                            Some(&v) => v,
+                            None => {
+                                let o: Box<[u16]> = key.as_slice().into();
+                                orders.push(o.clone());
+                                let v = orders.len() as u32 - 1;
+                                by_order.insert(o, v);
+                                v
+                            }
+                        }
+                    }
+                })
+                .collect()
+        }
     };
-    let (trie, stats) = build(oracle, budget)?;
-    if lists.len() >= LEAF as usize {
+    if vals.iter().any(|&v| v >= LEAF) || orders.len() >= LEAF as usize {
         return Err(CompileError::TooManyLists);
     }
-    Ok(Compiled {
-        trie,
-        lists: lists.into_boxed_slice(),
+    let mut a = Arena {
+        nodes: Vec::new(),
+        dedup: FxHashMap::default(),
+        budget,
+    };
+    let pnodes = part.nodes();
+    let mut out: Vec<u32> = Vec::with_capacity(pnodes.len());
+    let map = |s: u32, out: &[u32]| {
+        if s & LEAF != 0 {
+            LEAF | vals[(s & !LEAF) as usize]
+        } else {
+            out[s as usize]
+        }
+    };
+    for &[l, r] in pnodes {
+        let (l, r) = (map(l, &out), map(r, &out));
+        let v = a.join(l, r)?;
+        out.push(v);
+    }
+    let (p4, p6) = part.roots();
+    let mut v4_root = map(p4, &out);
+    let mut v6_root = map(p6, &out);
+    drop(out);
+    if let Plan::Geo { m, canon, .. } = plan
+        && m.has_cidr
+    {
+        let class = |i: u32| canon.get(i as usize).copied().unwrap_or(0);
+        for (root, v6) in [(&mut v4_root, false), (&mut v6_root, true)] {
+            let c = m.cidr.cursor_root(v6);
+            let v = m.cidr.cursor_value(c);
+            let best = if v == CURSOR_NONE {
+                CURSOR_NONE
+            } else {
+                class(*m.cidr.value_at(v))
+            };
+            *root = a.overlay(&m.cidr, &class, *root, c, best)?;
+        }
+        // Subtrees the rules replaced are unreachable now.
+        (v4_root, v6_root) = a.compact(v4_root, v6_root);
+    }
+    let stats = BuildStats {
+        cells: pnodes.len() as u64,
+        evaluations: locs.len() as u64,
+    };
+    Ok(SharedTrie {
+        trie: DecisionTrie {
+            nodes: a.nodes.into_boxed_slice(),
+            v4_root,
+            v6_root,
+        },
+        orders,
         stats,
     })
+}
+
+/// Output nodes with sibling merging and shared identical subtrees.
+struct Arena {
+    nodes: Vec<[u32; 2]>,
+    dedup: FxHashMap<[u32; 2], u32>,
+    budget: usize,
+}
+
+impl Arena {
+    fn join(&mut self, l: u32, r: u32) -> Result<u32, CompileError> {
+        if l == r && l & LEAF != 0 {
+            return Ok(l);
+        }
+        let key = [l, r];
+        if let Some(&id) = self.dedup.get(&key) {
+            return Ok(id);
+        }
+        if self.nodes.len() >= self.budget || self.nodes.len() >= LEAF as usize {
+            return Err(CompileError::TooBig {
+                budget: self.budget,
+            });
+        }
+        let id = self.nodes.len() as u32;
+        self.nodes.push(key);
+        self.dedup.insert(key, id);
+        Ok(id)
+    }
+
+    /// `slot` with the CIDR rules below cursor `c` laid over it (`best`:
+    /// the class of the most specific rule matched so far).
+    fn overlay(
+        &mut self,
+        cidr: &PrefixTrie<u32>,
+        class: &impl Fn(u32) -> u32,
+        slot: u32,
+        c: u32,
+        best: u32,
+    ) -> Result<u32, CompileError> {
+        if !cidr.cursor_has_children(c) {
+            return Ok(if best == CURSOR_NONE {
+                slot
+            } else {
+                LEAF | best
+            });
+        }
+        let halves = if slot & LEAF != 0 {
+            [slot, slot]
+        } else {
+            self.nodes[slot as usize]
+        };
+        let mut kids = [0u32; 2];
+        for bit in 0..2 {
+            let n = cidr.cursor_child(c, bit);
+            let v = cidr.cursor_value(n);
+            let b = if v == CURSOR_NONE {
+                best
+            } else {
+                class(*cidr.value_at(v))
+            };
+            kids[bit] = self.overlay(cidr, class, halves[bit], n, b)?;
+        }
+        self.join(kids[0], kids[1])
+    }
+
+    /// Keep only the nodes reachable from the roots.
+    fn compact(&mut self, v4: u32, v6: u32) -> (u32, u32) {
+        let mut map: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut nodes: Vec<[u32; 2]> = Vec::new();
+        fn visit(
+            s: u32,
+            old: &[[u32; 2]],
+            map: &mut FxHashMap<u32, u32>,
+            nodes: &mut Vec<[u32; 2]>,
+        ) -> u32 {
+            if s & LEAF != 0 {
+                return s;
+            }
+            if let Some(&n) = map.get(&s) {
+                return n;
+            }
+            let [l, r] = old[s as usize];
+            let l = visit(l, old, map, nodes);
+            let r = visit(r, old, map, nodes);
+            let id = nodes.len() as u32;
+            nodes.push([l, r]);
+            map.insert(s, id);
+            id
+        }
+        let a = visit(v4, &self.nodes, &mut map, &mut nodes);
+        let b = visit(v6, &self.nodes, &mut map, &mut nodes);
+        self.nodes = nodes;
+        self.dedup.clear();
+        (a, b)
+    }
 }
 
 /// Build a merged trie from a scoped oracle: `oracle(ip)` gives the value at
@@ -423,3 +814,6 @@ impl<F: FnMut(IpAddr) -> (u32, u8)> Builder<F> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod differential;

@@ -281,11 +281,34 @@ impl Inputs<'_> {
 
 /// Great-circle distance in kilometres.
 pub fn distance_km(a: Coords, b: Coords) -> f64 {
-    let (la1, lo1) = ((a.lat as f64).to_radians(), (a.lon as f64).to_radians());
-    let (la2, lo2) = ((b.lat as f64).to_radians(), (b.lon as f64).to_radians());
-    let h = ((la2 - la1) / 2.0).sin().powi(2)
-        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
-    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+    Radians::of(a).distance_km(&Radians::of(b))
+}
+
+/// Coordinates in radians with the cosine of the latitude, so the distance
+/// between many pairs computes the per-point parts once (same results as
+/// [`distance_km`], which is built on it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Radians {
+    lat: f64,
+    lon: f64,
+    cos_lat: f64,
+}
+
+impl Radians {
+    pub(crate) fn of(c: Coords) -> Radians {
+        let lat = (c.lat as f64).to_radians();
+        Radians {
+            lat,
+            lon: (c.lon as f64).to_radians(),
+            cos_lat: lat.cos(),
+        }
+    }
+
+    pub(crate) fn distance_km(&self, b: &Radians) -> f64 {
+        let h = ((b.lat - self.lat) / 2.0).sin().powi(2)
+            + self.cos_lat * b.cos_lat * ((b.lon - self.lon) / 2.0).sin().powi(2);
+        2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+    }
 }
 
 /// The rule and pool list for a client, and the ECS scope of that choice.
@@ -327,6 +350,14 @@ pub(crate) fn geo_rule_index(m: &GeoMap, loc: &Location, client: IpAddr) -> (Rul
             return (Rule::Cidr(net), i, scope);
         }
     }
+    let (rule, i, s) = location_rule_index(m, loc);
+    (rule, i, scope.max(s))
+}
+
+/// The location part of [`geo_rule_index`] (every rule but CIDR): what the
+/// decision tries evaluate once per distinct location.
+pub(crate) fn location_rule_index(m: &GeoMap, loc: &Location) -> (Rule, u32, u8) {
+    let mut scope = 0u8;
     if !m.asn.is_empty() {
         scope = scope.max(loc.asn_scope);
         if let Some(&i) = loc.asn.and_then(|a| m.asn.get(&a)) {

@@ -28,27 +28,93 @@ use crate::health::HealthTable;
 use crate::select::{AllDown, Balancer, Endpoint, GeoMap, Policy, Pool, PoolId, Target};
 use crate::zone::{self, Glue, Node, RrSet, WireName, Zone, ZoneTable, rtype};
 
+/// How much of the geo data a build prepares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeoMode {
+    /// Everything a server needs: records pre-decoded, decision tries
+    /// compiled (from the location partition).
+    Serve,
+    /// What one `explain` question needs: databases read, records decoded
+    /// per lookup, no tries (the rules are evaluated per query).
+    Explain,
+}
+
+/// The location database paths of `[geoip]`, with their config keys.
+fn location_paths<'f>(
+    source: &Source,
+    file: &'f ConfigFile,
+) -> Vec<(PathBuf, String, &'f SString)> {
+    let resolve = |p: &SString| -> PathBuf { source.dir().join(p.get_ref()) };
+    let mut v: Vec<_> = file
+        .geoip
+        .database
+        .iter()
+        .map(|d| (resolve(d), "geoip.database".to_owned(), d))
+        .collect();
+    for (i, d) in file.geoip.databases.iter().enumerate() {
+        v.push((resolve(d), format!("geoip.databases[{i}]"), d));
+    }
+    v
+}
+
 /// Open the GeoIP databases a config names (relative to the config's
 /// directory). Slow for big databases: call it off the hot path.
 pub fn open_geo(source: &Source, file: &ConfigFile) -> Result<GeoDb, ConfigError> {
+    open_geo_reusing(source, file, None, GeoMode::Serve)
+        .map(|g| Arc::try_unwrap(g).unwrap_or_else(|_| unreachable!("not shared")))
+}
+
+/// [`open_geo`], returning `previous` itself when its databases and
+/// overrides did not change (then its partition and tries are reused).
+pub fn open_geo_reusing(
+    source: &Source,
+    file: &ConfigFile,
+    previous: Option<&Arc<GeoDb>>,
+    mode: GeoMode,
+) -> Result<Arc<GeoDb>, ConfigError> {
     let mut diags = Diagnostics::new(source);
     let overrides = compile_overrides(file, &mut diags);
-    let resolve = |p: &SString| -> PathBuf { source.dir().join(p.get_ref()) };
-    let db = file.geoip.database.as_ref();
+    let locs = location_paths(source, file);
+    if let (Some(d), false) = (&file.geoip.database, file.geoip.databases.is_empty()) {
+        diags.error(
+            d.span(),
+            "geoip.database",
+            "give either `database` (one file) or `databases` (a list), not both",
+        );
+    }
+    if locs.len() > geo::partition::MAX_LOCATION_DBS {
+        diags.error(
+            locs[geo::partition::MAX_LOCATION_DBS].2.span(),
+            "geoip.databases",
+            format!(
+                "at most {} location databases",
+                geo::partition::MAX_LOCATION_DBS
+            ),
+        );
+    }
     let asn = file.geoip.asn_database.as_ref();
-    let db_path = db.map(resolve);
-    let asn_path = asn.map(resolve);
+    let asn_path = asn.map(|p| source.dir().join(p.get_ref()));
     diags.finish()?;
-    GeoDb::open(db_path.as_deref(), asn_path.as_deref(), overrides).map_err(|e| {
+    let spec = geo::GeoSpec {
+        location: locs.iter().map(|l| l.0.clone()).collect(),
+        asn: asn_path.clone(),
+        overrides,
+        predecode: mode == GeoMode::Serve,
+    };
+    GeoDb::open_spec(&spec, previous).map_err(|e| {
         let mut diags = Diagnostics::new(source);
-        let (key, span) = match (&e, db, asn) {
-            (
-                geo::GeoError::Open { path, .. } | geo::GeoError::Invalid { path, .. },
-                _,
-                Some(a),
-            ) if Some(path) == asn_path.as_ref() => ("geoip.asn_database", a.span()),
-            (_, Some(d), _) => ("geoip.database", d.span()),
-            _ => ("geoip", 0..0),
+        let path = match &e {
+            geo::GeoError::Open { path, .. } | geo::GeoError::Invalid { path, .. } => path,
+        };
+        let (key, span) = match (path, asn) {
+            (p, Some(a)) if Some(p) == asn_path.as_ref() => {
+                ("geoip.asn_database".to_owned(), a.span())
+            }
+            (p, _) if locs.iter().any(|l| &l.0 == p) => {
+                let l = locs.iter().find(|l| &l.0 == p).expect("found");
+                (l.1.clone(), l.2.span())
+            }
+            _ => ("geoip".to_owned(), 0..0),
         };
         diags.error(span, key, e);
         match diags.finish() {
@@ -60,8 +126,20 @@ pub fn open_geo(source: &Source, file: &ConfigFile) -> Result<GeoDb, ConfigError
 
 /// Parse, open databases and compile: what `steerdns check` and a reload do.
 pub fn build(source: &Source, file: &ConfigFile, generation: u64) -> Result<Snapshot, ConfigError> {
-    match open_geo(source, file) {
-        Ok(geo) => build_with_geo(source, file, Arc::new(geo), generation),
+    build_reusing(source, file, generation, None, GeoMode::Serve)
+}
+
+/// [`build`], reusing the geo data of `previous` (the snapshot being
+/// replaced) when its inputs did not change.
+pub fn build_reusing(
+    source: &Source,
+    file: &ConfigFile,
+    generation: u64,
+    previous: Option<&Arc<GeoDb>>,
+    mode: GeoMode,
+) -> Result<Snapshot, ConfigError> {
+    match open_geo_reusing(source, file, previous, mode) {
+        Ok(geo) => build_with_geo_mode(source, file, geo, generation, mode),
         Err(geo_err) => {
             // Still check the rest (against an empty database), so one run
             // lists every error.
@@ -98,6 +176,16 @@ pub fn build_with_geo(
     geo: Arc<GeoDb>,
     generation: u64,
 ) -> Result<Snapshot, ConfigError> {
+    build_with_geo_mode(source, file, geo, generation, GeoMode::Serve)
+}
+
+fn build_with_geo_mode(
+    source: &Source,
+    file: &ConfigFile,
+    geo: Arc<GeoDb>,
+    generation: u64,
+    mode: GeoMode,
+) -> Result<Snapshot, ConfigError> {
     let mut d = Diagnostics::new(source);
     let mut settings = compile_settings(file, &mut d);
     settings.cookies = super::protect::compile_cookies(source, file, &mut d);
@@ -106,6 +194,7 @@ pub fn build_with_geo(
         pools: Vec::new(),
         pool_ids: HashMap::new(),
         endpoints: 0,
+        geo_uses: Vec::new(),
     };
     c.compile_pools(&file.pools);
     let mut zones = c.compile_zones(&file.zones);
@@ -115,12 +204,31 @@ pub fn build_with_geo(
         pools,
         pool_ids,
         endpoints,
+        geo_uses,
     } = c;
     let monitors = super::monitors::compile_monitors(source, file, &mut d);
     let probes = super::monitors::compile_probes(file, &pools, &pool_ids, &monitors, &mut d);
     let notify = super::monitors::compile_notify(file, &mut d);
     d.finish()?;
-    let decisions = crate::select::compiled::compile_all(&balancers, &pools, &geo);
+    let warnings = geo_warnings(source, &geo, &geo_uses);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let decisions = match mode {
+        GeoMode::Serve => {
+            let d = crate::select::compiled::compile_all(&balancers, &pools, &geo);
+            // Building the partition and tries frees a lot of scratch memory
+            // (memo tables, per-node passes); hand it back to the system so
+            // the steady RSS is what is kept, not the build's peak.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only releases free heap pages.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+            d
+        }
+        GeoMode::Explain => balancers.iter().map(|_| None).collect(),
+    };
     let mut table = ZoneTable::default();
     for z in zones {
         table
@@ -129,6 +237,7 @@ pub fn build_with_geo(
         table.zones.push(z);
     }
     Ok(Snapshot {
+        geo_warnings: warnings,
         generation,
         source: source.path.clone(),
         settings,
@@ -389,6 +498,55 @@ struct Compiler<'a> {
     pools: Vec<Pool>,
     pool_ids: HashMap<String, PoolId>,
     endpoints: u32,
+    /// Location fields the names read, for warnings about databases that
+    /// lack them.
+    geo_uses: Vec<GeoUse>,
+}
+
+/// A location field a balanced name reads, and where.
+struct GeoUse {
+    span: std::ops::Range<usize>,
+    key: String,
+    field: GeoField,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GeoField {
+    /// Any location (geo and proximity names).
+    Location,
+    Subdivision,
+    Asn,
+}
+
+/// Warnings (`file:line:col: key: warning: ...`) for rules that cannot
+/// match with the configured databases: subdivision rules on databases
+/// without subdivisions (ip-location-db's flat files), ASN rules without
+/// any ASN source, geo names without any location source. Not errors: the
+/// config works, those rules just never match.
+fn geo_warnings(source: &Source, geo: &GeoDb, uses: &[GeoUse]) -> Vec<String> {
+    let has_location = !geo.location_dbs_info().is_empty() || geo.override_count() > 0;
+    let mut out = Vec::new();
+    for u in uses {
+        let msg = match u.field {
+            GeoField::Location if !has_location => {
+                "no [geoip] database or override is configured: every client gets the unlocated answer"
+            }
+            GeoField::Subdivision if !geo.has_subdivisions() => {
+                "no location database record has a subdivision (flat files such as ip-location-db's have none): subdivision rules never match"
+            }
+            GeoField::Asn if !geo.has_asns() => {
+                "no ASN source (geoip.asn_database, ASN fields in the location database, or overrides with an asn): ASN rules never match"
+            }
+            _ => continue,
+        };
+        let (line, col) = source.line_col(u.span.start);
+        out.push(format!(
+            "{}:{line}:{col}: {}: warning: {msg}",
+            source.path.display(),
+            u.key
+        ));
+    }
+    out
 }
 
 /// Parse an absolute name (a trailing dot is optional).
@@ -1046,6 +1204,11 @@ impl Compiler<'_> {
                     self.d.error(n.policy.span(), format!("{key}.policy"), format!("policy \"geo\" needs a [{key}.geo] table with at least `default = [\"pool\"]`"));
                     return None;
                 };
+                self.geo_uses.push(GeoUse {
+                    span: g.span(),
+                    key: format!("{key}.geo"),
+                    field: GeoField::Location,
+                });
                 Policy::Geo(Box::new(
                     self.compile_geo_map(g.get_ref(), &format!("{key}.geo"))?,
                 ))
@@ -1142,6 +1305,20 @@ impl Compiler<'_> {
             if let (Some(c), Some(i)) = (c, intern(self, list, k, &mut m)) {
                 m.country.insert(c, i);
             }
+        }
+        if let Some((code, list)) = g.subdivision.iter().next() {
+            self.geo_uses.push(GeoUse {
+                span: list.span(),
+                key: format!("{key}.subdivision.{}", quote_key(code)),
+                field: GeoField::Subdivision,
+            });
+        }
+        if let Some((code, list)) = g.asn.iter().next() {
+            self.geo_uses.push(GeoUse {
+                span: list.span(),
+                key: format!("{key}.asn.{}", quote_key(code)),
+                field: GeoField::Asn,
+            });
         }
         for (code, list) in &g.subdivision {
             let k = format!("{key}.subdivision.{}", quote_key(code));

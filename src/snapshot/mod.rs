@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use compile::{build, build_with_geo, open_geo};
+pub use compile::{GeoMode, build, build_reusing, build_with_geo, open_geo, open_geo_reusing};
 
 use crate::geo::GeoDb;
 use crate::health::{HealthTable, Monitor, ProbeTarget};
@@ -90,6 +90,9 @@ pub struct Snapshot {
     pub probes: Vec<ProbeTarget>,
     /// Webhook settings.
     pub notify: NotifySettings,
+    /// Warnings about geo rules the databases cannot match
+    /// (`file:line:col: key: warning: ...`); also logged.
+    pub geo_warnings: Vec<String>,
 }
 
 /// `[notify]` compiled.

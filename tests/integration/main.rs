@@ -11,6 +11,7 @@ mod dns_basics;
 mod ecs;
 mod edns;
 mod engine;
+mod geo_db;
 mod health;
 mod malformed;
 mod ops;

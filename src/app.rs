@@ -130,6 +130,8 @@ pub struct Running {
     pub control: Arc<Control>,
     /// The API's view (status, readiness, last reload).
     pub backend: Arc<SharedBackend>,
+    /// Peers, quorum, admin states.
+    pub cluster: Arc<crate::cluster::Cluster>,
     udp: Vec<UdpServer>,
     shutdown: CancellationToken,
     rt: Option<Runtime>,
@@ -186,6 +188,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         generation: AtomicU64::new(1),
         reload_lock: std::sync::Mutex::new(()),
     });
+    // Peers' verdicts, quorum, drain: the prober writes health through it.
+    let cluster = crate::cluster::Cluster::new(shared.clone(), health.clone());
+    rt.spawn(cluster.clone().run(shutdown.clone()));
     rt.spawn(prober::run(
         shared.clone(),
         health.clone(),
@@ -220,9 +225,10 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
             listen: http_addr,
         };
         let token = shutdown.clone();
+        let cluster = cluster.clone();
         rt.spawn(async move {
             match tokio::net::TcpListener::from_std(http) {
-                Ok(l) => api::serve(l, backend, api_opts, token).await,
+                Ok(l) => api::serve_with_cluster(l, backend, api_opts, Some(cluster), token).await,
                 Err(e) => error!("HTTP listener {http_addr}: {e}"),
             }
         });
@@ -237,6 +243,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         health,
         control: control.clone(),
         backend: backend.clone(),
+        cluster: cluster.clone(),
         udp: Vec::new(),
         shutdown: shutdown.clone(),
         rt: None,

@@ -69,6 +69,7 @@ fn fmt_rule(r: &Rule) -> String {
             "nearest first, but the client has no coordinates: configured order".into()
         }
         Rule::Weighted => "weighted random over all pools".into(),
+        Rule::Latency => "lowest smoothed probe RTT first (this node)".into(),
         Rule::Compiled => "precompiled decision (rules not re-evaluated)".into(),
     }
 }
@@ -106,6 +107,7 @@ pub fn explain(
                 Policy::Geo(_) => "geo",
                 Policy::Proximity(_) => "proximity",
                 Policy::Weighted(_) => "weighted",
+                Policy::Latency(_) => "latency",
             };
             let _ = writeln!(out, "balancer   policy {policy}, ttl {}", b.ttl);
             let inputs = Inputs {

@@ -18,6 +18,7 @@
 //! connections are served at once, each for at most [`MAX_CONNECTION_AGE`].
 
 pub mod backend;
+pub mod cluster;
 pub mod html;
 pub mod model;
 pub mod snapshot;
@@ -106,6 +107,7 @@ pub fn exposed_without_token(opts: &ApiOptions) -> bool {
 struct State {
     backend: Arc<dyn ApiBackend>,
     token: Option<String>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Serve the API on `listener` until `shutdown` is cancelled; then stop
@@ -114,6 +116,17 @@ pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn ApiBackend>,
     opts: ApiOptions,
+    shutdown: CancellationToken,
+) {
+    serve_with_cluster(listener, backend, opts, None, shutdown).await;
+}
+
+/// [`serve`], with the cluster routes ([`cluster`]) when `cluster` is set.
+pub async fn serve_with_cluster(
+    listener: TcpListener,
+    backend: Arc<dyn ApiBackend>,
+    opts: ApiOptions,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
@@ -128,6 +141,7 @@ pub async fn serve(
     let state = Arc::new(State {
         backend,
         token: opts.token.filter(|t| !t.is_empty()),
+        cluster,
     });
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -324,6 +338,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn route(req: Request<Incoming>, state: &State) -> Resp {
+    let req = match &state.cluster {
+        Some(c) => {
+            let page = || html::render(&state.backend.status(), now_unix());
+            match cluster::route(req, c, state.token.as_deref(), page).await {
+                Ok(r) => return r,
+                Err(req) => req,
+            }
+        }
+        None => req,
+    };
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     match req.uri().path() {
         "/healthz" if get => text(StatusCode::OK, "ok\n"),

@@ -165,7 +165,7 @@ pub fn compile(
     node_budget: usize,
 ) -> Result<Option<Compiled>, CompileError> {
     match &b.policy {
-        Policy::Failover(_) | Policy::Weighted(_) => Ok(None),
+        Policy::Failover(_) | Policy::Weighted(_) | Policy::Latency(_) => Ok(None),
         Policy::Geo(m) => compile_geo(m, geo, node_budget).map(Some),
         Policy::Proximity(l) => compile_proximity(l, pools, geo, node_budget).map(Some),
     }

@@ -118,6 +118,7 @@ pub fn build_with_geo(
     let monitors = super::monitors::compile_monitors(source, file, &mut d);
     let probes = super::monitors::compile_probes(file, &pools, &pool_ids, &monitors, &mut d);
     let notify = super::monitors::compile_notify(file, &mut d);
+    let cluster = super::cluster::compile_cluster(source, file, &settings.node_name, &mut d);
     d.finish()?;
     let decisions = crate::select::compiled::compile_all(&balancers, &pools, &geo);
     let mut table = ZoneTable::default();
@@ -141,6 +142,7 @@ pub fn build_with_geo(
         monitors: monitors.list,
         probes,
         notify,
+        cluster,
     })
 }
 
@@ -906,6 +908,7 @@ impl Compiler<'_> {
                 Box::new(l.iter().copied())
             }
             Policy::Geo(m) => Box::new(m.lists.iter().flat_map(|l| l.iter().copied())),
+            Policy::Latency(l) => Box::new(l.pools.iter().copied()),
         };
         lists.chain(b.fallback)
     }
@@ -954,6 +957,7 @@ impl Compiler<'_> {
 
     fn compile_balancer(&mut self, fqdn: &Name, n: &NameConfig, key: &str) -> Option<Balancer> {
         let kind = *n.policy.get_ref();
+        super::cluster::check_latency_keys(&mut self.d, n, key);
         let policy = match kind {
             PolicyKind::Geo => {
                 if let Some(p) = &n.pools {
@@ -983,6 +987,9 @@ impl Compiler<'_> {
                 match other {
                     PolicyKind::Failover => Policy::Failover(list),
                     PolicyKind::Proximity => Policy::Proximity(list),
+                    PolicyKind::Latency => {
+                        super::cluster::latency_policy(&mut self.d, n, list, p, key)?
+                    }
                     _ => Policy::Weighted(list),
                 }
             }

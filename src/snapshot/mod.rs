@@ -1,6 +1,7 @@
 //! The read-only runtime snapshot: everything a query needs, behind one
 //! pointer, and the compiler that builds it from a parsed config.
 
+pub mod cluster;
 mod compile;
 mod monitors;
 
@@ -79,6 +80,8 @@ pub struct Snapshot {
     pub probes: Vec<ProbeTarget>,
     /// Webhook settings.
     pub notify: NotifySettings,
+    /// `[cluster]`: peers, token, pull timing, state file.
+    pub cluster: cluster::ClusterSettings,
 }
 
 /// `[notify]` compiled.

@@ -7,8 +7,8 @@
 
 pub mod api;
 pub mod app;
-pub mod cluster;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod explain;

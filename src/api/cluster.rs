@@ -117,7 +117,10 @@ async fn set_state(
         return json_error(StatusCode::FORBIDDEN, "cross-origin request refused");
     }
     let Some((pool, endpoint)) = target.split_once('/') else {
-        return json_error(StatusCode::NOT_FOUND, "use /api/v1/endpoints/{pool}/{endpoint}/state");
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "use /api/v1/endpoints/{pool}/{endpoint}/state",
+        );
     };
     let (Some(pool), Some(endpoint)) = (url_decode(pool), url_decode(endpoint)) else {
         return json_error(StatusCode::BAD_REQUEST, "bad encoding of pool or endpoint");
@@ -206,7 +209,11 @@ fn rows(snap: &Snapshot, b: &select::Balancer) -> Vec<Row> {
                 }
             };
             push(m.default, "default".into());
-            let mut c: Vec<_> = m.continent.iter().map(|(k, &i)| (format!("{k:?}"), i)).collect();
+            let mut c: Vec<_> = m
+                .continent
+                .iter()
+                .map(|(k, &i)| (format!("{k:?}"), i))
+                .collect();
             c.extend(m.country.iter().map(|(k, &i)| (k.as_str().to_string(), i)));
             c.extend(
                 m.subdivision
@@ -229,7 +236,9 @@ fn rows(snap: &Snapshot, b: &select::Balancer) -> Vec<Row> {
         }
         Policy::Failover(l) => groups.push(("all clients".into(), l)),
         Policy::Weighted(l) => groups.push(("all clients (weighted)".into(), l)),
-        Policy::Proximity(l) => groups.push(("unlocated clients (others: nearest usable)".into(), l)),
+        Policy::Proximity(l) => {
+            groups.push(("unlocated clients (others: nearest usable)".into(), l))
+        }
         Policy::Latency(l) => groups.push(("all clients (lowest RTT first)".into(), l.current())),
     }
     groups
@@ -272,7 +281,10 @@ fn names_json(snap: &Snapshot) -> Value {
                     })
                 })
                 .collect();
-            (problem, json!({"name": b.name, "problem": problem, "rows": rows}))
+            (
+                problem,
+                json!({"name": b.name, "problem": problem, "rows": rows}),
+            )
         })
         .collect();
     out.sort_by_key(|(p, _)| !*p);
@@ -299,7 +311,12 @@ fn names_html(snap: &Snapshot) -> String {
             escape(name)
         );
         for r in n["rows"].as_array().into_iter().flatten() {
-            let pools: Vec<&str> = r["pools"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let pools: Vec<&str> = r["pools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let mode = r["mode"].as_str().unwrap_or("");
             let class = if mode == "normal" { "up" } else { "down" };
             let _ = writeln!(
@@ -341,8 +358,16 @@ fn cluster_html(c: &Value) -> String {
                 "{}/{}: {}{} ({} of {} verdicts down, {})",
                 e["pool"].as_str().unwrap_or(""),
                 e["endpoint"].as_str().unwrap_or(""),
-                if e["drained"].as_bool() == Some(true) { "DRAINED, " } else { "" },
-                if e["up"].as_bool() == Some(true) { "up" } else { "down" },
+                if e["drained"].as_bool() == Some(true) {
+                    "DRAINED, "
+                } else {
+                    ""
+                },
+                if e["up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "down"
+                },
                 e["down_votes"],
                 e["voters"],
                 e["basis"].as_str().unwrap_or(""),
@@ -373,8 +398,14 @@ fn cluster_html(c: &Value) -> String {
                 if fresh { "fresh" } else { "stale" },
                 escape(p["name"].as_str().unwrap_or("")),
                 escape(p["url"].as_str().unwrap_or("")),
-                if fresh { "<span class=\"state up\">FRESH</span>" } else { "<span class=\"state down\">STALE</span>" },
-                p["last_ok_at"].as_u64().map_or("never".into(), |t| escape(&fmt_ago(now, t))),
+                if fresh {
+                    "<span class=\"state up\">FRESH</span>"
+                } else {
+                    "<span class=\"state down\">STALE</span>"
+                },
+                p["last_ok_at"]
+                    .as_u64()
+                    .map_or("never".into(), |t| escape(&fmt_ago(now, t))),
                 p["endpoints"],
                 p["bytes"],
                 escape(p["last_error"].as_str().unwrap_or("–")),

@@ -85,7 +85,10 @@ impl Layout {
                 if let Some(slot) = probe_of.get_mut(t.endpoint as usize) {
                     *slot = Some(i);
                 }
-                (key_of.get(t.endpoint as usize).cloned().unwrap_or_default(), t.monitor_hash)
+                (
+                    key_of.get(t.endpoint as usize).cloned().unwrap_or_default(),
+                    t.monitor_hash,
+                )
             })
             .collect();
         let hash = wire::layout_hash(keys.iter().map(|(k, h)| (k.as_str(), *h)));
@@ -233,7 +236,8 @@ impl Cluster {
                             age_ms: h.last_probe.map_or(u32::MAX, |t| {
                                 now.saturating_duration_since(t.into_std())
                                     .as_millis()
-                                    .min(u32::MAX as u128 - 1) as u32
+                                    .min(u32::MAX as u128 - 1)
+                                    as u32
                             }),
                         }
                     }
@@ -258,10 +262,12 @@ impl Cluster {
     pub fn set_admin(&self, pool: &str, endpoint: &str, state: &str) -> Result<Value, AdminError> {
         let st = Admin::parse(state).ok_or_else(|| AdminError::State(state.into()))?;
         let snap = self.shared.current.load_full();
-        let known = snap
-            .pool_ids
-            .get(pool)
-            .is_some_and(|&p| snap.pools[p as usize].endpoints.iter().any(|e| e.label == endpoint));
+        let known = snap.pool_ids.get(pool).is_some_and(|&p| {
+            snap.pools[p as usize]
+                .endpoints
+                .iter()
+                .any(|e| e.label == endpoint)
+        });
         if !known {
             return Err(AdminError::Unknown(endpoint.into(), pool.into()));
         }
@@ -357,7 +363,11 @@ impl Cluster {
                     return false;
                 }
                 if view.last_error.take().is_some() || view.last_ok.is_none() {
-                    info!(peer = name, endpoints = m.records.len(), "cluster: peer verdicts received");
+                    info!(
+                        peer = name,
+                        endpoints = m.records.len(),
+                        "cluster: peer verdicts received"
+                    );
                 }
                 view.records = m.records;
                 view.reasons = m.reasons.into_iter().collect();
@@ -377,7 +387,12 @@ impl Cluster {
                 for e in m.admin {
                     let (key, st) = (e.key.clone(), e.state);
                     if store.offer(e) {
-                        info!(peer = name, key, state = st.as_str(), "admin state taken from peer");
+                        info!(
+                            peer = name,
+                            key,
+                            state = st.as_str(),
+                            "admin state taken from peer"
+                        );
                         changed = true;
                     }
                 }
@@ -399,16 +414,17 @@ impl Cluster {
         let max_age = (interval * 3).max(snap.cluster.stale_after);
         for p in &snap.cluster.peers {
             let v = match peers.get(&p.name) {
-                Some(v) if v.last_ok.is_some_and(|t| t.elapsed() <= snap.cluster.stale_after) => {
+                Some(v)
+                    if v.last_ok
+                        .is_some_and(|t| t.elapsed() <= snap.cluster.stale_after) =>
+                {
                     let since = v.last_ok.map_or(Duration::ZERO, |t| t.elapsed());
                     match v.index.get(key) {
                         None => PeerVote::Unknown,
                         Some(&(_, h)) if h != t.monitor_hash => PeerVote::Mismatch,
                         Some(&(i, _)) => match v.records.get(i) {
                             Some(r) if r.state == wire::UNKNOWN => PeerVote::Unknown,
-                            Some(r)
-                                if Duration::from_millis(r.age_ms as u64) + since > max_age =>
-                            {
+                            Some(r) if Duration::from_millis(r.age_ms as u64) + since > max_age => {
                                 PeerVote::Stale
                             }
                             Some(r) if r.state == wire::DOWN => PeerVote::Fresh(Vote::Down),
@@ -553,9 +569,15 @@ impl Cluster {
             .swap(isolated, std::sync::atomic::Ordering::Relaxed);
         if isolated != was && current_gen {
             if isolated {
-                warn!(peers = snap.cluster.peers.len(), "cluster: no peer reachable; answering from this node's own verdicts alone");
+                warn!(
+                    peers = snap.cluster.peers.len(),
+                    "cluster: no peer reachable; answering from this node's own verdicts alone"
+                );
             } else {
-                info!(fresh, "cluster: peers reachable again; verdicts are combined by quorum");
+                info!(
+                    fresh,
+                    "cluster: peers reachable again; verdicts are combined by quorum"
+                );
             }
         }
         if let Some(m) = &self.metrics {
@@ -571,7 +593,13 @@ impl Cluster {
             };
             let rtt = |p: PoolId| pool_rtt(snap, layout, rtts, p);
             let current = l.current().to_vec();
-            let next = crate::select::latency::reorder(&l.pools, &current, rtt, l.margin_ms, l.margin_frac);
+            let next = crate::select::latency::reorder(
+                &l.pools,
+                &current,
+                rtt,
+                l.margin_ms,
+                l.margin_frac,
+            );
             if next != current && l.set_current(&next) {
                 let names: Vec<String> = next
                     .iter()
@@ -654,7 +682,13 @@ impl Cluster {
                        "basis": o.basis.as_str(), "down_votes": o.down, "voters": o.voters})
             })
             .collect();
-        endpoints.sort_by_key(|v| (v["up"].as_bool(), v["pool"].to_string(), v["endpoint"].to_string()));
+        endpoints.sort_by_key(|v| {
+            (
+                v["up"].as_bool(),
+                v["pool"].to_string(),
+                v["endpoint"].to_string(),
+            )
+        });
         json!({
             "node": snap.cluster.node_name,
             "now": now / 1000,
@@ -698,6 +732,21 @@ impl Cluster {
     }
 }
 
+/// Smoothed RTT (ms) of every pool of `snap` from this node's prober state:
+/// the mean over its up endpoints with a known RTT (`explain` uses it).
+pub fn pool_rtts_from(snap: &Snapshot, health: &HealthStatus) -> Vec<Option<f64>> {
+    let layout = Layout::build(snap);
+    let rtts: Vec<Option<f64>> = health.with_all(|map| {
+        snap.probes
+            .iter()
+            .map(|t| map.get(&t.key).and_then(|h| h.rtt_ms))
+            .collect()
+    });
+    (0..snap.pools.len())
+        .map(|p| pool_rtt(snap, &layout, &rtts, p as PoolId))
+        .collect()
+}
+
 fn pool_rtt(snap: &Snapshot, layout: &Layout, rtts: &[Option<f64>], p: PoolId) -> Option<f64> {
     let pool = &snap.pools[p as usize];
     let (mut sum, mut n) = (0.0, 0u32);
@@ -721,7 +770,15 @@ impl Resolver for Cluster {
         let peers = lock(&self.peers);
         let admin = lock(&self.admin);
         let mut votes = Vec::new();
-        let o = self.outcome(snap, &layout, &peers, &admin, target.endpoint as usize, Some(own), &mut votes);
+        let o = self.outcome(
+            snap,
+            &layout,
+            &peers,
+            &admin,
+            target.endpoint as usize,
+            Some(own),
+            &mut votes,
+        );
         drop((peers, admin));
         if let Some(key) = layout.key_of.get(target.endpoint as usize) {
             lock(&self.last).insert(key.clone(), o);

@@ -32,7 +32,11 @@ pub async fn pull(
     }
 }
 
-async fn pull_inner(peer: &Peer, token: Option<&str>, layout: Option<u64>) -> Result<Bytes, String> {
+async fn pull_inner(
+    peer: &Peer,
+    token: Option<&str>,
+    layout: Option<u64>,
+) -> Result<Bytes, String> {
     let stream = TcpStream::connect((peer.host.as_str(), peer.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -54,9 +58,10 @@ async fn pull_inner(peer: &Peer, token: Option<&str>, layout: Option<u64>) -> Re
     } else {
         format!("{}:{}", peer.host, peer.port)
     };
-    let mut req = Request::get(path)
-        .header(header::HOST, host)
-        .header(header::USER_AGENT, concat!("steerdns/", env!("CARGO_PKG_VERSION"), " (cluster)"));
+    let mut req = Request::get(path).header(header::HOST, host).header(
+        header::USER_AGENT,
+        concat!("steerdns/", env!("CARGO_PKG_VERSION"), " (cluster)"),
+    );
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }

@@ -152,7 +152,9 @@ pub fn combine(
         basis: Basis::Local,
     };
     if quorum != QuorumConfig::Local && !peers.is_empty() {
-        let fresh = peers.iter().any(|p| matches!(p, PeerVote::Fresh(_) | PeerVote::Unknown));
+        let fresh = peers
+            .iter()
+            .any(|p| matches!(p, PeerVote::Fresh(_) | PeerVote::Unknown));
         if fresh {
             out.basis = Basis::Quorum;
             for p in peers {
@@ -224,7 +226,10 @@ mod tests {
         let o = combine(MAJ, Admin::Auto, Some(Down), &[Unknown, Stale]);
         assert!(!o.up && o.basis == Basis::Quorum && o.voters == 1);
         // no peers configured: local
-        assert_eq!(combine(MAJ, Admin::Auto, Some(Down), &[]).basis, Basis::Local);
+        assert_eq!(
+            combine(MAJ, Admin::Auto, Some(Down), &[]).basis,
+            Basis::Local
+        );
     }
 
     #[test]
@@ -260,9 +265,15 @@ mod tests {
         for n in 3..=5usize {
             let combos = 3usize.pow(n as u32);
             for c in 0..combos {
-                let verdicts: Vec<Option<Vote>> =
-                    (0..n).map(|i| choices[(c / 3usize.pow(i as u32)) % 3]).collect();
-                for q in [MAJ, QuorumConfig::AtLeast(1), QuorumConfig::AtLeast(2), QuorumConfig::AtLeast(4)] {
+                let verdicts: Vec<Option<Vote>> = (0..n)
+                    .map(|i| choices[(c / 3usize.pow(i as u32)) % 3])
+                    .collect();
+                for q in [
+                    MAJ,
+                    QuorumConfig::AtLeast(1),
+                    QuorumConfig::AtLeast(2),
+                    QuorumConfig::AtLeast(4),
+                ] {
                     let mut results = Vec::new();
                     for me in 0..n {
                         let mut peers: Vec<PeerVote> = verdicts
@@ -277,7 +288,10 @@ mod tests {
                         assert_eq!(a, b);
                         results.push((a.up, a.down, a.voters));
                     }
-                    assert!(results.windows(2).all(|w| w[0] == w[1]), "{verdicts:?} {q:?} {results:?}");
+                    assert!(
+                        results.windows(2).all(|w| w[0] == w[1]),
+                        "{verdicts:?} {q:?} {results:?}"
+                    );
                     // and down needs at least one down vote
                     let downs = verdicts.iter().filter(|v| **v == Some(Down)).count();
                     if downs == 0 {

@@ -174,8 +174,14 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.at.checked_add(n).ok_or(WireError::Truncated(self.at))?;
-        let s = self.b.get(self.at..end).ok_or(WireError::Truncated(self.at))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .ok_or(WireError::Truncated(self.at))?;
+        let s = self
+            .b
+            .get(self.at..end)
+            .ok_or(WireError::Truncated(self.at))?;
         self.at = end;
         Ok(s)
     }
@@ -295,7 +301,12 @@ mod tests {
 
     fn sample(n: usize, with_keys: bool) -> Message {
         let keys: Vec<(String, u64)> = (0..n)
-            .map(|i| (format!("pool{}/10.0.{}.{}", i / 100, i / 250, i % 250), i as u64 * 7))
+            .map(|i| {
+                (
+                    format!("pool{}/10.0.{}.{}", i / 100, i / 250, i % 250),
+                    i as u64 * 7,
+                )
+            })
             .collect();
         Message {
             node: "node-a".into(),
@@ -326,7 +337,10 @@ mod tests {
             let m = sample(300, keys);
             assert_eq!(decode(&encode(&m)).unwrap(), m);
         }
-        assert_eq!(decode(&encode(&Message::default())).unwrap(), Message::default());
+        assert_eq!(
+            decode(&encode(&Message::default())).unwrap(),
+            Message::default()
+        );
     }
 
     #[test]

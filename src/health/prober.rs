@@ -70,8 +70,12 @@ impl EndpointHealth {
 /// Without one, the own verdict is written as is.
 pub trait Resolver: Send + Sync {
     /// `(up, drained)` for `target` of `snap` when this node says `own`.
-    fn resolve(&self, snap: &Snapshot, target: &crate::health::ProbeTarget, own: Verdict)
-    -> (bool, bool);
+    fn resolve(
+        &self,
+        snap: &Snapshot,
+        target: &crate::health::ProbeTarget,
+        own: Verdict,
+    ) -> (bool, bool);
     /// Write every endpoint of a freshly compiled `snap` (before it is
     /// published), after its own verdicts were seeded.
     fn seed(&self, snap: &Snapshot);
@@ -428,7 +432,11 @@ fn apply(
     let pool_was = inputs.pool_usable(target.pool);
     status.write(snap, target, new);
     let pool_is = inputs.pool_usable(target.pool);
-    metrics.set_endpoint_up(&pool.name, endpoint, snap.health.verdict_up(target.endpoint));
+    metrics.set_endpoint_up(
+        &pool.name,
+        endpoint,
+        snap.health.verdict_up(target.endpoint),
+    );
     metrics.set_pool_usable(&pool.name, pool_is);
     if new == Verdict::Down {
         warn!(pool = %pool.name, endpoint, old = old.as_str(), new = new.as_str(), reason = %reason, "endpoint health changed");

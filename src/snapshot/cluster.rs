@@ -164,7 +164,9 @@ pub fn compile_cluster(
         d.error(
             s.span(),
             "cluster.stale_after",
-            format!("shorter than the pull interval ({pull_interval:?}): every peer would look stale"),
+            format!(
+                "shorter than the pull interval ({pull_interval:?}): every peer would look stale"
+            ),
         );
     }
     ClusterSettings {
@@ -174,7 +176,10 @@ pub fn compile_cluster(
         pull_interval,
         pull_timeout,
         stale_after,
-        state_file: c.state_file.as_ref().map(|f| source.dir().join(f.get_ref())),
+        state_file: c
+            .state_file
+            .as_ref()
+            .map(|f| source.dir().join(f.get_ref())),
     }
 }
 

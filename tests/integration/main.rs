@@ -5,6 +5,7 @@ mod backends;
 mod harness;
 
 mod cli;
+mod cluster;
 mod dns_basics;
 mod ecs;
 mod edns;

@@ -43,6 +43,14 @@ fi
 echo "== promtool: deploy/"
 if promtool check rules deploy/alerts.yml; then ok "alert rules"; else fail "alert rules"; fi
 if promtool test rules deploy/alerts_test.yml; then ok "alert rule unit tests"; else fail "alert rule unit tests"; fi
+# Every alert rule has at least one unit test that evaluates it.
+untested=0
+for a in $(sed -nE 's/^[[:space:]]*- alert:[[:space:]]*([A-Za-z0-9_]+).*/\1/p' deploy/alerts.yml); do
+  if ! grep -Eq "alertname:[[:space:]]*$a[[:space:]]*$" deploy/alerts_test.yml; then
+    fail "alert $a has no test in deploy/alerts_test.yml"; untested=1
+  fi
+done
+if [ "$untested" = 0 ]; then ok "every alert rule has a unit test"; fi
 if promtool check config --syntax-only deploy/prometheus.yml 2>/dev/null \
   || promtool check config deploy/prometheus.yml; then
   ok "scrape config"

@@ -150,6 +150,8 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     };
     anyhow::ensure!(!listen.is_empty(), "no DNS listen address configured");
     let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    // The first load counts as the last successful one (else 0: 1970).
+    metrics.initial_load();
     let shared = Shared::new(snap, metrics);
     crate::metrics::sync_health(&shared.metrics, &shared.current.load());
     let workers = match settings.udp_workers {

@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracing::warn;
 
@@ -687,6 +687,7 @@ pub struct Metrics {
     probes_skipped: IntCounterVec,
     reloads: IntCounterVec,
     last_reload_success: Gauge,
+    last_reload_ok: IntGauge,
     /// (pool, endpoint) pairs with series, for [`Metrics::retain_endpoints`].
     endpoints: Mutex<HashSet<(String, String)>>,
     pools: Mutex<HashSet<String>>,
@@ -772,6 +773,10 @@ impl Metrics {
             "steerdns_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load or reload.",
         )?;
+        let last_reload_ok = IntGauge::new(
+            "steerdns_config_last_reload_successful",
+            "1 when the last config load or reload succeeded, else 0.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("steerdns_build_info", "Always 1; the version is a label."),
             &["version"],
@@ -787,6 +792,7 @@ impl Metrics {
         registry.register(Box::new(probes_skipped.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(last_reload_success.clone()))?;
+        registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(build_info))?;
 
         Ok(Metrics {
@@ -801,6 +807,7 @@ impl Metrics {
             probes_skipped,
             reloads,
             last_reload_success,
+            last_reload_ok,
             endpoints: Mutex::new(HashSet::new()),
             pools: Mutex::new(HashSet::new()),
         })
@@ -905,12 +912,25 @@ impl Metrics {
     pub fn reload_result(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.with_label_values(&[result]).inc();
+        self.last_reload_ok.set(i64::from(ok));
         if ok {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            self.last_reload_success.set(now.floor());
+            self.loaded_now();
         }
+    }
+
+    /// Record the config loaded at start: the load timestamp and the
+    /// success flag (not a reload, so `steerdns_config_reloads_total` stays
+    /// 0). Without it the timestamp read 0 (1970) until the first reload.
+    pub fn initial_load(&self) {
+        self.last_reload_ok.set(1);
+        self.loaded_now();
+    }
+
+    fn loaded_now(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_reload_success.set(now.floor());
     }
 
     /// The text exposition (format 0.0.4) of every metric.
@@ -1099,6 +1119,7 @@ mod tests {
             1.0
         );
         assert!(get("steerdns_config_last_reload_success_timestamp_seconds", &[]) > 1e9);
+        assert_eq!(get("steerdns_config_last_reload_successful", &[]), 0.0);
         assert_eq!(get("steerdns_build_info", &[("version", "1.2.3")]), 1.0);
         assert!(text.contains("# TYPE steerdns_probe_duration_seconds histogram"));
 

@@ -13,5 +13,6 @@ mod engine;
 mod health;
 mod malformed;
 mod ops;
+mod ops_hardening;
 mod reload;
 mod steering;

@@ -443,8 +443,7 @@ impl Cluster {
         &self,
         snap: &Snapshot,
         layout: &Layout,
-        peers: &HashMap<String, PeerView>,
-        admin: &AdminStore,
+        (peers, admin): (&HashMap<String, PeerView>, &AdminStore),
         id: usize,
         own: Option<Verdict>,
         votes: &mut Vec<PeerVote>,
@@ -498,7 +497,7 @@ impl Cluster {
                     continue;
                 }
                 let own_v = layout.probe_of[id].and_then(|pi| own[pi]);
-                let o = self.outcome(snap, &layout, &peers, &admin, id, own_v, &mut votes);
+                let o = self.outcome(snap, &layout, (&peers, &admin), id, own_v, &mut votes);
                 snap.health.set_state(e.id, o.up, o.drained);
                 if !current_gen {
                     // A snapshot being seeded before publication: logs,
@@ -770,11 +769,7 @@ impl Resolver for Cluster {
         let peers = lock(&self.peers);
         let admin = lock(&self.admin);
         let mut votes = Vec::new();
-        let o = self.outcome(
-            snap,
-            &layout,
-            &peers,
-            &admin,
+        let o = self.outcome(snap, &layout, (&peers, &admin),
             target.endpoint as usize,
             Some(own),
             &mut votes,

@@ -769,7 +769,10 @@ impl Resolver for Cluster {
         let peers = lock(&self.peers);
         let admin = lock(&self.admin);
         let mut votes = Vec::new();
-        let o = self.outcome(snap, &layout, (&peers, &admin),
+        let o = self.outcome(
+            snap,
+            &layout,
+            (&peers, &admin),
             target.endpoint as usize,
             Some(own),
             &mut votes,

@@ -260,6 +260,59 @@ pub fn latency_policy(
 mod tests {
     use super::*;
 
+    fn errors(extra: &str) -> String {
+        let text = format!(
+            "[server]\nnode_name = \"a\"\n[zones.\"lb.example.com\"]\nns = [\"ns1\"]\n\
+             [pools.p]\nendpoints = [{{ address = \"192.0.2.1\" }}]\n{extra}"
+        );
+        let source = crate::config::Source {
+            path: "c.toml".into(),
+            text,
+        };
+        match crate::config::parse(&source).and_then(|f| super::super::build(&source, &f, 1)) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn cluster_and_latency_errors_point_at_the_key() {
+        assert_eq!(errors("[cluster]\n"), "");
+        let e = errors("[cluster]\npeers = [{ name = \"b\", url = \"http://127.0.0.1:1\" }]\n");
+        assert!(e.contains("cluster.token"), "{e}");
+        let e = errors(
+            "[cluster]\ntoken = \"t\"\npeers = [{ name = \"a\", url = \"http://127.0.0.1:1\" }, { name = \"b\", url = \"ftp://x\" }]\n",
+        );
+        assert!(
+            e.contains("cluster.peers[0].name") && e.contains("own name"),
+            "{e}"
+        );
+        assert!(e.contains("cluster.peers[1].url"), "{e}");
+        let e = errors("[cluster]\npull_interval = \"1s\"\nstale_after = \"100ms\"\n");
+        assert!(
+            e.contains("c.toml:9:15") && e.contains("cluster.stale_after"),
+            "{e}"
+        );
+        let e = errors("[monitors.m]\ntype = \"tcp\"\nport = 1\nquorum = \"most\"\n");
+        assert!(e.contains("quorum") && e.contains("majority"), "{e}");
+        assert!(errors("[monitors.m]\ntype = \"tcp\"\nport = 1\nquorum = 0\n").contains("quorum"));
+        assert_eq!(
+            errors("[monitors.m]\ntype = \"tcp\"\nport = 1\nquorum = 2\n"),
+            ""
+        );
+        let e = errors(
+            "[names.\"x.lb.example.com\"]\npolicy = \"failover\"\npools = [\"p\"]\nlatency_margin_ms = 5\n",
+        );
+        assert!(
+            e.contains("latency_margin_ms") && e.contains("only used with"),
+            "{e}"
+        );
+        let e = errors(
+            "[names.\"x.lb.example.com\"]\npolicy = \"latency\"\npools = [\"p\"]\nlatency_margin_pct = 300\n",
+        );
+        assert!(e.contains("latency_margin_pct"), "{e}");
+    }
+
     #[test]
     fn peer_urls() {
         assert_eq!(

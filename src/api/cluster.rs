@@ -4,6 +4,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/v1/cluster/verdicts[?layout=HEX]` | this node's verdicts, binary ([`crate::cluster::wire`]); bearer `cluster.token` |
+//! | `POST /api/v1/cluster/poke` | pull the peers now (sent by a peer whose admin state changed); bearer `cluster.token` |
 //! | `GET /api/v1/cluster` | peers and their freshness, admin states, combined states (JSON) |
 //! | `POST /api/v1/endpoints/{pool}/{endpoint}/state` | body `{"state":"drain"}` (or `?state=`): `drain`, `force-up`, `force-down`, `auto`; bearer `server.api_token` (required) |
 //! | `GET /api/v1/names` | what every balanced name answers now, per region and mode (JSON) |
@@ -60,6 +61,13 @@ pub(super) async fn route(
             .await
             .unwrap_or_default();
         return Ok(respond(StatusCode::OK, "application/octet-stream", body));
+    }
+    if path == crate::cluster::peer::POKE_PATH && req.method() == Method::POST {
+        if !authorized(&req, cluster.token().as_deref()) {
+            return Ok(unauthorized());
+        }
+        cluster.wake();
+        return Ok(json(StatusCode::OK, &json!({"ok": true})));
     }
     if path == "/api/v1/cluster" && get {
         return Ok(json(StatusCode::OK, &cluster.status_json()));
@@ -151,7 +159,11 @@ async fn set_state(
     let c = cluster.clone();
     let r = tokio::task::spawn_blocking(move || c.set_admin(&pool, &endpoint, &state)).await;
     match r {
-        Ok(Ok(v)) => json(StatusCode::OK, &v),
+        Ok(Ok(v)) => {
+            let c = cluster.clone();
+            tokio::spawn(async move { c.poke_peers().await });
+            json(StatusCode::OK, &v)
+        }
         Ok(Err(e @ crate::cluster::AdminError::Unknown(..))) => {
             json_error(StatusCode::NOT_FOUND, &e.to_string())
         }

@@ -13,6 +13,7 @@
 //!   orders.
 
 pub mod admin;
+pub mod ctl;
 pub mod metrics;
 pub mod peer;
 pub mod quorum;
@@ -128,6 +129,8 @@ pub struct Cluster {
     /// Combined state by endpoint key, for logs and the status page.
     last: Mutex<HashMap<String, Outcome>>,
     isolated: std::sync::atomic::AtomicBool,
+    /// Pull now (a peer's admin state changed).
+    wake: tokio::sync::Notify,
 }
 
 /// Why an admin state change was refused.
@@ -181,6 +184,7 @@ impl Cluster {
             admin: Mutex::new(admin),
             last: Mutex::new(HashMap::new()),
             isolated: std::sync::atomic::AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
         });
         health.set_resolver(c.clone());
         let snap = c.shared.current.load_full();
@@ -715,17 +719,57 @@ impl Cluster {
         lock(&self.admin).get(&endpoint_key(pool, endpoint))
     }
 
-    /// Pull and recompute every `pull_interval` until `shutdown`.
+    /// A peer asks us to pull now (it changed an admin state).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Ask every peer to pull us now, so an admin state change reaches
+    /// them without waiting for their next round (best effort: their
+    /// regular pulls carry it anyway).
+    pub async fn poke_peers(&self) {
+        let snap = self.shared.current.load_full();
+        let mut set = tokio::task::JoinSet::new();
+        for p in snap.cluster.peers.clone() {
+            let (token, timeout) = (snap.cluster.token.clone(), snap.cluster.pull_timeout);
+            set.spawn(async move {
+                if let Err(e) = peer::poke(&p, token.as_deref(), timeout).await {
+                    info!(peer = %p.name, "cluster: poke failed ({e}); the peer's next pull carries the change");
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Pull and recompute every `pull_interval` (a fixed cadence), and at
+    /// once when a peer pokes (at most every tenth of the interval), until
+    /// `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut every = self.shared.current.load().cluster.pull_interval;
+        let mut next = Instant::now() + every;
         loop {
-            let every = self.shared.current.load().cluster.pull_interval;
-            tokio::select! {
+            let woken = tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
+                () = tokio::time::sleep_until(next) => false,
+                () = self.wake.notified() => true,
+            };
+            let started = Instant::now();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.pull_all() => {}
+            }
+            let now_every = self.shared.current.load().cluster.pull_interval;
+            if now_every != every || !woken {
+                every = now_every;
+                next += every;
+                if next < Instant::now() {
+                    // Fell behind (slow peers): keep the cadence, skip ticks.
+                    next = Instant::now() + every;
+                }
+            }
+            if woken {
+                // Rate-limit pokes.
+                tokio::time::sleep_until(started + every / 10).await;
             }
         }
     }

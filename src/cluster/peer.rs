@@ -14,6 +14,8 @@ use crate::snapshot::cluster::Peer;
 
 /// Path of the verdict exchange on every node.
 pub const VERDICTS_PATH: &str = "/api/v1/cluster/verdicts";
+/// `POST` here asks a node to pull its peers now (an admin state changed).
+pub const POKE_PATH: &str = "/api/v1/cluster/poke";
 /// Largest verdict message accepted (10,000 endpoints with their key
 /// table take about 0.4 MB).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -32,10 +34,31 @@ pub async fn pull(
     }
 }
 
+/// Ask `peer` to pull its peers now; best effort, bounded by `timeout`.
+pub async fn poke(peer: &Peer, token: Option<&str>, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, request(peer, token, "POST", POKE_PATH.into())).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(format!("timeout after {timeout:?}")),
+    }
+}
+
 async fn pull_inner(
     peer: &Peer,
     token: Option<&str>,
     layout: Option<u64>,
+) -> Result<Bytes, String> {
+    let path = match layout {
+        Some(l) => format!("{VERDICTS_PATH}?layout={l:016x}"),
+        None => VERDICTS_PATH.to_string(),
+    };
+    request(peer, token, "GET", path).await
+}
+
+async fn request(
+    peer: &Peer,
+    token: Option<&str>,
+    method: &str,
+    path: String,
 ) -> Result<Bytes, String> {
     let stream = TcpStream::connect((peer.host.as_str(), peer.port))
         .await
@@ -49,19 +72,19 @@ async fn pull_inner(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let path = match layout {
-        Some(l) => format!("{VERDICTS_PATH}?layout={l:016x}"),
-        None => VERDICTS_PATH.to_string(),
-    };
     let host = if peer.host.contains(':') {
         format!("[{}]:{}", peer.host, peer.port)
     } else {
         format!("{}:{}", peer.host, peer.port)
     };
-    let mut req = Request::get(path).header(header::HOST, host).header(
-        header::USER_AGENT,
-        concat!("steerdns/", env!("CARGO_PKG_VERSION"), " (cluster)"),
-    );
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, host)
+        .header(
+            header::USER_AGENT,
+            concat!("steerdns/", env!("CARGO_PKG_VERSION"), " (cluster)"),
+        );
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }

@@ -380,9 +380,25 @@ fn drain_reaches_every_node_survives_restart_and_is_no_alert() {
     }
     let path = "/api/v1/endpoints/web/192.0.2.102/state?state=drain";
     assert_eq!(http(f.nodes[0].http(), "POST", path, &[]).0, 401);
+    assert_eq!(
+        http(f.nodes[1].http(), "POST", "/api/v1/cluster/poke", &[]).0,
+        401
+    );
     let auth = format!("Bearer {ADMIN}");
-    let (code, body) = http(f.nodes[0].http(), "POST", path, &[("Authorization", &auth)]);
-    assert_eq!(code, 200, "{body}");
+    // The CLI wrapper: `steerdns ctl drain POOL ENDPOINT`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_steerdns"))
+        .arg("ctl")
+        .arg("--config")
+        .arg(&f.nodes[0].config)
+        .arg("--api")
+        .arg(f.nodes[0].http().to_string())
+        .args(["drain", "web", "192.0.2.102"])
+        .output()
+        .expect("run steerdns ctl");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"drain\""),
+        "{out:?}"
+    );
     let bad = "/api/v1/endpoints/web/192.0.2.250/state?state=drain";
     assert_eq!(
         http(f.nodes[0].http(), "POST", bad, &[("Authorization", &auth)]).0,
@@ -411,7 +427,21 @@ fn drain_reaches_every_node_survives_restart_and_is_no_alert() {
         "steerdns_endpoint_up{endpoint=\"192.0.2.102\",pool=\"web\"} 1"
     ));
     let (_, page) = http(n1.http(), "GET", "/", &[]);
-    assert!(page.contains("DRAIN"), "{page}");
+    assert!(
+        page.contains("DRAINED") && page.contains("Name hc.lb.example.com."),
+        "{page}"
+    );
+    let (_, status) = http(n1.http(), "GET", "/api/v1/status", &[]);
+    let status: Value = serde_json::from_str(&status).expect("status JSON");
+    let ep = status["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["endpoints"].as_array().unwrap().iter())
+        .find(|e| e["name"] == "192.0.2.102")
+        .cloned()
+        .unwrap();
+    assert_eq!(ep["state"], "drained", "{ep:#}");
 
     // Restart n0 alone (peers stopped first): the drain comes from its file.
     for i in [1, 2] {

@@ -116,6 +116,93 @@ struct PeerView {
     index: HashMap<String, (usize, u64)>,
     records: Vec<Record>,
     reasons: HashMap<u32, String>,
+    /// For (our layout, its layout): its record index of each of our
+    /// probes ([`NO_RECORD`], [`MISMATCH`]), so a round indexes arrays
+    /// instead of hashing keys.
+    mapped: Option<(u64, u64, Vec<u32>)>,
+}
+
+const NO_RECORD: u32 = u32::MAX;
+const MISMATCH: u32 = u32::MAX - 1;
+
+impl PeerView {
+    fn map_for(&mut self, layout: &Layout) {
+        let theirs = self.layout.unwrap_or(0);
+        if matches!(&self.mapped, Some((o, t, _)) if *o == layout.hash && *t == theirs) {
+            return;
+        }
+        let map = layout
+            .keys
+            .iter()
+            .map(|(k, h)| match self.index.get(k) {
+                None => NO_RECORD,
+                Some(&(_, mh)) if mh != *h => MISMATCH,
+                Some(&(i, _)) => i as u32,
+            })
+            .collect();
+        self.mapped = Some((layout.hash, theirs, map));
+    }
+}
+
+/// The combined state of every endpoint of the serving generation, by
+/// endpoint id.
+#[derive(Default)]
+struct LastOutcomes {
+    generation: u64,
+    by_id: Vec<Option<Outcome>>,
+}
+
+impl LastOutcomes {
+    /// The table of `snap`, emptied when the generation changed.
+    fn for_snapshot(&mut self, snap: &Snapshot) -> &mut Vec<Option<Outcome>> {
+        if self.generation != snap.generation || self.by_id.len() != snap.health.len() {
+            self.generation = snap.generation;
+            self.by_id = vec![None; snap.health.len()];
+        }
+        &mut self.by_id
+    }
+}
+
+/// One peer as a round sees it.
+struct PeerCtx<'a> {
+    fresh: bool,
+    since: Duration,
+    map: &'a [u32],
+    records: &'a [Record],
+}
+
+fn peer_ctx<'a>(
+    snap: &Snapshot,
+    layout: &Layout,
+    peers: &'a mut HashMap<String, PeerView>,
+) -> Vec<PeerCtx<'a>> {
+    for p in &snap.cluster.peers {
+        if let Some(v) = peers.get_mut(&p.name) {
+            v.map_for(layout);
+        }
+    }
+    let peers: &'a HashMap<String, PeerView> = peers;
+    snap.cluster
+        .peers
+        .iter()
+        .map(|p| match peers.get(&p.name) {
+            Some(v) => {
+                let since = v.last_ok.map(|t| t.elapsed());
+                PeerCtx {
+                    fresh: since.is_some_and(|s| s <= snap.cluster.stale_after),
+                    since: since.unwrap_or(Duration::MAX),
+                    map: v.mapped.as_ref().map_or(&[][..], |(_, _, m)| m.as_slice()),
+                    records: &v.records,
+                }
+            }
+            None => PeerCtx {
+                fresh: false,
+                since: Duration::MAX,
+                map: &[],
+                records: &[],
+            },
+        })
+        .collect()
 }
 
 /// The cluster runtime of one node.
@@ -127,7 +214,7 @@ pub struct Cluster {
     peers: Mutex<HashMap<String, PeerView>>,
     admin: Mutex<AdminStore>,
     /// Combined state by endpoint key, for logs and the status page.
-    last: Mutex<HashMap<String, Outcome>>,
+    last: Mutex<LastOutcomes>,
     isolated: std::sync::atomic::AtomicBool,
     /// Pull now (a peer's admin state changed).
     wake: tokio::sync::Notify,
@@ -182,7 +269,7 @@ impl Cluster {
             layout: Mutex::new(None),
             peers: Mutex::new(HashMap::new()),
             admin: Mutex::new(admin),
-            last: Mutex::new(HashMap::new()),
+            last: Mutex::new(LastOutcomes::default()),
             isolated: std::sync::atomic::AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         });
@@ -406,38 +493,35 @@ impl Cluster {
     }
 
     fn peer_votes(
-        &self,
         snap: &Snapshot,
-        peers: &HashMap<String, PeerView>,
-        key: &str,
+        ctx: &[PeerCtx<'_>],
+        pi: usize,
         t: &ProbeTarget,
         out: &mut Vec<PeerVote>,
     ) {
         out.clear();
         let interval = snap.monitors[t.monitor as usize].interval;
         let max_age = (interval * 3).max(snap.cluster.stale_after);
-        for p in &snap.cluster.peers {
-            let v = match peers.get(&p.name) {
-                Some(v)
-                    if v.last_ok
-                        .is_some_and(|t| t.elapsed() <= snap.cluster.stale_after) =>
-                {
-                    let since = v.last_ok.map_or(Duration::ZERO, |t| t.elapsed());
-                    match v.index.get(key) {
+        for c in ctx {
+            let v = if !c.fresh {
+                PeerVote::Stale
+            } else {
+                match c.map.get(pi).copied().unwrap_or(NO_RECORD) {
+                    NO_RECORD => PeerVote::Unknown,
+                    MISMATCH => PeerVote::Mismatch,
+                    i => match c.records.get(i as usize) {
+                        Some(r) if r.state == wire::UNKNOWN => PeerVote::Unknown,
+                        Some(r)
+                            if Duration::from_millis(r.age_ms as u64).saturating_add(c.since)
+                                > max_age =>
+                        {
+                            PeerVote::Stale
+                        }
+                        Some(r) if r.state == wire::DOWN => PeerVote::Fresh(Vote::Down),
+                        Some(_) => PeerVote::Fresh(Vote::Up),
                         None => PeerVote::Unknown,
-                        Some(&(_, h)) if h != t.monitor_hash => PeerVote::Mismatch,
-                        Some(&(i, _)) => match v.records.get(i) {
-                            Some(r) if r.state == wire::UNKNOWN => PeerVote::Unknown,
-                            Some(r) if Duration::from_millis(r.age_ms as u64) + since > max_age => {
-                                PeerVote::Stale
-                            }
-                            Some(r) if r.state == wire::DOWN => PeerVote::Fresh(Vote::Down),
-                            Some(_) => PeerVote::Fresh(Vote::Up),
-                            None => PeerVote::Unknown,
-                        },
-                    }
+                    },
                 }
-                _ => PeerVote::Stale,
             };
             out.push(v);
         }
@@ -447,7 +531,7 @@ impl Cluster {
         &self,
         snap: &Snapshot,
         layout: &Layout,
-        (peers, admin): (&HashMap<String, PeerView>, &AdminStore),
+        (ctx, admin): (&[PeerCtx<'_>], &AdminStore),
         id: usize,
         own: Option<Verdict>,
         votes: &mut Vec<PeerVote>,
@@ -464,7 +548,7 @@ impl Cluster {
             Some(pi) => {
                 let t = &snap.probes[pi];
                 let q = snap.monitors[t.monitor as usize].quorum;
-                self.peer_votes(snap, peers, key, t, votes);
+                Self::peer_votes(snap, ctx, pi, t, votes);
                 let own = match own {
                     Some(Verdict::Up) => Some(Vote::Up),
                     Some(Verdict::Down) => Some(Vote::Down),
@@ -488,9 +572,11 @@ impl Cluster {
                 })
                 .unzip()
         });
-        let peers = lock(&self.peers);
+        let mut peers = lock(&self.peers);
+        let ctx = peer_ctx(snap, &layout, &mut peers);
         let admin = lock(&self.admin).clone();
-        let mut last = lock(&self.last);
+        let mut last_guard = lock(&self.last);
+        let last = last_guard.for_snapshot(snap);
         let mut votes = Vec::new();
         let mut changed_pools: Vec<PoolId> = Vec::new();
         let current_gen = self.shared.current.load().generation == snap.generation;
@@ -501,7 +587,7 @@ impl Cluster {
                     continue;
                 }
                 let own_v = layout.probe_of[id].and_then(|pi| own[pi]);
-                let o = self.outcome(snap, &layout, (&peers, &admin), id, own_v, &mut votes);
+                let o = self.outcome(snap, &layout, (&ctx, &admin), id, own_v, &mut votes);
                 snap.health.set_state(e.id, o.up, o.drained);
                 if !current_gen {
                     // A snapshot being seeded before publication: logs,
@@ -509,7 +595,7 @@ impl Cluster {
                     continue;
                 }
                 let key = &layout.key_of[id];
-                let prev = last.insert(key.clone(), o);
+                let prev = last[id].replace(o);
                 let moved = prev.is_none_or(|x| x.up != o.up || x.drained != o.drained);
                 if moved {
                     if prev.is_some() {
@@ -534,7 +620,7 @@ impl Cluster {
                 }
             }
         }
-        drop(last);
+        drop(last_guard);
         let inputs = Inputs {
             pools: &snap.pools,
             health: &snap.health,
@@ -545,26 +631,15 @@ impl Cluster {
                 .metrics
                 .set_pool_usable(&snap.pools[p as usize].name, inputs.pool_usable(p));
         }
-        let fresh = snap
-            .cluster
-            .peers
-            .iter()
-            .filter(|p| {
-                peers
-                    .get(&p.name)
-                    .and_then(|v| v.last_ok)
-                    .is_some_and(|t| t.elapsed() <= snap.cluster.stale_after)
-            })
-            .count();
+        let fresh = ctx.iter().filter(|c| c.fresh).count();
         if let Some(m) = &self.metrics {
-            for p in &snap.cluster.peers {
-                let f = peers
-                    .get(&p.name)
-                    .and_then(|v| v.last_ok)
-                    .is_some_and(|t| t.elapsed() <= snap.cluster.stale_after);
-                m.peer_fresh.with_label_values(&[&p.name]).set(i64::from(f));
+            for (p, c) in snap.cluster.peers.iter().zip(&ctx) {
+                m.peer_fresh
+                    .with_label_values(&[&p.name])
+                    .set(i64::from(c.fresh));
             }
         }
+        drop(ctx);
         drop(peers);
         let isolated = !snap.cluster.peers.is_empty() && fresh == 0;
         let was = self
@@ -674,11 +749,17 @@ impl Cluster {
             })
             .collect();
         let layout = self.layout_for(&snap);
-        let mut endpoints: Vec<Value> = lock(&self.last)
+        let last = lock(&self.last);
+        let by_id: &[Option<Outcome>] = if last.generation == snap.generation {
+            &last.by_id
+        } else {
+            &[]
+        };
+        let mut endpoints: Vec<Value> = by_id
             .iter()
-            .filter(|(k, o)| {
-                (!o.up || o.drained || o.basis != Basis::Local) && layout.key_of.contains(k)
-            })
+            .enumerate()
+            .filter_map(|(id, o)| Some((layout.key_of.get(id)?, (*o)?)))
+            .filter(|(_, o)| !o.up || o.drained || o.basis != Basis::Local)
             .map(|(k, o)| {
                 let (pool, endpoint) = k.split_once('/').unwrap_or((k, ""));
                 json!({"pool": pool, "endpoint": endpoint, "up": o.up, "drained": o.drained,
@@ -810,20 +891,25 @@ fn pool_rtt(snap: &Snapshot, layout: &Layout, rtts: &[Option<f64>], p: PoolId) -
 impl Resolver for Cluster {
     fn resolve(&self, snap: &Snapshot, target: &ProbeTarget, own: Verdict) -> (bool, bool) {
         let layout = self.layout_for(snap);
-        let peers = lock(&self.peers);
+        let mut peers = lock(&self.peers);
+        let ctx = peer_ctx(snap, &layout, &mut peers);
         let admin = lock(&self.admin);
         let mut votes = Vec::new();
         let o = self.outcome(
             snap,
             &layout,
-            (&peers, &admin),
+            (&ctx, &admin),
             target.endpoint as usize,
             Some(own),
             &mut votes,
         );
+        drop(ctx);
         drop((peers, admin));
-        if let Some(key) = layout.key_of.get(target.endpoint as usize) {
-            lock(&self.last).insert(key.clone(), o);
+        let mut last = lock(&self.last);
+        if last.generation == snap.generation
+            && let Some(slot) = last.by_id.get_mut(target.endpoint as usize)
+        {
+            *slot = Some(o);
         }
         (o.up, o.drained)
     }

@@ -86,6 +86,9 @@ fn cases() -> Vec<(&'static str, Vec<u8>, u16)> {
             0,
         ),
         ("nxdomain", query("nx.lb.example.com", 1, None), 3),
+        // Compressed record data and glue owners.
+        ("apex_ns_glue", query("lb.example.com", 2, None), 0),
+        ("mx", query("lb.example.com", 15, None), 0),
     ]
 }
 

@@ -71,10 +71,11 @@ impl Control {
             old.settings.dns_listen != snap.settings.dns_listen
                 || old.settings.http_listen != snap.settings.http_listen
                 || old.settings.udp_workers != snap.settings.udp_workers
+                || old.settings.anycast != snap.settings.anycast
         };
         if listen_changed {
             warn!(
-                "listen addresses or workers changed: that takes a restart; keeping the current sockets"
+                "listen addresses, workers or [anycast] changed: that takes a restart; keeping the current ones"
             );
         }
         self.shared.publish(snap);
@@ -114,6 +115,36 @@ fn reload_errors(e: &ConfigError) -> Vec<String> {
     e.to_string().lines().map(String::from).collect()
 }
 
+/// Set by the process-wide handlers installed before anything is served;
+/// [`Running::wait_for_signals`] picks them up.
+static EARLY_HUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static EARLY_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Catch SIGHUP, SIGTERM and SIGINT from the very start, before the config
+/// is read or a socket bound: without this, a SIGHUP during startup (a
+/// `systemctl reload` right after start) kills the process with the
+/// default action. Installed once per process.
+fn install_early_signal_handlers() -> anyhow::Result<()> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        for (sig, flag) in [
+            (libc::SIGHUP, &EARLY_HUP),
+            (libc::SIGTERM, &EARLY_STOP),
+            (libc::SIGINT, &EARLY_STOP),
+        ] {
+            // SAFETY: the action only stores to an atomic, which is
+            // async-signal-safe.
+            unsafe {
+                signal_hook_registry::register(sig, move || flag.store(true, Ordering::SeqCst))
+            }
+            .map_err(|e| format!("installing signal handlers: {e}"))?;
+        }
+        Ok(())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
 /// A running server.
 pub struct Running {
     /// Bound UDP addresses (ports resolved).
@@ -132,6 +163,8 @@ pub struct Running {
     pub backend: Arc<SharedBackend>,
     /// Peers, quorum, admin states.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// The anycast gate, when `[anycast]` is configured.
+    pub anycast: Option<Arc<crate::anycast::Handle>>,
     udp: Vec<UdpServer>,
     shutdown: CancellationToken,
     rt: Option<Runtime>,
@@ -139,6 +172,7 @@ pub struct Running {
 
 /// Load the config, bind every listener and start answering.
 pub fn start(opts: &Options) -> anyhow::Result<Running> {
+    info!(config = %opts.config.display(), "starting");
     // Fingerprint before reading, so an edit racing the start is seen.
     let config_seen = fingerprint(std::slice::from_ref(&opts.config));
     let snap = load_snapshot(&opts.config, 1)?;
@@ -246,6 +280,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         control: control.clone(),
         backend: backend.clone(),
         cluster: cluster.clone(),
+        anycast: None,
         udp: Vec::new(),
         shutdown: shutdown.clone(),
         rt: None,
@@ -253,7 +288,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     let tcp_opts = TcpOptions {
         idle_timeout: settings.tcp_idle_timeout,
         max_connections: settings.tcp_max_connections,
-        limit_drops: Arc::default(),
+        max_per_client: settings.tcp_max_per_client,
+        busy_idle_timeout: settings.tcp_busy_idle_timeout,
+        ..TcpOptions::default()
     };
     for addr in listen {
         // UDP and TCP on one port (port 0: the same kernel-chosen port).
@@ -321,6 +358,15 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
             settings.watch_interval,
             shutdown.clone(),
         ));
+    }
+    if let Some(a) = settings.anycast.clone() {
+        // After the listeners: the self-check asks them.
+        let _guard = rt.enter();
+        let exe = crate::anycast::guard_executable().context("anycast guard")?;
+        let handle =
+            crate::anycast::start(a, shared.clone(), &running.udp_addrs, exe, shutdown.clone())?;
+        backend.set_anycast(handle.clone());
+        running.anycast = Some(handle);
     }
     backend.set_ready(true);
     running.rt = Some(rt);
@@ -432,7 +478,10 @@ impl Running {
         r
     }
 
-    /// Serve until SIGINT or SIGTERM; reload on SIGHUP.
+    /// Serve until SIGINT or SIGTERM; reload on SIGHUP. A reload runs on
+    /// its own thread, so a stop signal never waits for it. With
+    /// `[anycast]`, a stop first withdraws the routes and keeps answering
+    /// for `anycast.drain` (lame duck); a second stop signal ends the drain.
     pub fn wait_for_signals(&self) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let rt = self.rt.as_ref().context("runtime gone")?;
@@ -440,19 +489,107 @@ impl Running {
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
             let mut hup = signal(SignalKind::hangup())?;
-            loop {
-                tokio::select! {
-                    _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
-                    _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-                    _ = hup.recv() => match self.reload() {
-                        Ok(g) => info!(generation = g, "config reloaded (SIGHUP)"),
-                        Err(e) => error!("reload failed, keeping the old config:\n{e}"),
-                    },
+            // Signals that came while starting were caught by the early
+            // handlers: act on them now.
+            let early_stop = EARLY_STOP.swap(false, Ordering::SeqCst);
+            let mut stop = early_stop;
+            let mut hup_pending = EARLY_HUP.swap(false, Ordering::SeqCst);
+            if stop {
+                // Not announced yet (the hold-down has hardly begun), so no
+                // drain; and the same signal may be pending on `term`.
+                info!("stop signal during startup: shutting down");
+            } else if hup_pending {
+                info!("SIGHUP during startup: reloading now");
+            }
+            let mut running: Option<tokio::sync::oneshot::Receiver<Result<u64, ConfigError>>> =
+                None;
+            while !stop {
+                if hup_pending && running.is_none() {
+                    hup_pending = false;
+                    running = Some(self.spawn_reload());
                 }
+                tokio::select! {
+                    _ = term.recv() => { info!("SIGTERM: shutting down"); stop = true; }
+                    _ = int.recv() => { info!("SIGINT: shutting down"); stop = true; }
+                    _ = hup.recv() => {
+                        if running.is_some() {
+                            info!("SIGHUP: a reload is running; reloading again after it");
+                        }
+                        hup_pending = true;
+                    }
+                    r = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                        running = None;
+                        let r = r.unwrap_or_else(|_| Err(ConfigError::Read {
+                            path: self.control.config.clone(),
+                            source: std::io::Error::other("the reload thread died"),
+                        }));
+                        self.backend.record_reload(&r.as_ref().map(|g| *g).map_err(reload_errors));
+                        match r {
+                            Ok(g) => info!(generation = g, "config reloaded (SIGHUP)"),
+                            Err(e) => error!("reload failed, keeping the old config:\n{e}"),
+                        }
+                    }
+                }
+            }
+            if running.is_some() {
+                info!("stopping without waiting for the running reload");
+            }
+            if !early_stop {
+                self.lame_duck(&mut term, &mut int).await;
             }
             Ok::<(), std::io::Error>(())
         })?;
         Ok(())
+    }
+
+    /// Run a reload on its own thread (not the runtime's blocking pool,
+    /// which shutdown would wait for).
+    fn spawn_reload(&self) -> tokio::sync::oneshot::Receiver<Result<u64, ConfigError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let control = self.control.clone();
+        let spawned = std::thread::Builder::new()
+            .name("steerdns-reload".into())
+            .spawn(move || {
+                let _ = tx.send(control.reload());
+            });
+        if let Err(e) = spawned {
+            error!("cannot start a reload thread: {e}");
+        }
+        rx
+    }
+
+    /// Lame duck: withdraw the anycast routes, keep answering for the
+    /// drain period (or until another stop signal), then return.
+    async fn lame_duck(
+        &self,
+        term: &mut tokio::signal::unix::Signal,
+        int: &mut tokio::signal::unix::Signal,
+    ) {
+        let Some(anycast) = &self.anycast else {
+            return;
+        };
+        // Load balancers in front of the API see the node going away too.
+        self.backend.set_ready(false);
+        let drain = anycast.drain_period();
+        info!(
+            "lame duck: withdrawing the anycast routes, then answering for {} ms",
+            drain.as_millis()
+        );
+        let withdrawn = tokio::select! {
+            w = anycast.withdraw_for_shutdown() => w,
+            _ = term.recv() => { info!("second stop signal: stopping now"); return; }
+            _ = int.recv() => { info!("second stop signal: stopping now"); return; }
+        };
+        if withdrawn {
+            info!("lame duck: BIRD confirmed the withdrawal; draining");
+        } else {
+            warn!("lame duck: BIRD did not confirm the withdrawal; draining anyway");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(drain) => info!("drain over: stopping"),
+            _ = term.recv() => info!("second stop signal: stopping now"),
+            _ = int.recv() => info!("second stop signal: stopping now"),
+        }
     }
 
     /// Stop answering and release every socket.
@@ -480,6 +617,9 @@ impl Drop for Running {
 
 /// `steerdns serve`.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
+    // Before anything else (here rather than in `start`, so that processes
+    // embedding the server, like the tests, keep their default signals).
+    install_early_signal_handlers()?;
     let running = start(opts)?;
     running.wait_for_signals()?;
     running.stop();

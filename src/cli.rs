@@ -74,6 +74,12 @@ pub enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Anycast route gating (see docs/anycast.md).
+    Anycast {
+        /// What to do.
+        #[command(subcommand)]
+        command: AnycastCommand,
+    },
     /// Build a MaxMind DB file from the readable CSV format of geoip/sample.csv.
     GeoipBuild {
         /// CSV input.
@@ -128,4 +134,34 @@ impl CtlAction {
             CtlAction::Auto { pool, endpoint } => ("auto", pool, endpoint),
         }
     }
+}
+
+/// `steerdns anycast ...`
+#[derive(Debug, Subcommand)]
+pub enum AnycastCommand {
+    /// Show a running server's anycast state (from its HTTP API).
+    Status {
+        /// The server's HTTP API address (default: `server.http_listen` of --config).
+        #[arg(long, value_name = "ADDR")]
+        api: Option<SocketAddr>,
+        /// Read the API address from this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the JSON as the API sends it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The guard process steerdns starts itself (internal).
+    #[command(hide = true)]
+    Guard {
+        /// BIRD control socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// BIRD protocol to toggle (repeatable).
+        #[arg(long, required = true)]
+        protocol: Vec<String>,
+        /// Withdraw when not refreshed for this long (e.g. "1s").
+        #[arg(long)]
+        lease: String,
+    },
 }

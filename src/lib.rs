@@ -5,16 +5,19 @@
 //! how the modules depend on each other.
 #![warn(missing_docs)]
 
+pub mod anycast;
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod cookie;
 pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod metrics;
+pub mod rrl;
 pub mod select;
 pub mod snapshot;
 pub mod zone;

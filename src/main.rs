@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use steerdns::cli::{Cli, Command, LogFormat};
+use steerdns::cli::{AnycastCommand, Cli, Command, LogFormat};
 use steerdns::config::ConfigError;
 use steerdns::{app, explain};
 
@@ -25,6 +25,36 @@ fn fail(e: anyhow::Error) -> ExitCode {
     }
     eprintln!("error: {e:#}");
     ExitCode::from(1)
+}
+
+fn anycast(command: AnycastCommand) -> anyhow::Result<()> {
+    use steerdns::anycast::cli;
+    match command {
+        AnycastCommand::Guard {
+            socket,
+            protocol,
+            lease,
+        } => {
+            let lease = steerdns::config::duration::parse(&lease)
+                .map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+            steerdns::anycast::guard::run_guard(&socket, &protocol, lease.0);
+            Ok(())
+        }
+        AnycastCommand::Status { api, config, json } => {
+            let addr = match (api, config) {
+                (Some(a), _) => a,
+                (None, Some(c)) => app::load_snapshot(&c, 1)?.settings.http_listen,
+                (None, None) => anyhow::bail!("give --api ADDR or --config FILE"),
+            };
+            let status = cli::fetch_status(addr, std::time::Duration::from_secs(5))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", cli::format_status(&status));
+            }
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -80,6 +110,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::msg)
             })
             .map(|body| println!("{body}")),
+        Command::Anycast { command } => anycast(command),
         Command::GeoipBuild { input, output } => {
             steerdns::geo::sample::build_from_csv(&input, &output)
                 .map(|n| println!("wrote {} ({n} networks)", output.display()))

@@ -34,6 +34,7 @@ pub struct SharedBackend {
     reloader: Reloader,
     probe: ProbeLookup,
     health: Option<Arc<HealthStatus>>,
+    anycast: std::sync::OnceLock<Arc<crate::anycast::Handle>>,
 }
 
 fn now_unix() -> u64 {
@@ -59,7 +60,13 @@ impl SharedBackend {
             reloader,
             probe: Box::new(|_| ProbeInfo::default()),
             health: None,
+            anycast: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Report the anycast gate's state (set once, after it started).
+    pub fn set_anycast(&self, handle: Arc<crate::anycast::Handle>) {
+        let _ = self.anycast.set(handle);
     }
 
     /// Use the prober's state for `explain`.
@@ -150,6 +157,10 @@ impl ApiBackend for SharedBackend {
         let _guard = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let result = (self.reloader)();
         self.record_reload(&result)
+    }
+
+    fn anycast(&self) -> Option<crate::anycast::AnycastStatus> {
+        self.anycast.get().map(|a| a.status())
     }
 
     fn metrics_text(&self) -> String {

@@ -158,6 +158,54 @@ fn pool_section(out: &mut String, now: u64, p: &PoolStatus) {
 
 /// The status page for `status`, with ages relative to `now` (Unix secs).
 pub fn render(status: &Status, now: u64) -> String {
+    render_page(status, None, now)
+}
+
+/// The anycast row: wanted state, BIRD's confirmation, the last self-check.
+fn anycast_row(a: &crate::anycast::AnycastStatus, now: u64) -> String {
+    let badge = if a.announced {
+        "<span class=\"state up\">ANNOUNCED</span>"
+    } else {
+        "<span class=\"state down\">WITHDRAWN</span>"
+    };
+    let mut s = format!(
+        "{badge} {} ({}, since {})",
+        escape(&a.prefixes.join(", ")),
+        escape(&a.state),
+        when(now, Some(a.since))
+    );
+    if let Some(r) = &a.reason {
+        let _ = write!(s, ": {}", escape(r));
+    }
+    if let Some(e) = &a.bird_error {
+        let _ = write!(s, "<ul class=\"errors\"><li>{}</li></ul>", escape(e));
+    }
+    let _ = write!(
+        s,
+        "<br><span class=\"small\">self-checks {} ok, {} failed",
+        a.self_checks_ok, a.self_checks_failed
+    );
+    if let Some(c) = &a.last_self_check {
+        let _ = write!(
+            s,
+            "; last {} {}",
+            if c.ok { "ok" } else { "FAILED" },
+            when(now, Some(c.at))
+        );
+        if let Some(e) = &c.error {
+            let _ = write!(s, ": {}", escape(e));
+        }
+    }
+    s.push_str("</span>");
+    s
+}
+
+/// The status page, with the anycast row when `anycast` is given.
+pub fn render_page(
+    status: &Status,
+    anycast: Option<&crate::anycast::AnycastStatus>,
+    now: u64,
+) -> String {
     let mut out = String::with_capacity(4096 + status.pools.len() * 2048);
     let title = format!("steerdns status: {}", escape(&status.node_name));
     let _ = write!(
@@ -198,6 +246,9 @@ pub fn render(status: &Status, now: u64) -> String {
         }
     };
     meta("Last reload", reload);
+    if let Some(a) = anycast {
+        meta("Anycast", anycast_row(a, now));
+    }
     let usable = status.pools.iter().filter(|p| p.usable).count();
     meta(
         "Pools usable",

@@ -15,11 +15,14 @@
 //! Requests are bounded: headers must arrive within [`HEADER_READ_TIMEOUT`]
 //! and fit in [`MAX_HEADER_BYTES`], bodies are not read (a `POST` declaring
 //! more than [`MAX_BODY_BYTES`] gets `413`), at most [`MAX_CONNECTIONS`]
-//! connections are served at once, each for at most [`MAX_CONNECTION_AGE`].
+//! connections are served at once ([`MAX_PER_CLIENT`] per client), each for
+//! at most [`MAX_CONNECTION_AGE`]; when a cap is reached, the connection idle
+//! longest makes room (see [`limits`]), so slow clients cannot starve others.
 
 pub mod backend;
 pub mod cluster;
 pub mod html;
+pub mod limits;
 pub mod model;
 pub mod snapshot;
 
@@ -39,10 +42,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use limits::{IDLE_TIMEOUT, IDLE_TIMEOUT_UNDER_PRESSURE, MAX_CONNECTIONS, MAX_PER_CLIENT};
 pub use model::{EndpointState, EndpointStatus, LastReload, PoolStatus, ReloadOutcome, Status};
 
 /// A client must send a request's headers within this.
@@ -51,8 +54,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest declared request body accepted.
 pub const MAX_BODY_BYTES: u64 = 4096;
-/// Connections served at once; further ones wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 64;
 /// A connection (keep-alive included) is closed after this.
 pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 
@@ -72,6 +73,10 @@ pub trait ApiBackend: Send + Sync + 'static {
     fn reload(&self) -> ReloadOutcome;
     /// The Prometheus text exposition.
     fn metrics_text(&self) -> String;
+    /// The anycast gate's state, when `[anycast]` is configured.
+    fn anycast(&self) -> Option<crate::anycast::AnycastStatus> {
+        None
+    }
 }
 
 /// How to serve the API.
@@ -95,7 +100,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(128)?;
+    // Deep enough that a burst of connects waits for accept() (which never
+    // blocks on the caps) rather than for a SYN retransmit.
+    socket.listen(1024)?;
     Ok(socket.into())
 }
 
@@ -143,15 +150,9 @@ pub async fn serve_with_cluster(
         token: opts.token.filter(|t| !t.is_empty()),
         cluster,
     });
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let table = limits::ConnTable::new(MAX_CONNECTIONS, MAX_PER_CLIENT);
+    let mut last_refusal_log: Option<tokio::time::Instant> = None;
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
@@ -164,13 +165,30 @@ pub async fn serve_with_cluster(
                 }
             },
         };
+        let Some(admitted) = table.admit(peer.ip()) else {
+            // Every connection in the way is inside a handler: refuse
+            // (close) rather than queue behind them.
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                let (open, evicted, refused) = table.counts();
+                warn!(%peer, open, evicted, refused, "HTTP API: connection limit reached, connection refused");
+                last_refusal_log = Some(tokio::time::Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
         let state = state.clone();
         let token = shutdown.clone();
+        let table = table.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let conn_state = admitted.state.clone();
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(req, &state).await) }
+                let busy = conn_state.begin();
+                async move {
+                    // Busy until the body's last frame is taken.
+                    let r = route(req, &state).await;
+                    Ok::<_, Infallible>(r.map(|b| limits::BusyBody::new(b, busy)))
+                }
             });
             let mut builder = http1::Builder::new();
             builder
@@ -182,15 +200,31 @@ pub async fn serve_with_cluster(
             tokio::pin!(conn);
             let deadline = tokio::time::sleep(MAX_CONNECTION_AGE);
             tokio::pin!(deadline);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        debug!(%peer, "HTTP connection: {e}");
+            // Idle time (request head, unread body, keep-alive wait, a
+            // response the client does not read) is bounded by the table:
+            // shorter when it is nearly full.
+            let mut idle_check = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            debug!(%peer, "HTTP connection: {e}");
+                        }
+                        return;
                     }
-                    return;
+                    // Closed to make room for another connection.
+                    () = admitted.evicted.cancelled() => return,
+                    _ = idle_check.tick() => {
+                        if admitted.state.idle_for().is_some_and(|d| d >= table.idle_timeout()) {
+                            debug!(%peer, "HTTP connection idle too long: closed");
+                            return;
+                        }
+                        continue;
+                    }
+                    _ = token.cancelled() => {}
+                    _ = &mut deadline => {}
                 }
-                _ = token.cancelled() => {}
-                _ = &mut deadline => {}
+                break;
             }
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
@@ -340,7 +374,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn route(req: Request<Incoming>, state: &State) -> Resp {
     let req = match &state.cluster {
         Some(c) => {
-            let page = || html::render(&state.backend.status(), now_unix());
+            let page = || {
+                html::render_page(
+                    &state.backend.status(),
+                    state.backend.anycast().as_ref(),
+                    now_unix(),
+                )
+            };
             match cluster::route(req, c, state.token.as_deref(), page).await {
                 Ok(r) => return r,
                 Err(req) => req,
@@ -366,11 +406,19 @@ async fn route(req: Request<Incoming>, state: &State) -> Resp {
         "/api/v1/status" if get => json(StatusCode::OK, &state.backend.status()),
         "/api/v1/explain" if get => explain(&req, state).await,
         "/api/v1/reload" if req.method() == Method::POST => reload(&req, state).await,
+        "/api/v1/anycast" if get => match state.backend.anycast() {
+            Some(a) => json(StatusCode::OK, &a),
+            None => json_error(StatusCode::NOT_FOUND, "anycast is not configured"),
+        },
         "/" if get => {
             let mut r = respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                html::render(&state.backend.status(), now_unix()),
+                html::render_page(
+                    &state.backend.status(),
+                    state.backend.anycast().as_ref(),
+                    now_unix(),
+                ),
             );
             r.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,
@@ -378,9 +426,8 @@ async fn route(req: Request<Incoming>, state: &State) -> Resp {
             );
             r
         }
-        "/healthz" | "/readyz" | "/metrics" | "/api/v1/status" | "/api/v1/explain" | "/" => {
-            method_not_allowed("GET, HEAD")
-        }
+        "/healthz" | "/readyz" | "/metrics" | "/api/v1/status" | "/api/v1/explain"
+        | "/api/v1/anycast" | "/" => method_not_allowed("GET, HEAD"),
         "/api/v1/reload" => method_not_allowed("POST"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

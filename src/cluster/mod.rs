@@ -588,16 +588,19 @@ impl Cluster {
                 }
                 let own_v = layout.probe_of[id].and_then(|pi| own[pi]);
                 let o = self.outcome(snap, &layout, (&ctx, &admin), id, own_v, &mut votes);
-                snap.health.set_state(e.id, o.up, o.drained);
                 if !current_gen {
-                    // A snapshot being seeded before publication: logs,
-                    // metrics and `last` follow once it serves.
+                    // A snapshot being seeded before publication: written
+                    // whole; logs, metrics and `last` follow once it serves.
+                    snap.health.set_state(e.id, o.up, o.drained);
                     continue;
                 }
                 let key = &layout.key_of[id];
                 let prev = last[id].replace(o);
                 let moved = prev.is_none_or(|x| x.up != o.up || x.drained != o.drained);
                 if moved {
+                    // Slots are written when the combined state changes
+                    // (a write racing the prober's is redone next round).
+                    snap.health.set_state(e.id, o.up, o.drained);
                     if prev.is_some() {
                         if o.up && !o.drained {
                             info!(pool = %p.name, endpoint = %e.label, basis = o.basis.as_str(), down = o.down, voters = o.voters, "cluster: endpoint answered again");

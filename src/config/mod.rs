@@ -7,7 +7,9 @@
 
 pub mod cluster;
 pub mod duration;
+pub mod protect;
 pub mod raw;
+mod split;
 
 use std::fmt;
 use std::ops::Range;
@@ -41,6 +43,34 @@ impl Source {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         }
+    }
+}
+
+/// Where each line of a text starts, computed once, so that placing many
+/// errors costs a binary search each instead of a rescan of the file.
+#[derive(Debug)]
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { starts }
+    }
+
+    /// As [`Source::line_col`].
+    fn line_col(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(text, offset.min(text.len()));
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, text[start..offset].chars().count() + 1)
     }
 }
 
@@ -120,6 +150,8 @@ impl Diagnostic {
 pub struct Diagnostics<'a> {
     source: &'a Source,
     list: Vec<Diagnostic>,
+    /// Built at the first error.
+    lines: std::cell::OnceCell<LineIndex>,
 }
 
 impl<'a> Diagnostics<'a> {
@@ -128,6 +160,7 @@ impl<'a> Diagnostics<'a> {
         Diagnostics {
             source,
             list: Vec::new(),
+            lines: std::cell::OnceCell::new(),
         }
     }
 
@@ -136,7 +169,10 @@ impl<'a> Diagnostics<'a> {
         let (line, col) = if span == (0..0) {
             (0, 0)
         } else {
-            self.source.line_col(span.start)
+            let text = &self.source.text;
+            self.lines
+                .get_or_init(|| LineIndex::new(text))
+                .line_col(text, span.start)
         };
         self.list.push(Diagnostic {
             line,
@@ -177,25 +213,31 @@ pub fn read_source(path: &Path) -> Result<Source, ConfigError> {
 }
 
 /// Parse the TOML of `source` into the raw structs (syntax and types only).
+/// A syntax error stops parsing (it is the first one); type errors are all
+/// reported, each zone, pool, name, monitor and static record checked on
+/// its own (see [`split`]).
 pub fn parse(source: &Source) -> Result<ConfigFile, ConfigError> {
-    let fail = |span: Option<Range<usize>>, key: String, msg: String| {
-        let (line, col) = span.map_or((1, 1), |s| source.line_col(s.start));
-        ConfigError::Invalid {
-            path: source.path.clone(),
-            diagnostics: vec![Diagnostic {
-                line,
-                col,
-                key,
-                msg,
-            }],
+    let mut d = Diagnostics::new(source);
+    let root = match toml::de::DeTable::parse(&source.text) {
+        Ok(root) => root,
+        Err(e) => {
+            let (line, col) = e.span().map_or((1, 1), |s| source.line_col(s.start));
+            return Err(ConfigError::Invalid {
+                path: source.path.clone(),
+                diagnostics: vec![Diagnostic {
+                    line,
+                    col,
+                    key: String::new(),
+                    msg: first_line(e.message()),
+                }],
+            });
         }
     };
-    let de = toml::Deserializer::parse(&source.text)
-        .map_err(|e| fail(e.span(), String::new(), first_line(e.message())))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = key_path(e.path());
-        let inner = e.into_inner();
-        fail(inner.span(), key, first_line(inner.message()))
+    let file = split::deserialize(root, &mut d);
+    d.finish()?;
+    file.ok_or_else(|| ConfigError::Invalid {
+        path: source.path.clone(),
+        diagnostics: Vec::new(),
     })
 }
 
@@ -271,6 +313,61 @@ mod tests {
         assert!(err.starts_with("t.toml:2:"), "{err}");
         assert!(err.contains("pools.eu.endpoints"), "{err}");
         assert!(err.contains("wieght"), "{err}");
+    }
+
+    #[test]
+    fn line_index_agrees_with_line_col() {
+        let s = src("a = 1\nbé = \"ü\"\n\n[x]\r\ny = 2");
+        let idx = LineIndex::new(&s.text);
+        for off in 0..=s.text.len() + 2 {
+            assert_eq!(idx.line_col(&s.text, off), s.line_col(off), "offset {off}");
+        }
+    }
+
+    #[test]
+    fn every_type_error_is_reported_in_one_run() {
+        let s = src(concat!(
+            "[server]\n",
+            "udp_workers = \"four\"\n",
+            "[zones.\"a.example\"]\n",
+            "ns = [\"ns1\"]\n",
+            "records = [\n",
+            "  { name = \"x\", type = \"A\", data = \"192.0.2.1\" },\n",
+            "  { name = \"y\", type = \"A\", ttl = true, data = \"192.0.2.2\" },\n",
+            "  { name = \"z\", type = 5, data = \"192.0.2.3\" },\n",
+            "]\n",
+            "[zones.\"b.example\"]\n",
+            "ns = \"not a list\"\n",
+            "[pools.eu]\n",
+            "endpoints = [{ address = \"192.0.2.10\", weight = \"heavy\" }]\n",
+            "[pools.na]\n",
+            "endpoints = [{ address = \"192.0.2.20\" }]\n",
+            "min_healthy = -1\n",
+            "[monitors.web]\n",
+            "type = \"gopher\"\n",
+            "[names.\"www.a.example\"]\n",
+            "policy = \"failover\"\n",
+            "ttl = []\n",
+        ));
+        let err = parse(&s).unwrap_err();
+        let ConfigError::Invalid { diagnostics, .. } = &err else {
+            panic!("{err}");
+        };
+        let text = err.to_string();
+        let want = [
+            (2, "server.udp_workers"),
+            (7, "zones.\"a.example\".records[1].ttl"),
+            (8, "zones.\"a.example\".records[2].type"),
+            (11, "zones.\"b.example\".ns"),
+            (13, "pools.eu.endpoints[0].weight"),
+            (16, "pools.na.min_healthy"),
+            (18, "monitors.web.type"),
+            (21, "names.\"www.a.example\".ttl"),
+        ];
+        assert_eq!(diagnostics.len(), want.len(), "{text}");
+        for ((line, key), d) in want.iter().zip(diagnostics) {
+            assert_eq!((d.line, d.key.as_str()), (*line, *key), "{text}");
+        }
     }
 
     #[test]

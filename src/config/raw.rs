@@ -40,6 +40,14 @@ pub struct ConfigFile {
     /// `[cluster]`: peers sharing probe verdicts and admin states.
     #[serde(default)]
     pub cluster: super::cluster::ClusterConfig,
+    /// `[anycast]`: health-gated route announcements through BIRD.
+    pub anycast: Option<Spanned<AnycastConfig>>,
+    /// `[rrl]`: response rate limiting.
+    #[serde(default)]
+    pub rrl: super::protect::RrlConfig,
+    /// `[cookies]`: DNS Cookies.
+    #[serde(default)]
+    pub cookies: super::protect::CookiesConfig,
 }
 
 /// Kind of health check.
@@ -181,6 +189,10 @@ pub struct ServerConfig {
     /// Concurrent TCP connections, all listeners together.
     #[serde(default = "default_tcp_max")]
     pub tcp_max_connections: usize,
+    /// Concurrent TCP connections from one client network (/24, /56).
+    pub tcp_max_connections_per_client: Option<Spanned<usize>>,
+    /// Idle timeout of TCP connections while the connection cap is near.
+    pub tcp_busy_idle_timeout: Option<Spanned<Duration>>,
     /// Seed for weighted random picks (tests); absent = random.
     pub random_seed: Option<u64>,
     /// Bearer token required by `POST /api/v1/reload`.
@@ -221,6 +233,8 @@ impl Default for ServerConfig {
             ecs: true,
             tcp_idle_timeout: default_tcp_idle(),
             tcp_max_connections: default_tcp_max(),
+            tcp_max_connections_per_client: None,
+            tcp_busy_idle_timeout: None,
             random_seed: None,
             api_token: None,
             max_concurrent_probes: default_max_probes(),
@@ -474,4 +488,36 @@ pub struct GeoMapConfig {
     /// By client network.
     #[serde(default)]
     pub cidr: BTreeMap<String, Spanned<Vec<SString>>>,
+}
+
+/// `[anycast]`: the prefixes this node announces through BIRD and when.
+/// Defaults are applied (and checked) in `anycast::settings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastConfig {
+    /// Prefixes announced (`"192.0.2.53/32"`, `"2001:db8::53/128"`).
+    pub prefixes: Spanned<Vec<SString>>,
+    /// Addresses the DNS self-check queries (default: each /32 or /128).
+    pub check_addresses: Option<Spanned<Vec<SString>>>,
+    /// Name the self-check asks for (default: the first zone's apex).
+    pub check_name: Option<SString>,
+    /// Type the self-check asks for (default SOA).
+    pub check_type: Option<SString>,
+    /// Time between self-checks.
+    pub check_interval: Option<Spanned<Duration>>,
+    /// Deadline of one self-check.
+    pub check_timeout: Option<Spanned<Duration>>,
+    /// How long every condition must hold before announcing.
+    pub hold_down: Option<Spanned<Duration>>,
+    /// Lame duck: how long to keep answering after withdrawing on SIGTERM.
+    pub drain: Option<Spanned<Duration>>,
+    /// Announce only while at least this many pools are usable.
+    pub min_usable_pools: Option<Spanned<u32>>,
+    /// BIRD's control socket.
+    pub bird_socket: Option<SString>,
+    /// The BIRD protocols (holding the routes; one per address family)
+    /// that are enabled to announce.
+    pub bird_protocols: Option<Spanned<Vec<SString>>>,
+    /// The guard withdraws when steerdns has not refreshed it for this long.
+    pub lease: Option<Spanned<Duration>>,
 }

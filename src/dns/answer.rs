@@ -28,11 +28,22 @@ pub mod rcode {
     pub const NOTIMP: u16 = 4;
     /// Refused.
     pub const REFUSED: u16 = 5;
+    /// Not authoritative for the zone (RFC 2136), or not authorized.
+    pub const NOTAUTH: u16 = 9;
     /// Bad EDNS version (extended).
     pub const BADVERS: u16 = 16;
+    /// Bad or missing server cookie (extended, RFC 7873).
+    pub const BADCOOKIE: u16 = 23;
 }
 
 const CLASS_IN: u16 = 1;
+/// Opcodes answered NOTAUTH outside our zones (RFC 1996, RFC 2136).
+const OPCODE_NOTIFY: u8 = 4;
+const OPCODE_UPDATE: u8 = 5;
+/// Names remembered per response for compression (every label written
+/// uncompressed adds one; beyond this, names are written without being
+/// remembered, which costs size, never correctness).
+const COMPRESS_SLOTS: usize = 64;
 const CLASS_CH: u16 = 3;
 const CLASS_ANY: u16 = 255;
 /// Longest CNAME chain followed inside a zone.
@@ -75,6 +86,19 @@ pub struct AnswerInfo {
     pub balancer: Option<(u32, Option<select::PoolId>, select::Mode)>,
     /// Where the client's location came from, when a GeoIP lookup ran.
     pub geo: Option<crate::geo::LocationSource>,
+    /// The query's DNS Cookie, when it sent one and cookies are on.
+    pub cookie: Option<CookieState>,
+}
+
+/// What a query's DNS Cookie proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieState {
+    /// A server cookie of ours (current or previous secret) for this client
+    /// and fresh: the client is who its address says.
+    Valid,
+    /// Only a client cookie, or a server cookie we do not accept (another
+    /// secret, too old, another address): answered with a new one.
+    ClientOnly,
 }
 
 /// Answer one query packet into `out` (which is cleared first).
@@ -101,20 +125,31 @@ pub fn answer_with_info(
     let q = match wire::parse(pkt) {
         Ok(q) => q,
         Err(ParseError::Drop) => return Outcome::Dropped,
-        Err(ParseError::NotImp) => return header_only(pkt, rcode::NOTIMP, out),
-        Err(ParseError::FormErr { question_end }) => {
-            header_only(pkt, rcode::FORMERR, out);
-            if question_end > 12 {
-                out.extend_from_slice(&pkt[12..question_end]);
-                out[5] = 1;
-            }
-            return Outcome::Answered {
-                rcode: rcode::FORMERR,
-            };
+        Err(ParseError::NotImp { opt }) => {
+            return minimal(snap, pkt, 0, rcode::NOTIMP, opt, out);
+        }
+        Err(ParseError::FormErr { question_end, opt }) => {
+            return minimal(snap, pkt, question_end, rcode::FORMERR, opt, out);
         }
     };
     info.qtype = q.qtype;
     let mut r = Response::start(snap, &q, client.transport, out);
+    r.cookie(&q, client, info);
+    if q.opcode != 0 {
+        // We implement QUERY only. NOTIFY and UPDATE for a zone we do not
+        // serve get NOTAUTH (as Knot answers them); for our own zones and
+        // every other opcode NOTIMP. Question and OPT are echoed.
+        let ours = {
+            let mut offsets = [0u8; 128];
+            let n = zone::label_offsets(q.name_lc(), &mut offsets);
+            snap.zones.find(q.name_lc(), &offsets[..n]).is_some()
+        };
+        let code = match q.opcode {
+            OPCODE_NOTIFY | OPCODE_UPDATE if !ours => rcode::NOTAUTH,
+            _ => rcode::NOTIMP,
+        };
+        return r.finish(code, None);
+    }
     if q.edns.is_some_and(|e| e.version > 0) {
         return r.finish(rcode::BADVERS, None);
     }
@@ -138,6 +173,24 @@ pub fn answer_with_info(
     info.zone = Some(zone.index);
     let (code, scope) = resolve(snap, zone, &q, client, rng, &mut r, info);
     r.finish(code, scope)
+}
+
+/// Answer `pkt` with BADCOOKIE (RFC 7873 5.2.3): the question and an OPT
+/// with a fresh server cookie, so the client retries with it. Used instead
+/// of a truncated answer when rate limiting a client that sent a cookie.
+/// False (and `out` untouched) when the query has no cookie.
+pub fn answer_badcookie(snap: &Snapshot, pkt: &[u8], client: Client, out: &mut Vec<u8>) -> bool {
+    let Ok(q) = wire::parse(pkt) else {
+        return false;
+    };
+    if q.edns.and_then(|e| e.cookie).is_none() || snap.settings.cookies.is_none() {
+        return false;
+    }
+    out.clear();
+    let mut r = Response::start(snap, &q, client.transport, out);
+    r.cookie(&q, client, &mut AnswerInfo::default());
+    r.finish(rcode::BADCOOKIE, None);
+    true
 }
 
 /// Where a name led inside a zone.
@@ -200,7 +253,11 @@ fn resolve(
     let mut name_len = q.qname_len;
     name_buf[..name_len].copy_from_slice(q.name_lc());
     let mut scope: Option<u8> = None;
-    for _ in 0..MAX_CHAIN {
+    // Nodes already answered from: a CNAME loop (through wildcards or
+    // balanced host names, which `check` cannot see) stops instead of
+    // repeating records.
+    let mut visited: [*const Node; MAX_CHAIN] = [std::ptr::null(); MAX_CHAIN];
+    for step in 0..MAX_CHAIN {
         let name = &name_buf[..name_len];
         let node = match find(zone, name, q.qtype) {
             Found::NxDomain => {
@@ -220,6 +277,10 @@ fn resolve(
             }
             Found::Node(n) => n,
         };
+        if visited[..step].contains(&(node as *const Node)) {
+            return (rcode::NOERROR, scope);
+        }
+        visited[step] = node;
         // The next name in a CNAME chain, if this node has one.
         let mut next: Option<&[u8]> = None;
         if let Some(bid) = node.balancer.filter(|_| is_balanced_type(q.qtype)) {
@@ -260,7 +321,11 @@ fn resolve(
             }
             let chosen = t2.as_ref().map_or(t, |x| *x);
             let mut wrote = false;
-            for e in chosen.iter() {
+            for (i, e) in chosen.iter().enumerate() {
+                // The same address listed in two pools answers once.
+                if chosen.iter().take(i).any(|p| p.rdata == e.rdata) {
+                    continue;
+                }
                 match &e.target {
                     Target::Host(h) => {
                         r.record(name, rtype::CNAME, b.ttl, &e.rdata, Section::Answer);
@@ -433,13 +498,36 @@ fn chaos(snap: &Snapshot, q: &Query<'_>, mut r: Response<'_>) -> Outcome {
     }
 }
 
-fn header_only(pkt: &[u8], code: u16, out: &mut Vec<u8>) -> Outcome {
+/// A minimal error answer to a packet that did not parse: the header, the
+/// question when it parsed (`question_end` > 12), and an OPT when the query
+/// had one (RFC 6891 section 7: a FORMERR caused by the OPT carries one, so
+/// the client does not retry without EDNS).
+fn minimal(
+    snap: &Snapshot,
+    pkt: &[u8],
+    question_end: usize,
+    code: u16,
+    opt: Option<wire::OptSeen>,
+    out: &mut Vec<u8>,
+) -> Outcome {
     out.clear();
     out.extend_from_slice(&pkt[..12]);
     // QR, keep opcode and RD, clear the rest, set RCODE.
     out[2] = 0x80 | (pkt[2] & 0x79);
     out[3] = (code & 0xF) as u8;
     out[4..12].fill(0);
+    if question_end > 12 {
+        out.extend_from_slice(&pkt[12..question_end]);
+        out[5] = 1;
+    }
+    if let Some(o) = opt {
+        out.push(0);
+        out.extend_from_slice(&rtype::OPT.to_be_bytes());
+        out.extend_from_slice(&snap.settings.max_udp_payload.to_be_bytes());
+        let do_bit = if o.dnssec_ok { 0x80 } else { 0 };
+        out.extend_from_slice(&[((code >> 4) & 0xFF) as u8, 0, do_bit, 0, 0, 0]);
+        out[11] = 1;
+    }
     Outcome::Answered { rcode: code }
 }
 
@@ -453,7 +541,6 @@ enum Section {
 /// A response being written.
 struct Response<'a> {
     out: &'a mut Vec<u8>,
-    q_lc: &'a [u8],
     question_end: usize,
     an: u16,
     ns: u16,
@@ -461,10 +548,16 @@ struct Response<'a> {
     limit: usize,
     edns: Option<Edns>,
     snap: &'a Snapshot,
-    /// Names written uncompressed in record data (CNAME targets), with their
-    /// offsets, so later owners can point at them.
-    known: [(usize, usize); 8],
-    known_len: usize,
+    /// Compression table: for every label written uncompressed (the
+    /// question's included), its offset and the length of the whole name
+    /// from there (uncompressed), so a later name with that suffix points
+    /// at it. Fixed size: no allocation per query.
+    comp: [(u16, u8); COMPRESS_SLOTS],
+    comp_len: usize,
+    /// Entries of the question itself (kept when the answer is truncated).
+    comp_question: usize,
+    /// The COOKIE option to send: the client cookie and our server cookie.
+    cookie: Option<([u8; 8], [u8; crate::cookie::SERVER_LEN])>,
 }
 
 impl<'a> Response<'a> {
@@ -475,7 +568,7 @@ impl<'a> Response<'a> {
         out: &'a mut Vec<u8>,
     ) -> Self {
         out.extend_from_slice(&q.id.to_be_bytes());
-        let mut f1 = 0x80u8;
+        let mut f1 = 0x80u8 | (q.opcode << 3);
         if q.rd {
             f1 |= 0x01;
         }
@@ -489,19 +582,45 @@ impl<'a> Response<'a> {
                 None => 512,
             },
         };
-        Response {
+        let mut r = Response {
             question_end: out.len(),
             out,
-            q_lc: q.name_lc(),
             an: 0,
             ns: 0,
             ar: 0,
             limit,
             edns: q.edns,
             snap,
-            known: [(0, 0); 8],
-            known_len: 0,
-        }
+            comp: [(0, 0); COMPRESS_SLOTS],
+            comp_len: 0,
+            comp_question: 0,
+            cookie: None,
+        };
+        r.remember(12, q.name_lc(), q.qname_len);
+        r.comp_question = r.comp_len;
+        r
+    }
+
+    /// Check the query's DNS Cookie (RFC 7873, RFC 9018) and prepare the
+    /// one we send back: always a fresh server cookie for this client.
+    fn cookie(&mut self, q: &Query<'_>, client: Client, info: &mut AnswerInfo) {
+        let (Some(c), Some(secrets)) = (
+            q.edns.and_then(|e| e.cookie),
+            self.snap.settings.cookies.as_deref(),
+        ) else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        let ip = client.addr.ip();
+        let valid = c.server_len > 0 && secrets.verify(&c.client, c.server(), ip, now);
+        info.cookie = Some(if valid {
+            CookieState::Valid
+        } else {
+            CookieState::ClientOnly
+        });
+        self.cookie = Some((c.client, secrets.make(&c.client, ip, now)));
     }
 
     fn set_aa(&mut self, aa: bool) {
@@ -512,31 +631,80 @@ impl<'a> Response<'a> {
         }
     }
 
-    /// Write a name: a pointer into the question or an earlier name where
-    /// one matches at a label boundary, else the bytes.
+    /// Write a name (uncompressed wire, any case), compressed (RFC 1035
+    /// 4.1.4): its longest suffix already in the message becomes a pointer,
+    /// the labels before it are written and remembered.
     fn name(&mut self, name: &[u8]) {
-        let q = self.q_lc;
-        // Suffixes of the question name.
+        let start = self.out.len();
         let mut i = 0;
-        while i < q.len() && q[i] != 0 {
-            if &q[i..] == name {
-                return self.pointer(12 + i);
+        while i < name.len() && name[i] != 0 {
+            if let Some(off) = self.find_suffix(&name[i..]) {
+                self.out.extend_from_slice(&name[..i]);
+                self.out.extend_from_slice(&(0xC000 | off).to_be_bytes());
+                self.remember(start, &name[..i], name.len());
+                return;
             }
-            i += 1 + q[i] as usize;
-        }
-        for &(off, len) in &self.known[..self.known_len] {
-            let written = &self.out[off..off + len];
-            if written.len() == name.len() && written.eq_ignore_ascii_case(name) {
-                return self.pointer(off);
-            }
+            i += 1 + name[i] as usize;
         }
         self.out.extend_from_slice(name);
+        self.remember(start, name, name.len());
     }
 
-    fn pointer(&mut self, off: usize) {
-        if off < 0x3FFF {
-            self.out
-                .extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
+    /// Remember the labels in `labels` (a whole name, or the labels of a
+    /// name before its pointer) written at `at`; `full` is the length of the
+    /// whole uncompressed name, so each entry knows the length from its
+    /// label to the end.
+    fn remember(&mut self, at: usize, labels: &[u8], full: usize) {
+        let mut j = 0;
+        while j < labels.len() && labels[j] != 0 {
+            let off = at + j;
+            if self.comp_len == COMPRESS_SLOTS || off >= 0x3FFF {
+                return;
+            }
+            let Ok(len) = u8::try_from(full - j) else {
+                return;
+            };
+            self.comp[self.comp_len] = (off as u16, len);
+            self.comp_len += 1;
+            j += 1 + labels[j] as usize;
+        }
+    }
+
+    /// Offset of a name in the message equal to `suffix`.
+    fn find_suffix(&self, suffix: &[u8]) -> Option<u16> {
+        self.comp[..self.comp_len]
+            .iter()
+            .find(|&&(off, len)| {
+                len as usize == suffix.len() && name_at_eq(self.out, off as usize, suffix)
+            })
+            .map(|&(off, _)| off)
+    }
+
+    /// Record data, with the names of the types RFC 3597 section 4 lets us
+    /// compress (NS, CNAME, PTR, MX, SOA) compressed. SRV targets are not
+    /// (RFC 2782), nor anything else.
+    fn rdata(&mut self, t: u16, rd: &[u8]) {
+        match t {
+            rtype::NS | rtype::CNAME | rtype::PTR if wire_name_len(rd) == Some(rd.len()) => {
+                self.name(rd);
+            }
+            rtype::MX if rd.len() > 2 && wire_name_len(&rd[2..]) == Some(rd.len() - 2) => {
+                self.out.extend_from_slice(&rd[..2]);
+                self.name(&rd[2..]);
+            }
+            rtype::SOA => {
+                let m = wire_name_len(rd);
+                let r = m.and_then(|m| wire_name_len(&rd[m..]).map(|r| (m, m + r)));
+                match r {
+                    Some((m, end)) if rd.len() == end + 20 => {
+                        self.name(&rd[..m]);
+                        self.name(&rd[m..end]);
+                        self.out.extend_from_slice(&rd[end..]);
+                    }
+                    _ => self.out.extend_from_slice(rd),
+                }
+            }
+            _ => self.out.extend_from_slice(rd),
         }
     }
 
@@ -553,14 +721,11 @@ impl<'a> Response<'a> {
         self.out.extend_from_slice(&t.to_be_bytes());
         self.out.extend_from_slice(&class.to_be_bytes());
         self.out.extend_from_slice(&ttl.to_be_bytes());
-        self.out
-            .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        let at = self.out.len();
-        self.out.extend_from_slice(rdata);
-        if t == rtype::CNAME && self.known_len < self.known.len() {
-            self.known[self.known_len] = (at, rdata.len());
-            self.known_len += 1;
-        }
+        let len_at = self.out.len();
+        self.out.extend_from_slice(&[0, 0]);
+        self.rdata(t, rdata);
+        let rdlen = (self.out.len() - len_at - 2) as u16;
+        self.out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         match s {
             Section::Answer => self.an += 1,
             Section::Authority => self.ns += 1,
@@ -595,11 +760,12 @@ impl<'a> Response<'a> {
     fn glue(&mut self, node: &Node) {
         for (owner, set) in &node.glue.sets {
             for rd in &set.rdata {
-                let before = (self.out.len(), self.ar);
+                let before = (self.out.len(), self.ar, self.comp_len);
                 self.record(owner, set.rtype, set.ttl, rd, Section::Additional);
                 if self.out.len() + self.opt_len() > self.limit {
                     self.out.truncate(before.0);
                     self.ar = before.1;
+                    self.comp_len = before.2;
                     return;
                 }
             }
@@ -617,6 +783,9 @@ impl<'a> Response<'a> {
                 if e.nsid {
                     n += 4 + self.snap.settings.node_name.len();
                 }
+                if self.cookie.is_some() {
+                    n += 4 + 8 + crate::cookie::SERVER_LEN;
+                }
                 n
             }
         }
@@ -627,6 +796,7 @@ impl<'a> Response<'a> {
             // Does not fit: an empty, truncated answer tells the client to
             // retry over TCP.
             self.out.truncate(self.question_end);
+            self.comp_len = self.comp_question;
             self.an = 0;
             self.ns = 0;
             self.ar = 0;
@@ -671,8 +841,71 @@ impl<'a> Response<'a> {
             o.extend_from_slice(&(id.len() as u16).to_be_bytes());
             o.extend_from_slice(id);
         }
+        if let Some((client, server)) = &self.cookie {
+            o.extend_from_slice(&wire::OPT_COOKIE.to_be_bytes());
+            o.extend_from_slice(&((client.len() + server.len()) as u16).to_be_bytes());
+            o.extend_from_slice(client);
+            o.extend_from_slice(server);
+        }
         let rdlen = (o.len() - len_at - 2) as u16;
         o[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         self.ar += 1;
     }
+}
+
+/// Length of the uncompressed wire name at the start of `b`, if it is one.
+fn wire_name_len(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let l = *b.get(i)? as usize;
+        if l & 0xC0 != 0 || i + l >= 255 {
+            return None;
+        }
+        i += 1 + l;
+        if l == 0 {
+            return (i <= b.len()).then_some(i);
+        }
+    }
+}
+
+/// Follow a name in our own message from `p` (labels, then at most a few
+/// pointers) and call `f` for each label (with its length byte) until the
+/// root; false when the message is not a valid name there.
+fn walk_name_at(msg: &[u8], mut p: usize, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    // Our pointers always point backwards; the bound is belt and braces.
+    for _ in 0..256 {
+        let Some(&l) = msg.get(p) else {
+            return false;
+        };
+        if l & 0xC0 == 0xC0 {
+            let Some(&l2) = msg.get(p + 1) else {
+                return false;
+            };
+            p = ((l as usize & 0x3F) << 8) | l2 as usize;
+            continue;
+        }
+        let Some(label) = msg.get(p..p + 1 + l as usize) else {
+            return false;
+        };
+        if !f(label) {
+            return false;
+        }
+        if l == 0 {
+            return true;
+        }
+        p += 1 + l as usize;
+    }
+    false
+}
+
+/// The name at `p` in the message equals `name` (case-insensitive).
+fn name_at_eq(msg: &[u8], p: usize, name: &[u8]) -> bool {
+    let mut i = 0;
+    walk_name_at(msg, p, |label| {
+        let Some(other) = name.get(i..i + label.len()) else {
+            return false;
+        };
+        i += label.len();
+        other[0] == label[0] && other[1..].eq_ignore_ascii_case(&label[1..])
+    }) && i == name.len()
 }

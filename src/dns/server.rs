@@ -12,7 +12,8 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tracing::info;
 
-use super::answer::{self, AnswerInfo, Client, Outcome};
+use super::answer::{self, AnswerInfo, Client, CookieState, Outcome};
+use super::guard::{self, GuardMetrics, RrlVerdict};
 use super::transport::{Handler, Transport};
 use crate::metrics::{DropReason, GeoResult, Metrics, SnapshotSlots};
 use crate::select::Rng;
@@ -40,6 +41,12 @@ pub struct Shared {
     pub current: ArcSwap<Served>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Response rate limiting buckets (kept across reloads).
+    rrl: std::sync::OnceLock<crate::rrl::Table>,
+    /// Counters of RRL and cookies.
+    guard: GuardMetrics,
+    /// Zero of the monotonic milliseconds RRL counts in.
+    epoch: Instant,
 }
 
 impl Shared {
@@ -51,7 +58,10 @@ impl Shared {
                 snapshot: snap,
                 slots,
             }),
+            guard: GuardMetrics::new(&metrics),
             metrics,
+            rrl: std::sync::OnceLock::new(),
+            epoch: Instant::now(),
         })
     }
 
@@ -104,6 +114,33 @@ impl Handler for Shared {
                 false
             }
             Outcome::Answered { rcode } => {
+                self.guard.count_cookie(info.cookie);
+                // RRL applies to UDP only (TCP sources cannot be spoofed),
+                // and not to a client that proved its address with a valid
+                // server cookie.
+                if let (Transport::Udp, Some(limits)) = (transport, &served.settings.rrl)
+                    && info.cookie != Some(CookieState::Valid)
+                {
+                    let table = guard::table(&self.rrl, limits);
+                    let now_ms = start.duration_since(self.epoch).as_millis() as u64;
+                    let c = Client {
+                        addr: client,
+                        transport,
+                    };
+                    let v = guard::rate_limit(
+                        table,
+                        limits,
+                        (&served, query, c),
+                        rcode,
+                        now_ms,
+                        out,
+                        &self.guard,
+                    );
+                    if v == RrlVerdict::Drop {
+                        m.record_drop(DropReason::RateLimited);
+                        return false;
+                    }
+                }
                 m.queries().record_query(
                     served.slots.zone(info.zone),
                     info.qtype,

@@ -6,6 +6,11 @@
 //! answers to queries that arrived together are written together.
 //!
 //! A connection is closed when:
+//! - it is evicted to make room (RFC 7766 section 6.2.3, see
+//!   [`super::tcp_fair`]): at the connection cap, the connection that has
+//!   gone longest without completing a query; while the cap is near, every
+//!   connection idle longer than [`TcpOptions::busy_idle_timeout`], which is
+//!   then also its idle timeout;
 //! - it takes longer than [`TcpOptions::idle_timeout`] to deliver its next
 //!   complete query (partial data does not extend the deadline, so a client
 //!   trickling bytes is closed at the timeout as well), or to accept our
@@ -41,11 +46,11 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+use super::tcp_fair::{ConnTable, FairLimits, Slot};
 use super::transport::{Handler, Transport};
 
 /// Listen backlog of [`bind_tcp`] sockets.
@@ -68,9 +73,19 @@ pub struct TcpOptions {
     /// Time a connection has to deliver its next complete query, and for
     /// each write of answers to complete, before it is closed. Default 10 s.
     pub idle_timeout: Duration,
-    /// Maximum concurrent connections. Beyond it, new connections are closed
-    /// right after `accept`. Default 1024.
+    /// Maximum concurrent connections, all listeners sharing `table`
+    /// together. At the cap, the longest-idle connection is evicted for a
+    /// new one. Default 1024.
     pub max_connections: usize,
+    /// Connections from one client network (IPv4 /24, IPv6 /56); beyond it,
+    /// new connections from there are closed right after `accept`.
+    /// Default 64.
+    pub max_per_client: usize,
+    /// Idle timeout while 3/4 of `max_connections` are in use. Default 1 s.
+    pub busy_idle_timeout: Duration,
+    /// The connection table (shared by clones of these options, so every
+    /// listener counts against one cap).
+    pub table: Arc<ConnTable>,
     /// Counts connections closed at accept because of `max_connections`
     /// (shared, so several listeners and the metrics can read one total).
     pub limit_drops: Arc<std::sync::atomic::AtomicU64>,
@@ -81,6 +96,9 @@ impl Default for TcpOptions {
         TcpOptions {
             idle_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_per_client: 64,
+            busy_idle_timeout: Duration::from_secs(1),
+            table: Arc::default(),
             limit_drops: Arc::default(),
         }
     }
@@ -130,7 +148,12 @@ pub async fn serve_tcp(
     opts: TcpOptions,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let limits = FairLimits {
+        max_connections: opts.max_connections,
+        max_per_client: opts.max_per_client,
+        idle_timeout: opts.idle_timeout,
+        busy_idle_timeout: opts.busy_idle_timeout,
+    };
     let mut connections = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
@@ -146,20 +169,23 @@ pub async fn serve_tcp(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    tracing::debug!(%peer, "TCP connection limit reached; closing");
-                    opts.limit_drops
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    drop(stream);
-                    continue;
+                let slot = match opts.table.admit(peer.ip(), &limits) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        tracing::debug!(%peer, ?why, "TCP connection limit reached; closing");
+                        opts.limit_drops
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
                 };
                 connections.spawn(connection(
                     stream,
                     peer,
                     Arc::clone(&handler),
-                    opts.idle_timeout,
+                    limits,
                     shutdown.clone(),
-                    permit,
+                    slot,
                 ));
             }
             // The failed connection is gone already; the next one is fine.
@@ -202,9 +228,9 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<dyn Handler>,
-    idle_timeout: Duration,
+    limits: FairLimits,
     shutdown: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     // Answers are written whole; don't let Nagle hold back the next batch.
@@ -213,7 +239,10 @@ async fn connection(
     }
     tokio::select! {
         () = shutdown.cancelled() => {}
-        result = serve_connection(stream, peer, &*handler, idle_timeout) => {
+        () = slot.evict.cancelled() => {
+            tracing::debug!(%peer, "DNS TCP connection evicted to make room");
+        }
+        result = serve_connection(stream, peer, &*handler, &limits, &slot) => {
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "DNS TCP connection ended with an error");
             }
@@ -225,14 +254,19 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     handler: &dyn Handler,
-    idle_timeout: Duration,
+    limits: &FairLimits,
+    slot: &Slot,
 ) -> io::Result<()> {
+    let table = &slot.table;
     let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut wbuf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
-    // Deadline for the next complete query; only complete queries move it.
-    let mut deadline = Instant::now() + idle_timeout;
+    // The next complete query is due within the idle timeout of the last
+    // one; only complete queries move it, and the timeout shrinks while the
+    // connection cap is near.
+    let mut last_query = Instant::now();
     loop {
+        let idle_timeout = table.idle_timeout(limits);
         // Answer the complete queries already buffered, in order.
         let mut consumed = 0;
         // Close after writing the answers buffered so far?
@@ -266,7 +300,8 @@ async fn serve_connection(
         }
         if consumed > 0 {
             rbuf.drain(..consumed);
-            deadline = Instant::now() + idle_timeout;
+            last_query = Instant::now();
+            slot.active();
         }
 
         if !wbuf.is_empty() {
@@ -286,6 +321,7 @@ async fn serve_connection(
         }
 
         rbuf.reserve(READ_CHUNK);
+        let deadline = last_query + table.idle_timeout(limits);
         match timeout_at(deadline, stream.read_buf(&mut rbuf)).await {
             Err(_elapsed) => {
                 tracing::debug!(%peer, "DNS TCP connection idle; closing");
@@ -573,8 +609,11 @@ mod tests {
 
     #[tokio::test]
     async fn connection_limit_closes_extra_connections() {
+        // One connection per client network: a second one from the same
+        // address is closed at accept.
         let opts = TcpOptions {
-            max_connections: 1,
+            max_connections: 4,
+            max_per_client: 1,
             ..TcpOptions::default()
         };
         let server = start(opts);
@@ -656,5 +695,37 @@ mod tests {
         assert_eq!(read_answer(&mut c).await, expected_reply(&q));
         server.stop().await;
         v4.stop().await;
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_an_idle_connection_makes_room() {
+        let opts = TcpOptions {
+            max_connections: 2,
+            max_per_client: 2,
+            ..TcpOptions::default()
+        };
+        let server = start(opts);
+        // Two connections hold both slots: one idle, one answered once.
+        let mut idle = connect(server.addr).await;
+        let mut busy = connect(server.addr).await;
+        let q = query(3);
+        busy.write_all(&frame(&q)).await.unwrap();
+        assert_eq!(read_answer(&mut busy).await, expected_reply(&q));
+        // The pair is from one address; a third from the same network would
+        // be refused, so come from another loopback /24.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.1.1:0".parse().unwrap()).unwrap();
+        let mut third = timeout(T, sock.connect(server.addr))
+            .await
+            .unwrap()
+            .unwrap();
+        third.write_all(&frame(&q)).await.unwrap();
+        assert_eq!(read_answer(&mut third).await, expected_reply(&q));
+        // The idle one (no query since it connected) was evicted, the one
+        // that had answers stays.
+        expect_closed(&mut idle).await;
+        busy.write_all(&frame(&q)).await.unwrap();
+        assert_eq!(read_answer(&mut busy).await, expected_reply(&q));
+        server.stop().await;
     }
 }

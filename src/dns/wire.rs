@@ -12,6 +12,27 @@ use crate::zone::rtype;
 pub const OPT_ECS: u16 = 8;
 /// EDNS option code of NSID (RFC 5001).
 pub const OPT_NSID: u16 = 3;
+/// EDNS option code of COOKIE (RFC 7873).
+pub const OPT_COOKIE: u16 = 10;
+
+/// The COOKIE option of a query: a client cookie, and a server cookie when
+/// the client has learnt one (8 to 32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    /// Client cookie.
+    pub client: [u8; 8],
+    /// Server cookie bytes (the first `server_len`).
+    pub server: [u8; 32],
+    /// Length of the server cookie (0: none sent).
+    pub server_len: u8,
+}
+
+impl Cookie {
+    /// The server cookie as sent (empty when none).
+    pub fn server(&self) -> &[u8] {
+        &self.server[..self.server_len as usize]
+    }
+}
 
 /// The EDNS Client Subnet option of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +58,8 @@ pub struct Edns {
     pub nsid: bool,
     /// Client Subnet, when sent.
     pub ecs: Option<Ecs>,
+    /// DNS Cookie, when sent.
+    pub cookie: Option<Cookie>,
 }
 
 /// A parsed query. `qname` borrows the packet as sent; `qname_lc` is the
@@ -72,19 +95,35 @@ impl Query<'_> {
     }
 }
 
+/// What a minimal error response needs to know about the query's OPT
+/// record (RFC 6891 section 7: a FORMERR caused by the OPT record, and any
+/// error answer to a query that had one, carries an OPT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptSeen {
+    /// DNSSEC OK bit of the query's OPT (copied, RFC 3225).
+    pub dnssec_ok: bool,
+}
+
 /// Why a packet could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
     /// Not worth answering: too short for a header, or a response.
     Drop,
     /// Answer with FORMERR. `question_end` is the end of a question that
-    /// did parse (0 if none), so it can be echoed.
+    /// did parse (0 if none), so it can be echoed; `opt` is set when an OPT
+    /// record was found (the error may be in it), so the answer carries one.
     FormErr {
         /// End offset of the question section, or 0.
         question_end: usize,
+        /// The query had an OPT record.
+        opt: Option<OptSeen>,
     },
-    /// Opcode other than QUERY: answer NOTIMP.
-    NotImp,
+    /// Opcode other than QUERY without a single question: answer NOTIMP
+    /// (header only, plus OPT when the query had one).
+    NotImp {
+        /// The query had an OPT record.
+        opt: Option<OptSeen>,
+    },
 }
 
 struct Cursor<'a> {
@@ -137,7 +176,8 @@ impl Cursor<'_> {
     }
 }
 
-/// Parse a query packet.
+/// Parse a query packet. Any opcode parses (the engine decides what to
+/// answer); a QUERY needs exactly one question.
 pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
     if pkt.len() < 12 {
         return Err(ParseError::Drop);
@@ -147,41 +187,50 @@ pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
         return Err(ParseError::Drop);
     }
     let opcode = ((flags >> 11) & 0xF) as u8;
-    if opcode != 0 {
-        return Err(ParseError::NotImp);
-    }
-    let form = |question_end| ParseError::FormErr { question_end };
     let count = |i: usize| u16::from_be_bytes([pkt[i], pkt[i + 1]]);
     let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
     if qd != 1 {
-        return Err(form(0));
+        // Still look for an OPT, so the error answer can carry one.
+        let opt = scan_for_opt(pkt, qd, an, ns, ar);
+        return Err(if opcode == 0 {
+            ParseError::FormErr {
+                question_end: 0,
+                opt,
+            }
+        } else {
+            ParseError::NotImp { opt }
+        });
     }
+    let form0 = ParseError::FormErr {
+        question_end: 0,
+        opt: None,
+    };
     let mut c = Cursor { b: pkt, i: 12 };
     let mut qname_lc = [0u8; 255];
     let mut n = 0usize;
     loop {
-        let l = c.u8().ok_or(form(0))? as usize;
+        let l = c.u8().ok_or(form0)? as usize;
         if l & 0xC0 != 0 {
             // Compression or extended labels cannot be valid in the
             // question of a query (nothing precedes it to point at).
-            return Err(form(0));
+            return Err(form0);
         }
         if n + l + 1 > 255 {
-            return Err(form(0));
+            return Err(form0);
         }
         qname_lc[n] = l as u8;
         n += 1;
         if l == 0 {
             break;
         }
-        let label = c.take(l).ok_or(form(0))?;
+        let label = c.take(l).ok_or(form0)?;
         for (d, s) in qname_lc[n..n + l].iter_mut().zip(label) {
             *d = s.to_ascii_lowercase();
         }
         n += l;
     }
-    let qtype = c.u16().ok_or(form(0))?;
-    let qclass = c.u16().ok_or(form(0))?;
+    let qtype = c.u16().ok_or(form0)?;
+    let qclass = c.u16().ok_or(form0)?;
     let question_end = c.i;
     let mut q = Query {
         id: u16::from_be_bytes([pkt[0], pkt[1]]),
@@ -195,32 +244,68 @@ pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
         qclass,
         edns: None,
     };
-    let bad = form(question_end);
+    let mut opt: Option<OptSeen> = None;
+    let bad = |opt| ParseError::FormErr { question_end, opt };
     for _ in 0..(an as u32 + ns as u32) {
-        c.skip_name().ok_or(bad)?;
-        c.take(8).ok_or(bad)?;
-        let len = c.u16().ok_or(bad)? as usize;
-        c.take(len).ok_or(bad)?;
+        c.skip_name().ok_or(bad(None))?;
+        c.take(8).ok_or(bad(None))?;
+        let len = c.u16().ok_or(bad(None))? as usize;
+        c.take(len).ok_or(bad(None))?;
     }
     for _ in 0..ar {
         let name_start = c.i;
-        c.skip_name().ok_or(bad)?;
+        c.skip_name().ok_or(bad(opt))?;
         let is_root = c.i == name_start + 1 && pkt[name_start] == 0;
-        let t = c.u16().ok_or(bad)?;
-        let class = c.u16().ok_or(bad)?;
-        let ttl = c.u32().ok_or(bad)?;
-        let len = c.u16().ok_or(bad)? as usize;
-        let rdata = c.take(len).ok_or(bad)?;
+        let t = c.u16().ok_or(bad(opt))?;
+        let class = c.u16().ok_or(bad(opt))?;
+        let ttl = c.u32().ok_or(bad(opt))?;
+        if t == rtype::OPT && opt.is_none() {
+            opt = Some(OptSeen {
+                dnssec_ok: ttl & 0x8000 != 0,
+            });
+        }
+        let len = c.u16().ok_or(bad(opt))? as usize;
+        let rdata = c.take(len).ok_or(bad(opt))?;
         if t != rtype::OPT {
             continue;
         }
         if q.edns.is_some() || !is_root {
             // RFC 6891 6.1.1: more than one OPT, or an OPT with a name.
-            return Err(bad);
+            return Err(bad(opt));
         }
-        q.edns = Some(parse_opt(class, ttl, rdata).ok_or(bad)?);
+        q.edns = Some(parse_opt(class, ttl, rdata).ok_or(bad(opt))?);
     }
     Ok(q)
+}
+
+/// Find an OPT record in a packet whose question section did not parse as
+/// one question: skip `qd` questions and the records before it.
+fn scan_for_opt(pkt: &[u8], qd: u16, an: u16, ns: u16, ar: u16) -> Option<OptSeen> {
+    let mut c = Cursor { b: pkt, i: 12 };
+    for _ in 0..qd {
+        c.skip_name()?;
+        c.take(4)?;
+    }
+    for _ in 0..(an as u32 + ns as u32) {
+        c.skip_name()?;
+        c.take(8)?;
+        let len = c.u16()? as usize;
+        c.take(len)?;
+    }
+    for _ in 0..ar {
+        c.skip_name()?;
+        let t = c.u16()?;
+        c.u16()?;
+        let ttl = c.u32()?;
+        if t == rtype::OPT {
+            return Some(OptSeen {
+                dnssec_ok: ttl & 0x8000 != 0,
+            });
+        }
+        let len = c.u16()? as usize;
+        c.take(len)?;
+    }
+    None
 }
 
 fn parse_opt(class: u16, ttl: u32, rdata: &[u8]) -> Option<Edns> {
@@ -230,6 +315,7 @@ fn parse_opt(class: u16, ttl: u32, rdata: &[u8]) -> Option<Edns> {
         dnssec_ok: ttl & 0x8000 != 0,
         nsid: false,
         ecs: None,
+        cookie: None,
     };
     let mut c = Cursor { b: rdata, i: 0 };
     while c.i < rdata.len() {
@@ -243,6 +329,20 @@ fn parse_opt(class: u16, ttl: u32, rdata: &[u8]) -> Option<Edns> {
                     return None;
                 }
                 e.ecs = Some(parse_ecs(data)?);
+            }
+            OPT_COOKIE => {
+                // RFC 7873 5.2.2: 8 bytes, or 16 to 40; else FORMERR. One.
+                if e.cookie.is_some() || !(data.len() == 8 || (16..=40).contains(&data.len())) {
+                    return None;
+                }
+                let mut k = Cookie {
+                    client: [0; 8],
+                    server: [0; 32],
+                    server_len: (data.len() - 8) as u8,
+                };
+                k.client.copy_from_slice(&data[..8]);
+                k.server[..data.len() - 8].copy_from_slice(&data[8..]);
+                e.cookie = Some(k);
             }
             _ => {}
         }
@@ -365,9 +465,15 @@ mod tests {
         let mut resp = query(b"\x01a\x00", 1, &[], 0);
         resp[2] |= 0x80;
         assert_eq!(parse(&resp).unwrap_err(), ParseError::Drop);
+        // Other opcodes parse (the engine answers NOTIMP/NOTAUTH).
         let mut notify = query(b"\x01a\x00", 1, &[], 0);
         notify[2] |= 4 << 3;
-        assert_eq!(parse(&notify).unwrap_err(), ParseError::NotImp);
+        assert_eq!(parse(&notify).unwrap().opcode, 4);
+        notify[5] = 0;
+        assert_eq!(
+            parse(&notify).unwrap_err(),
+            ParseError::NotImp { opt: None }
+        );
         // pointer in question
         assert!(matches!(
             parse(&query(b"\xC0\x0C", 1, &[], 0)),
@@ -377,18 +483,48 @@ mod tests {
         let p = query(b"\x05ab", 1, &[], 0);
         assert!(matches!(parse(&p[..15]), Err(ParseError::FormErr { .. })));
         // ECS with bits past the prefix
+        // The OPT-caused errors say an OPT was there (the answer carries one).
+        let seen = ParseError::FormErr {
+            question_end: 12 + 3 + 4,
+            opt: Some(OptSeen { dnssec_ok: true }),
+        };
         let bad_ecs = [0, 8, 0, 7, 0, 1, 20, 0, 81, 2, 0x4F];
-        assert!(matches!(
-            parse(&query(b"\x01a\x00", 1, &opt(&bad_ecs), 1)),
-            Err(ParseError::FormErr { .. })
-        ));
+        assert_eq!(
+            parse(&query(b"\x01a\x00", 1, &opt(&bad_ecs), 1)).unwrap_err(),
+            seen
+        );
+        // two ECS options
+        let ecs = [0, 8, 0, 7, 0, 1, 24, 0, 81, 2, 69];
+        let two_ecs = [ecs, ecs].concat();
+        assert_eq!(
+            parse(&query(b"\x01a\x00", 1, &opt(&two_ecs), 1)).unwrap_err(),
+            seen
+        );
+        // unknown family
+        let fam3 = [0, 8, 0, 7, 0, 3, 24, 0, 81, 2, 69];
+        assert_eq!(
+            parse(&query(b"\x01a\x00", 1, &opt(&fam3), 1)).unwrap_err(),
+            seen
+        );
         // two OPT records
         let mut two = opt(&[]);
         two.extend_from_slice(&opt(&[]));
-        assert!(matches!(
-            parse(&query(b"\x01a\x00", 1, &two, 2)),
-            Err(ParseError::FormErr { .. })
-        ));
+        assert_eq!(parse(&query(b"\x01a\x00", 1, &two, 2)).unwrap_err(), seen);
+        // OPT with a non-root owner
+        let mut named = b"\x01x".to_vec();
+        named.extend_from_slice(&opt(&[]));
+        assert_eq!(parse(&query(b"\x01a\x00", 1, &named, 1)).unwrap_err(), seen);
+        // no question, but an OPT
+        let mut noq = query(b"\x01a\x00", 1, &opt(&[]), 1);
+        noq[5] = 0;
+        noq.drain(12..12 + 3 + 4);
+        assert_eq!(
+            parse(&noq).unwrap_err(),
+            ParseError::FormErr {
+                question_end: 0,
+                opt: Some(OptSeen { dnssec_ok: true }),
+            }
+        );
         // arcount larger than the records present
         assert!(matches!(
             parse(&query(b"\x01a\x00", 1, &[], 3)),

@@ -572,15 +572,31 @@ mod tests {
         );
     }
 
-    /// Ports that refuse connections: bound, then closed.
-    fn refused_ports(n: usize) -> Vec<u16> {
-        let listeners: Vec<_> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+    /// Ports that refuse connections: sockets bound but never listening.
+    /// They are held for the whole test, so no other test running in
+    /// parallel can bind the port and turn a "dead" endpoint into a live one
+    /// (a bound, non-listening port answers a SYN with a reset).
+    fn refused_ports(n: usize) -> (Vec<socket2::Socket>, Vec<u16>) {
+        use socket2::{Domain, Socket, Type};
+        let held: Vec<Socket> = (0..n)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+                let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+                s.bind(&addr.into()).expect("bind");
+                s
+            })
             .collect();
-        listeners
+        let ports = held
             .iter()
-            .map(|l| l.local_addr().expect("addr").port())
-            .collect()
+            .map(|s| {
+                s.local_addr()
+                    .expect("addr")
+                    .as_socket()
+                    .expect("inet")
+                    .port()
+            })
+            .collect();
+        (held, ports)
     }
 
     fn storm_config(dead: &[u16], slow: &[u16], round: usize) -> String {
@@ -668,7 +684,7 @@ pools = ["dead", "slow"]
     /// probed about every 10 s all along, and none left unknown.
     #[tokio::test(start_paused = true)]
     async fn a_reload_storm_neither_reschedules_nor_drops_probes() {
-        let dead = refused_ports(30);
+        let (_held, dead) = refused_ports(30);
         // Listening, never accepting: connect succeeds, no reply ever.
         let silent: Vec<_> = (0..10)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))

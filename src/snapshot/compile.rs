@@ -99,7 +99,8 @@ pub fn build_with_geo(
     generation: u64,
 ) -> Result<Snapshot, ConfigError> {
     let mut d = Diagnostics::new(source);
-    let settings = compile_settings(file, &mut d);
+    let mut settings = compile_settings(file, &mut d);
+    settings.cookies = super::protect::compile_cookies(source, file, &mut d);
     let mut c = Compiler {
         d,
         pools: Vec::new(),
@@ -212,6 +213,7 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             "must be more than zero",
         );
     }
+    let tcp = super::protect::compile_tcp(file, idle, d);
     Settings {
         dns_listen,
         http_listen,
@@ -247,10 +249,15 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             r.clamp(0.0, 1.0)
         },
         watch_interval: s.watch_interval.get_ref().0,
+        anycast: crate::anycast::settings::compile(file, d),
+        rrl: super::protect::compile_rrl(file, d),
+        tcp_max_per_client: tcp.0,
+        tcp_busy_idle_timeout: tcp.1,
+        cookies: None,
     }
 }
 
-fn parse_net(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<ipnet::IpNet> {
+pub(super) fn parse_net(s: &SString, key: &str, d: &mut Diagnostics<'_>) -> Option<ipnet::IpNet> {
     let text = s.get_ref();
     let net = match ipnet::IpNet::from_str(text) {
         Ok(n) => n,
@@ -452,6 +459,57 @@ fn in_zone(name: &[u8], apex: &[u8]) -> bool {
     false
 }
 
+/// The node a name (lower-case wire, inside `apex`) is answered from: the
+/// name itself, else the wildcard at its closest encloser (RFC 4592).
+fn answering_node<'n>(
+    nodes: &'n FxHashMap<WireName, Node>,
+    name: &[u8],
+    apex: &[u8],
+) -> Option<(&'n WireName, &'n Node)> {
+    if let Some(kv) = nodes.get_key_value(name) {
+        return Some(kv);
+    }
+    let mut ce = parent(name);
+    while !nodes.contains_key(ce) {
+        if ce.len() <= apex.len() {
+            return None;
+        }
+        ce = parent(ce);
+    }
+    let mut wild = b"\x01*".to_vec();
+    wild.extend_from_slice(ce);
+    nodes.get_key_value(wild.as_slice())
+}
+
+/// The CNAME chain from `start` when it comes back to `start` (a loop), as
+/// the owners in order; None when it ends, leaves the zone, or joins a loop
+/// that `start` is not part of (that loop's own records are reported).
+fn cname_cycle(
+    nodes: &FxHashMap<WireName, Node>,
+    apex: &[u8],
+    start: &WireName,
+) -> Option<Vec<WireName>> {
+    let mut path = vec![start.clone()];
+    let mut cur = nodes.get(start)?;
+    for _ in 0..=nodes.len() {
+        let target = cur.rrset(rtype::CNAME)?.target.as_deref()?;
+        if !in_zone(target, apex) {
+            return None;
+        }
+        let (key, node) = answering_node(nodes, target, apex)?;
+        node.rrset(rtype::CNAME)?;
+        if key == start {
+            return Some(path);
+        }
+        if path.contains(key) {
+            return None;
+        }
+        path.push(key.clone());
+        cur = node;
+    }
+    None
+}
+
 /// Parent of a wire name (drop the first label).
 fn parent(name: &[u8]) -> &[u8] {
     let l = name.first().copied().unwrap_or(0) as usize;
@@ -611,6 +669,11 @@ impl Compiler<'_> {
         }
         for (i, n) in z.ns.iter().enumerate() {
             match parse_in_zone(n.get_ref(), apex) {
+                Ok(name) if ns_names.contains(&name) => d.error(
+                    n.span(),
+                    format!("{key}.ns[{i}]"),
+                    format!("{name} is listed twice"),
+                ),
                 Ok(name) => ns_names.push(name),
                 Err(msg) => d.error(n.span(), format!("{key}.ns[{i}]"), msg),
             }
@@ -673,6 +736,9 @@ impl Compiler<'_> {
         }
         // Static records.
         let mut ttls: HashMap<(WireName, u16), (u32, usize)> = HashMap::new();
+        // Where each CNAME was written (record index, data span), to name
+        // the records of a CNAME loop.
+        let mut cname_at: HashMap<WireName, (usize, std::ops::Range<usize>)> = HashMap::new();
         for (i, r) in z.records.iter().enumerate() {
             let rkey = format!("{key}.records[{i}]");
             let owner = match parse_in_zone(r.name.get_ref(), apex) {
@@ -770,6 +836,9 @@ impl Compiler<'_> {
             if t == rtype::NS {
                 node.delegation = true;
             }
+            if t == rtype::CNAME {
+                cname_at.insert(owner_w.clone(), (i, r.data.span()));
+            }
         }
         // Data below a zone cut is occluded except glue addresses.
         let cuts: Vec<WireName> = nodes
@@ -820,6 +889,20 @@ impl Compiler<'_> {
             }
         }
         add_empty_non_terminals(&mut nodes, &apex_w);
+        for (start, (i, span)) in &cname_at {
+            if let Some(cycle) = cname_cycle(&nodes, &apex_w, start) {
+                let path: Vec<String> = cycle.iter().map(|n| zone::display_name(n)).collect();
+                d.error(
+                    span.clone(),
+                    format!("{key}.records[{i}].data"),
+                    format!(
+                        "CNAME loop: {} -> {}; a chain must end at a name with data",
+                        path.join(" -> "),
+                        zone::display_name(start)
+                    ),
+                );
+            }
+        }
         Some(Zone {
             index: 0,
             display: apex.to_string(),

@@ -4,6 +4,7 @@
 pub mod cluster;
 mod compile;
 mod monitors;
+mod protect;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +50,16 @@ pub struct Settings {
     pub query_log_sample: f64,
     /// File watch period (zero: off).
     pub watch_interval: Duration,
+    /// `[anycast]`, when configured (read at start only).
+    pub anycast: Option<crate::anycast::AnycastSettings>,
+    /// Response rate limiting (`[rrl]`), when on.
+    pub rrl: Option<crate::rrl::Limits>,
+    /// TCP connections per client network.
+    pub tcp_max_per_client: usize,
+    /// TCP idle timeout while the connection cap is near.
+    pub tcp_busy_idle_timeout: Duration,
+    /// DNS Cookie secrets (`[cookies]`), when cookies are on.
+    pub cookies: Option<Arc<crate::cookie::Secrets>>,
 }
 
 /// Everything a query needs, immutable once built (health is atomics).

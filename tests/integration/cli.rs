@@ -244,3 +244,71 @@ fn duplicate_names_and_bad_networks_are_refused() {
         assert!(line.contains(key), "{line} lacks {key}");
     }
 }
+
+#[test]
+fn cname_loops_and_repeated_ns_are_refused_with_place_and_key() {
+    let extra = r#"
+[zones."loop.example"]
+ns = ["ns1", "ns1"]
+records = [
+  { name = "ns1", type = "A", data = "192.0.2.53" },
+  { name = "a", type = "CNAME", data = "b" },
+  { name = "b", type = "CNAME", data = "a.loop.example." },
+  { name = "self", type = "CNAME", data = "self" },
+  { name = "*.w", type = "CNAME", data = "x.w" },
+  { name = "into", type = "CNAME", data = "a" },
+  { name = "fine", type = "CNAME", data = "ns1" },
+]
+"#;
+    let (_d, path) = write_config(&format!("{BASE}\n{extra}"));
+    let (code, _, err) = steerdns(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (i, needle, data) in [
+        (
+            1,
+            "CNAME loop: a.loop.example. -> b.loop.example. -> a.loop.example.",
+            "\"b\"",
+        ),
+        (
+            2,
+            "CNAME loop: b.loop.example. -> a.loop.example. -> b.loop.example.",
+            "\"a.loop.example.\"",
+        ),
+        (
+            3,
+            "CNAME loop: self.loop.example. -> self.loop.example.",
+            "\"self\"",
+        ),
+        (
+            4,
+            "CNAME loop: *.w.loop.example. -> *.w.loop.example.",
+            "\"x.w\"",
+        ),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{err}"));
+        let key = format!("zones.\"loop.example\".records[{i}].data");
+        assert!(line.contains(&key), "{line} lacks {key}");
+        // file:line:col of the record's data.
+        let at = text.find(&format!("data = {data}")).unwrap() + "data = ".len();
+        let l = text[..at].lines().count();
+        let c = at - text[..at].rfind('\n').unwrap();
+        assert!(
+            line.starts_with(&format!("{file}:{l}:{c}: ")),
+            "{line} not at {l}:{c}"
+        );
+    }
+    assert_eq!(
+        err.matches("CNAME loop").count(),
+        4,
+        "only loop members:\n{err}"
+    );
+    assert!(
+        err.contains("zones.\"loop.example\".ns[1]") && err.contains("listed twice"),
+        "{err}"
+    );
+}

@@ -122,6 +122,17 @@ impl TestServer {
         }
     }
 
+    /// Wrap a server started elsewhere (its config in `dir`).
+    pub fn from_parts(running: Running, config: PathBuf, dir: TempDir) -> Self {
+        TestServer {
+            udp: running.udp_addrs[0],
+            tcp: running.tcp_addrs[0],
+            running,
+            config,
+            _dir: dir,
+        }
+    }
+
     /// Set an endpoint (by pool and address) up or down in the live health table.
     pub fn set_health(&self, pool: &str, address: &str, up: bool) {
         let snap = self.running.shared.current.load();

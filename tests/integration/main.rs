@@ -4,8 +4,10 @@
 mod backends;
 mod harness;
 
+mod anycast;
 mod cli;
 mod cluster;
+mod cookies;
 mod dns_basics;
 mod ecs;
 mod edns;
@@ -14,5 +16,9 @@ mod health;
 mod malformed;
 mod ops;
 mod ops_hardening;
+mod protocol;
 mod reload;
+mod rrl;
+mod signals;
 mod steering;
+mod tcp_fair;

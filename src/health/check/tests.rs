@@ -29,10 +29,14 @@ async fn bind() -> (TcpListener, SocketAddr) {
     (l, a)
 }
 
-/// A loopback port with nothing listening (bound, then released).
+/// A loopback port that refuses connections: a socket bound but never
+/// listening. It is leaked (closed when the test process exits) so that no
+/// test running in parallel can bind the port and accept on it.
 async fn closed_port() -> SocketAddr {
-    let (l, a) = bind().await;
-    drop(l);
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((LOCAL, 0)).into()).unwrap();
+    let a = s.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(s);
     a
 }
 

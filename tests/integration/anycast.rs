@@ -1,0 +1,467 @@
+//! The anycast gate against a scripted BIRD control socket: the real
+//! binary (so it can be stopped and killed) and the in-process server.
+//! The real BIRD, BGP and a client behind a router are in
+//! tests/anycast_netns.sh.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::harness::*;
+
+/// A BIRD control socket that answers `enable`/`disable` of one protocol
+/// and records every state change with its time.
+struct FakeBird {
+    path: PathBuf,
+    history: Arc<Mutex<Vec<(Instant, bool)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeBird {
+    fn start(dir: &Path, protocol: &'static str) -> Self {
+        let path = dir.join("bird.ctl");
+        let listener = UnixListener::bind(&path).expect("bind bird.ctl");
+        listener.set_nonblocking(true).unwrap();
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, st) = (history.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut enabled = false;
+            while !st.load(Ordering::Relaxed) {
+                let mut s = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        // Polling the stop flag between connections.
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let _ = s.write_all(b"0001 BIRD 2.0.12 ready.\n");
+                let mut line = String::new();
+                if BufReader::new(s.try_clone().unwrap())
+                    .read_line(&mut line)
+                    .is_err()
+                {
+                    continue;
+                }
+                let (verb, name) = line.trim().split_once(' ').unwrap_or(("", ""));
+                let reply = if name.trim_matches('"') != protocol {
+                    "9001 syntax error, unexpected CF_SYM_UNDEFINED\n".to_string()
+                } else {
+                    let on = verb == "enable";
+                    let word = if on { "enabled" } else { "disabled" };
+                    if enabled == on {
+                        format!("0010-{protocol}: already {word}\n0000 \n")
+                    } else {
+                        enabled = on;
+                        h.lock().unwrap().push((Instant::now(), on));
+                        format!("0011-{protocol}: {word}\n0000 \n")
+                    }
+                };
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        FakeBird {
+            path,
+            history,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.history.lock().unwrap().last().is_some_and(|e| e.1)
+    }
+
+    /// Wait (bounded) until the protocol is `on`; when that happened.
+    fn wait(&self, on: bool, secs: u64, what: &str) -> Instant {
+        wait_for(secs, what, || self.enabled() == on);
+        self.history.lock().unwrap().last().unwrap().0
+    }
+
+    fn changes_since(&self, t: Instant) -> Vec<bool> {
+        let h = self.history.lock().unwrap();
+        h.iter().filter(|e| e.0 >= t).map(|e| e.1).collect()
+    }
+}
+
+impl Drop for FakeBird {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn anycast_section(socket: &Path, hold_down: &str, drain: &str, extra: &str) -> String {
+    format!(
+        "\n[anycast]\nprefixes = [\"127.0.0.1/32\"]\nbird_socket = \"{}\"\nbird_protocols = [\"sd_test\"]\nhold_down = \"{hold_down}\"\ndrain = \"{drain}\"\nlease = \"1s\"\n{extra}\n",
+        socket.display()
+    )
+}
+
+/// The binary, serving `config`, with its log lines collected.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn steerdns");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    fn log_has(&self, what: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l.contains(what))
+    }
+
+    /// The value after `key=` in the first log line containing `marker`.
+    fn log_value(&self, marker: &str, key: &str) -> Option<String> {
+        let lines = self.lines.lock().unwrap();
+        let line = lines.iter().find(|l| l.contains(marker))?;
+        let plain: String = strip_ansi(line);
+        let v = plain.split(key).nth(1)?.split_whitespace().next()?;
+        Some(v.to_string())
+    }
+
+    fn udp_addr(&self) -> std::net::SocketAddr {
+        wait_for(20, "the UDP listener", || self.log_has("proto=udp"));
+        self.log_value("proto=udp", "addr=")
+            .and_then(|a| a.parse().ok())
+            .expect("udp addr")
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+fn answers(addr: std::net::SocketAddr) -> bool {
+    udp_raw(
+        addr,
+        &q("static.lb.example.com.", RecordType::A).to_vec().unwrap(),
+    )
+    .is_some()
+}
+
+fn gone(pid: u32) -> bool {
+    // Gone, or a zombie nobody reaped yet: either way not running.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let bird = FakeBird::start(dir.path(), "sd_test");
+    let (_cdir, config) = write_config(&format!(
+        "{BASE}{}",
+        anycast_section(&bird.path, "1s", "1s", "")
+    ));
+    let p = Proc::spawn(&config);
+    let spawned = Instant::now();
+    let udp = p.udp_addr();
+    let announced = bird.wait(true, 20, "the first announcement");
+    assert!(
+        announced - spawned >= Duration::from_secs(1),
+        "announced before the hold-down"
+    );
+    assert!(answers(udp));
+
+    // Hung: the guard's lease runs out and it withdraws by itself.
+    p.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    let withdrawn = bird.wait(false, 10, "withdrawal of a stopped server");
+    let took = withdrawn - stopped;
+    assert!(took <= Duration::from_secs(3), "withdrawn after {took:?}");
+    // Resumed: it notices its own stall and holds down before announcing.
+    p.signal(libc::SIGCONT);
+    let resumed = Instant::now();
+    let again = bird.wait(true, 20, "announcement after SIGCONT");
+    assert!(
+        again - resumed >= Duration::from_secs(1),
+        "re-announced {:?} after SIGCONT, inside the hold-down",
+        again - resumed
+    );
+    assert!(p.log_has("anycast: withdrawing 127.0.0.1/32: steerdns did not run for"));
+
+    // Dead: the guard sees its pipe close and withdraws, then exits.
+    let guard: u32 = p
+        .log_value("anycast: guard started", "pid=Some(")
+        .and_then(|v| v.trim_end_matches(')').parse().ok())
+        .expect("guard pid in the log");
+    p.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let withdrawn = bird.wait(false, 10, "withdrawal of a killed server");
+    assert!(withdrawn - killed <= Duration::from_secs(3));
+    wait_for(10, "the guard exits", || gone(guard));
+    drop(p);
+    assert!(!bird.enabled());
+}
+
+#[test]
+fn sigterm_withdraws_first_then_keeps_answering_for_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let bird = FakeBird::start(dir.path(), "sd_test");
+    let (_cdir, config) = write_config(&format!(
+        "{BASE}{}",
+        anycast_section(&bird.path, "500ms", "3s", "")
+    ));
+    let mut p = Proc::spawn(&config);
+    let udp = p.udp_addr();
+    bird.wait(true, 20, "the first announcement");
+    p.signal(libc::SIGTERM);
+    let term = Instant::now();
+    bird.wait(false, 5, "withdrawal on SIGTERM");
+    // Withdrawn, and still answering: the lame duck.
+    assert!(answers(udp), "no answer during the drain");
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited before the drain"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit after the drain");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", p.log());
+    assert!(term.elapsed() >= Duration::from_secs(3), "drain cut short");
+    assert!(p.log_has("lame duck: BIRD confirmed the withdrawal"));
+    assert!(p.log_has("drain over: stopping"));
+    assert!(!bird.enabled());
+}
+
+#[test]
+fn too_few_usable_pools_withdraw_and_the_api_shows_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let bird = FakeBird::start(dir.path(), "sd_test");
+    let s = TestServer::base(&anycast_section(
+        &bird.path,
+        "300ms",
+        "1s",
+        "min_usable_pools = 3",
+    ));
+    bird.wait(true, 20, "the first announcement");
+    let http = s.running.http_addr;
+    let (code, body) = http_get(http, "/api/v1/anycast");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["announced"], true, "{body}");
+    assert_eq!(v["state"], "announced");
+    assert!(v["self_checks_ok"].as_u64().unwrap() >= 1);
+
+    s.set_health("eu", "192.0.2.10", false);
+    s.set_health("eu", "2001:db8:e::10", false);
+    let t = Instant::now();
+    bird.wait(false, 5, "withdrawal when a pool is unusable");
+    assert!(
+        t.elapsed() <= Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    let (_, body) = http_get(http, "/api/v1/anycast");
+    assert!(body.contains("2 usable pools, 3 required"), "{body}");
+    let (_, metrics) = http_get(http, "/metrics");
+    assert!(
+        metrics.contains("steerdns_anycast_announced{prefix=\"127.0.0.1/32\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("steerdns_anycast_self_checks_total{result=\"ok\"}"));
+    let (_, page) = http_get(http, "/");
+    assert!(
+        page.contains("<dt>Anycast</dt>") && page.contains("WITHDRAWN"),
+        "{page}"
+    );
+
+    s.set_health("eu", "192.0.2.10", true);
+    let back = Instant::now();
+    let at = bird.wait(true, 10, "announcement when the pool is back");
+    assert!(
+        at - back >= Duration::from_millis(300),
+        "inside the hold-down"
+    );
+    let (_, metrics) = http_get(http, "/metrics");
+    assert!(metrics.contains("steerdns_anycast_announced{prefix=\"127.0.0.1/32\"} 1"));
+    assert!(metrics.contains("steerdns_anycast_changes_total{change=\"withdraw\"} 1"));
+
+    // A dead guard: steerdns withdraws by itself and starts another.
+    let a = s.running.anycast.as_ref().expect("anycast running");
+    let guard = a.status().guard_pid.expect("guard pid");
+    let killed = Instant::now();
+    // SAFETY: kill(2) on the guard our server started.
+    assert_eq!(unsafe { libc::kill(guard as i32, libc::SIGKILL) }, 0);
+    wait_for(10, "a new guard", || {
+        a.status().guard_pid.is_some_and(|p| p != guard) && bird.enabled()
+    });
+    assert!(
+        bird.changes_since(killed).starts_with(&[false]),
+        "{:?}",
+        bird.changes_since(killed)
+    );
+}
+
+#[test]
+fn the_status_cli_reads_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let bird = FakeBird::start(dir.path(), "sd_test");
+    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", ""));
+    bird.wait(true, 20, "the first announcement");
+    let out = Command::new(env!("CARGO_BIN_EXE_steerdns"))
+        .args(["anycast", "status", "--api"])
+        .arg(s.running.http_addr.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ANNOUNCED (protocol sd_test"), "{text}");
+    assert!(text.contains("127.0.0.1/32"), "{text}");
+    // A server without [anycast] says so.
+    let plain = TestServer::base("");
+    let out = Command::new(env!("CARGO_BIN_EXE_steerdns"))
+        .args(["anycast", "status", "--api"])
+        .arg(plain.running.http_addr.to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("anycast is not configured"));
+}
+
+#[test]
+fn a_bad_anycast_section_is_refused_with_places() {
+    let (_d, config) = write_config(&format!(
+        "{BASE}\n[anycast]\nprefixes = [\"127.0.0.1/8\", \"nonsense\"]\ncheck_addresses = [\"10.0.0.1\"]\ncheck_name = \"www.example.org\"\nmin_usable_pools = 9\nbird_protocols = [\"1bad\"]\n"
+    ));
+    let err = steerdns::app::load_snapshot(&config, 1)
+        .err()
+        .expect("refused")
+        .to_string();
+    for want in [
+        "anycast.prefixes[0]: \"127.0.0.1/8\" has host bits set",
+        "anycast.prefixes[1]: \"nonsense\" is not a prefix",
+        "anycast.check_addresses[0]: 10.0.0.1 is in none of anycast.prefixes",
+        "anycast.check_name: www.example.org. is in no zone",
+        "anycast.min_usable_pools: 9 pools required, but only 3",
+        "anycast.bird_protocols[0]:",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.lines().all(|l| l.contains("steerdns.toml:")), "{err}");
+    // A prefix wider than one address needs check_addresses.
+    let (_d, config) = write_config(&format!(
+        "{BASE}\n[anycast]\nprefixes = [\"127.0.0.0/24\"]\n"
+    ));
+    let err = steerdns::app::load_snapshot(&config, 1)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("list the addresses the self-check asks"),
+        "{err}"
+    );
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path, &[])
+}
+
+#[test]
+fn a_reload_that_drops_the_checked_zone_withdraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let bird = FakeBird::start(dir.path(), "sd_test");
+    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", ""));
+    bird.wait(true, 20, "the first announcement");
+    // The new config serves another zone only: the self-check (asking the
+    // start-time zone's SOA) now gets REFUSED through the real listener.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "[zones.\"lb.example.com\"]",
+            "[zones.\"other.example.com\"]",
+        )
+        .replace(
+            "[names.\"www.lb.example.com\"",
+            "[names.\"www.other.example.com\"",
+        ),
+    )
+    .unwrap();
+    let g = s.running.reload().expect("the new config loads");
+    assert!(g >= 2);
+    let t = Instant::now();
+    bird.wait(false, 10, "withdrawal after the self-check fails");
+    // One check interval plus one decision step, with room for a slow machine.
+    assert!(
+        t.elapsed() <= Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    let st = s.running.anycast.as_ref().unwrap().status();
+    assert!(
+        st.reason.as_deref().unwrap_or("").contains("rcode 5"),
+        "{st:?}"
+    );
+    assert!(st.self_checks_failed >= 1);
+}

@@ -552,7 +552,7 @@ struct Response<'a> {
     /// question's included), its offset and the length of the whole name
     /// from there (uncompressed), so a later name with that suffix points
     /// at it. Fixed size: no allocation per query.
-    comp: [(u16, u8); COMPRESS_SLOTS],
+    comp: [CompEntry; COMPRESS_SLOTS],
     comp_len: usize,
     /// Entries of the question itself (kept when the answer is truncated).
     comp_question: usize,
@@ -591,12 +591,14 @@ impl<'a> Response<'a> {
             limit,
             edns: q.edns,
             snap,
-            comp: [(0, 0); COMPRESS_SLOTS],
+            comp: [CompEntry::default(); COMPRESS_SLOTS],
             comp_len: 0,
             comp_question: 0,
             cookie: None,
         };
-        r.remember(12, q.name_lc(), q.qname_len);
+        let mut hashes = [0u32; 128];
+        suffix_hashes(q.name_lc(), &mut hashes);
+        r.remember(12, q.name_lc(), &hashes, true);
         r.comp_question = r.comp_len;
         r
     }
@@ -636,48 +638,64 @@ impl<'a> Response<'a> {
     /// the labels before it are written and remembered.
     fn name(&mut self, name: &[u8]) {
         let start = self.out.len();
-        let mut i = 0;
+        // Hash of every suffix (by label index), so a candidate is rejected
+        // by two integer compares; a match is then checked byte by byte.
+        let mut hashes = [0u32; 128];
+        suffix_hashes(name, &mut hashes);
+        let (mut i, mut k) = (0, 0);
         while i < name.len() && name[i] != 0 {
-            if let Some(off) = self.find_suffix(&name[i..]) {
+            if let Some(off) = self.find_suffix(&name[i..], hashes[k]) {
                 self.out.extend_from_slice(&name[..i]);
                 self.out.extend_from_slice(&(0xC000 | off).to_be_bytes());
-                self.remember(start, &name[..i], name.len());
+                self.remember(start, &name[..i], &hashes, false);
                 return;
             }
             i += 1 + name[i] as usize;
+            k += 1;
         }
         self.out.extend_from_slice(name);
-        self.remember(start, name, name.len());
+        self.remember(start, name, &hashes, true);
     }
 
-    /// Remember the labels in `labels` (a whole name, or the labels of a
-    /// name before its pointer) written at `at`; `full` is the length of the
-    /// whole uncompressed name, so each entry knows the length from its
-    /// label to the end.
-    fn remember(&mut self, at: usize, labels: &[u8], full: usize) {
-        let mut j = 0;
-        while j < labels.len() && labels[j] != 0 {
+    /// Remember the labels in `labels` (a whole name when `raw`, else the
+    /// labels of a name before its pointer) written at `at`; `hashes` are
+    /// the whole name's suffix hashes, so each entry knows the length and
+    /// hash of the name from its label to the end.
+    fn remember(&mut self, at: usize, labels: &[u8], hashes: &[u32; 128], raw: bool) {
+        let (mut j, mut k) = (0, 0);
+        while j < labels.len() && labels[j] != 0 && k < hashes.len() {
             let off = at + j;
             if self.comp_len == COMPRESS_SLOTS || off >= 0x3FFF {
                 return;
             }
-            let Ok(len) = u8::try_from(full - j) else {
-                return;
+            self.comp[self.comp_len] = CompEntry {
+                off: off as u16,
+                hash: hashes[k],
+                raw,
             };
-            self.comp[self.comp_len] = (off as u16, len);
             self.comp_len += 1;
             j += 1 + labels[j] as usize;
+            k += 1;
         }
     }
 
-    /// Offset of a name in the message equal to `suffix`.
-    fn find_suffix(&self, suffix: &[u8]) -> Option<u16> {
+    /// Offset of a name in the message equal to `suffix` (whose suffix hash
+    /// is `hash`).
+    fn find_suffix(&self, suffix: &[u8], hash: u32) -> Option<u16> {
         self.comp[..self.comp_len]
             .iter()
-            .find(|&&(off, len)| {
-                len as usize == suffix.len() && name_at_eq(self.out, off as usize, suffix)
+            .find(|e| {
+                e.hash == hash
+                    && if e.raw {
+                        // Written without pointers: one slice compare.
+                        self.out
+                            .get(e.off as usize..e.off as usize + suffix.len())
+                            .is_some_and(|w| w.eq_ignore_ascii_case(suffix))
+                    } else {
+                        name_at_eq(self.out, e.off as usize, suffix)
+                    }
             })
-            .map(|&(off, _)| off)
+            .map(|e| e.off)
     }
 
     /// Record data, with the names of the types RFC 3597 section 4 lets us
@@ -850,6 +868,36 @@ impl<'a> Response<'a> {
         let rdlen = (o.len() - len_at - 2) as u16;
         o[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         self.ar += 1;
+    }
+}
+
+/// A name remembered for compression.
+#[derive(Clone, Copy, Default)]
+struct CompEntry {
+    /// Offset in the message.
+    off: u16,
+    /// [`suffix_hashes`] value of the name from there (it encodes the
+    /// length too).
+    hash: u32,
+    /// The name is written there without pointers.
+    raw: bool,
+}
+
+/// For each label of an uncompressed wire name, a hash of the name from
+/// that label to the root, case-insensitive and including its length.
+/// Computed from the root up, so each suffix costs its first label only.
+fn suffix_hashes(name: &[u8], out: &mut [u32; 128]) {
+    let mut starts = [0u8; 128];
+    let n = zone::label_offsets(name, &mut starts);
+    // `starts[n - 1]` is the root; hash the labels before it, right to left.
+    let mut h: u32 = 0x811C_9DC5;
+    for k in (0..n.saturating_sub(1)).rev() {
+        let at = starts[k] as usize;
+        let label = name.get(at..=at + name[at] as usize).unwrap_or(&[]);
+        for &b in label {
+            h = (h ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193);
+        }
+        out[k] = h ^ ((name.len() - at) as u32) << 24;
     }
 }
 

@@ -127,7 +127,8 @@ impl ConnTable {
     }
 
     /// Admit a connection from `peer`. At the cap, the connection that has
-    /// gone longest without completing a query is evicted to make room;
+    /// gone longest without completing a query, among those of the network
+    /// holding the most connections, is evicted to make room;
     /// while the cap is near, every connection idle longer than the busy
     /// timeout is evicted too.
     pub fn admit(self: &Arc<Self>, peer: IpAddr, l: &FairLimits) -> Result<Slot, Refused> {
@@ -155,10 +156,15 @@ impl ConnTable {
             }
         }
         if g.conns.len() >= max {
+            // Make room at the expense of the network holding the most
+            // connections (a flood from one network evicts its own), and
+            // there the one that has gone longest without a query.
+            let most = g.per_net.values().copied().max().unwrap_or(0);
             let oldest = g
                 .conns
                 .iter()
                 .filter(|(_, c)| !c.evict.is_cancelled())
+                .filter(|(_, c)| g.per_net.get(&c.net).copied() == Some(most))
                 .min_by_key(|(id, c)| (c.last.load(Ordering::Relaxed), **id))
                 .map(|(&id, _)| id);
             match oldest {
@@ -292,6 +298,27 @@ mod tests {
         assert_eq!(t.open(), 3);
         drop(d);
         assert_eq!(t.open(), 2);
+    }
+
+    #[test]
+    fn the_biggest_network_pays_for_room() {
+        let t = Arc::new(ConnTable::default());
+        let l = limits(4, 4);
+        // An old connection from one network, three newer from another.
+        let lone = t.admit(ip("203.0.113.5"), &l).unwrap();
+        lone.last.store(0, Ordering::Relaxed);
+        let flood: Vec<Slot> = (1..=3)
+            .map(|i| t.admit(IpAddr::from([192, 0, 2, i]), &l).unwrap())
+            .collect();
+        for (i, f) in flood.iter().enumerate() {
+            f.last.store(100 + i as u64, Ordering::Relaxed);
+        }
+        // A newcomer from the flooding network evicts that network's oldest,
+        // not the older lone connection.
+        let _n = t.admit(ip("192.0.2.77"), &l).unwrap();
+        assert!(!lone.evict.is_cancelled());
+        assert!(flood[0].evict.is_cancelled());
+        assert!(!flood[1].evict.is_cancelled());
     }
 
     #[test]

@@ -568,3 +568,152 @@ latency_margin_pct = 25
         ask() == vec!["192.0.2.1"]
     });
 }
+
+/// A steerdns process (the real binary); killed on drop.
+struct Proc {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(config: &Path) -> Proc {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_steerdns"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn steerdns");
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The address logged as `listening proto=PROTO addr=...`.
+    fn addr(&self, proto: &str) -> SocketAddr {
+        let mut found = None;
+        wait_for(20, &format!("{proto} listening line"), || {
+            let lines = self.lines.lock().unwrap();
+            found = lines.iter().find_map(|l| {
+                let plain: String = l.chars().filter(|c| !c.is_control()).collect();
+                let rest = plain.split(&format!("proto={proto} addr=")).nth(1)?;
+                let a: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '[')
+                    .collect();
+                a.parse().ok()
+            });
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    fn cluster(&self, http: SocketAddr) -> Value {
+        serde_json::from_str(&crate::harness::http(http, "GET", "/api/v1/cluster", &[]).1)
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn three_processes_agree_and_a_killed_one_goes_stale() {
+    let ok = HttpBackend::start("127.0.0.1");
+    let bad = HttpBackend::start("127.0.0.1");
+    bad.set(Mode::Reply(503, "no".into()));
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let write = |i: usize, peers: &[(String, SocketAddr)]| {
+        let port = if i == 0 {
+            bad.addr.port()
+        } else {
+            ok.addr.port()
+        };
+        let path = dirs[i].path().join("steerdns.toml");
+        let text = node_config(
+            &format!("p{i}"),
+            peers,
+            "majority",
+            ok.addr.port(),
+            port,
+            &dirs[i].path().join("state.json"),
+        )
+        .replace("@GEOIP@", &sample_mmdb().display().to_string());
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut procs: Vec<Option<Proc>> = (0..3).map(|i| Some(Proc::spawn(&write(i, &[])))).collect();
+    let http: Vec<SocketAddr> = procs
+        .iter()
+        .map(|p| p.as_ref().unwrap().addr("http"))
+        .collect();
+    let dns: Vec<SocketAddr> = procs
+        .iter()
+        .map(|p| p.as_ref().unwrap().addr("udp"))
+        .collect();
+    for (i, p) in procs.iter().enumerate() {
+        let peers: Vec<(String, SocketAddr)> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| (format!("p{j}"), http[j]))
+            .collect();
+        write(i, &peers);
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(p.as_ref().unwrap().child.id() as i32, libc::SIGHUP) };
+    }
+    let name = "hc.lb.example.com.";
+    let answers = |i: usize| {
+        udp_raw(dns[i], &q(name, RecordType::A).to_vec().unwrap())
+            .map(|r| addrs(&decode(&r)))
+            .unwrap_or_default()
+    };
+    for i in 0..3 {
+        let p = procs[i].as_ref().unwrap();
+        wait_for(20, &format!("p{i} sees 2 fresh peers"), || {
+            p.cluster(http[i])["peers"]
+                .as_array()
+                .is_some_and(|v| v.iter().filter(|x| x["fresh"] == true).count() == 2)
+        });
+    }
+    // p0's own probe of .101 fails; the majority keeps it in everywhere.
+    wait_for(
+        20,
+        "p0 has its own down verdict and still answers .101",
+        || {
+            let c = procs[0].as_ref().unwrap().cluster(http[0]);
+            c["endpoints"].as_array().is_some_and(|e| {
+                e.iter().any(|x| {
+                    x["endpoint"] == "192.0.2.101" && x["down_votes"] == 1 && x["voters"] == 3
+                })
+            })
+        },
+    );
+    for i in 0..3 {
+        assert_eq!(answers(i), vec!["192.0.2.101", "192.0.2.102"], "p{i}");
+    }
+    // SIGKILL p2: the others report it stale and keep answering the same.
+    drop(procs[2].take());
+    for i in 0..2 {
+        let p = procs[i].as_ref().unwrap();
+        wait_for(20, &format!("p{i} reports p2 stale"), || {
+            p.cluster(http[i])["peers"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x["name"] == "p2" && x["fresh"] == false))
+        });
+        assert_eq!(answers(i), vec!["192.0.2.101", "192.0.2.102"], "p{i}");
+    }
+}

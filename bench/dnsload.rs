@@ -7,6 +7,10 @@
 //! cargo run --release --example dnsload -- check --server 127.0.0.1:5353
 //! cargo run --release --example dnsload -- run --server 127.0.0.1:5353 \
 //!     --duration 10 --sockets 4 --window 64 --cpu 1
+//! cargo run --release --example dnsload -- run --server 127.0.0.1:5353 \
+//!     --case geo-ecs --count 20000 --sockets 1 --window 64
+//! cargo run --release --example dnsload -- tcp --server 127.0.0.1:5353 \
+//!     --case static --count 2000 --per-conn 1
 //! ```
 //!
 //! * `gen` writes the built-in query mix in the length-prefixed ("TCP
@@ -19,6 +23,14 @@
 //!   nonblocking connected sockets (batched with `sendmmsg`/`recvmmsg`) for
 //!   `--duration` seconds and reports sent, received, answered q/s, lost and
 //!   p50/p99 latency. Queries unanswered after `--timeout-ms` count as lost.
+//!   With `--count N` it sends exactly N queries (then waits for the
+//!   answers; `--duration` is only the cap); with `--case NAME` it sends one
+//!   of the single-case mixes (`static`, `geo`, `geo-ecs`, `nx`) and checks
+//!   every answer (rcode and addresses), reporting `wrong`. It exits
+//!   non-zero when `--count` queries were not all answered or any was wrong.
+//! * `tcp` sends `--count` queries of a case over TCP, `--per-conn` per
+//!   connection (pipelined `--window` at a time), closing each connection
+//!   after its last answer, and checks every answer like `run --case`.
 //!
 //! Only loopback targets are accepted; every loop is bounded by time.
 
@@ -144,6 +156,72 @@ fn builtin_mix(count: usize) -> Vec<Vec<u8>> {
         out.push(q);
     }
     out
+}
+
+/// What a query of a single-case mix must be answered with: rcode and the
+/// answer section's A/AAAA addresses (sorted).
+#[derive(Clone, Debug)]
+struct Expect {
+    rcode: u8,
+    addrs: Vec<String>,
+}
+
+impl Expect {
+    fn new(rcode: u8, addrs: &[&str]) -> Self {
+        let mut addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
+        addrs.sort();
+        Expect { rcode, addrs }
+    }
+
+    /// `loose`: only the rcode and the number of addresses must match (for
+    /// GeoIP databases other than the sample one).
+    fn matches(&self, r: &Parsed, loose: bool) -> bool {
+        if loose {
+            return r.rcode == self.rcode && r.addrs.len() == self.addrs.len();
+        }
+        let mut got = r.addrs.clone();
+        got.sort();
+        r.rcode == self.rcode && got == self.addrs
+    }
+}
+
+/// The single-case mixes used by `bench/callgrind.sh`, with the answer each
+/// query must get from the shared bench config. All queries carry EDNS.
+/// * `static`: `static.lb.example.com A`, no ECS;
+/// * `geo`: `www.lb.example.com A`, no ECS (from loopback: no location, the
+///   default `eu` pool);
+/// * `geo-ecs`: `www.lb.example.com A` with ECS cycling over the subnets of
+///   every continent in the sample database;
+/// * `nx`: `nx.lb.example.com A`, NXDOMAIN.
+fn case_mix(case: &str, count: usize) -> Option<(Vec<Vec<u8>>, Vec<Expect>)> {
+    let count = count.max(1);
+    let mut qs = Vec::with_capacity(count);
+    let mut ex = Vec::with_capacity(count);
+    let cases = geo_cases();
+    for i in 0..count {
+        let (q, e) = match case {
+            "static" => (
+                build_query(0, "static.lb.example.com", T_A, None),
+                Expect::new(0, &["192.0.2.1"]),
+            ),
+            "geo" => (build_query(0, WWW, T_A, None), Expect::new(0, &[EU.0])),
+            "geo-ecs" => {
+                let c = &cases[i % cases.len()];
+                (
+                    build_query(0, WWW, T_A, Some((c.subnet, c.prefix))),
+                    Expect::new(0, &[c.a]),
+                )
+            }
+            "nx" => (
+                build_query(0, "nx.lb.example.com", T_A, None),
+                Expect::new(3, &[]),
+            ),
+            _ => return None,
+        };
+        qs.push(q);
+        ex.push(e);
+    }
+    Some((qs, ex))
 }
 
 /// Read a length-prefixed query file (the `dnsperf -B` format).
@@ -372,6 +450,8 @@ struct Conn {
     /// Send time (ns since start) per ID; `u64::MAX` when free.
     inflight: Vec<u64>,
     free_ids: Vec<u16>,
+    /// Index into the query list per in-flight ID (for `--case` checks).
+    qidx: Vec<u32>,
     outstanding: usize,
 }
 
@@ -384,6 +464,12 @@ struct RunOpts {
     window: usize,
     timeout: Duration,
     queries: Vec<Vec<u8>>,
+    /// Send exactly this many queries, then stop.
+    count: Option<u64>,
+    /// Check every answer against these (parallel to `queries`).
+    expect: Option<Vec<Expect>>,
+    /// See [`Expect::matches`].
+    loose: bool,
 }
 
 #[derive(Default)]
@@ -394,6 +480,7 @@ struct Totals {
     rcodes: HashMap<u8, u64>,
     lost: u64,
     send_errors: u64,
+    wrong: u64,
 }
 
 fn run(opts: &RunOpts) -> Result<(), String> {
@@ -413,6 +500,7 @@ fn run(opts: &RunOpts) -> Result<(), String> {
             sock,
             inflight: vec![u64::MAX; 65536],
             free_ids: (0..=u16::MAX).rev().collect(),
+            qidx: vec![0; 65536],
             outstanding: 0,
         });
     }
@@ -432,14 +520,15 @@ fn run(opts: &RunOpts) -> Result<(), String> {
 
     loop {
         let now = Instant::now();
-        let sending = now < end;
+        let sending = now < end && opts.count.is_none_or(|n| tot.sent < n);
         if now >= hard_end || (!sending && conns.iter().all(|c| c.outstanding == 0)) {
             break;
         }
         // Fill the windows.
         if sending {
             for c in conns.iter_mut() {
-                let want = window.saturating_sub(c.outstanding).min(BATCH);
+                let left = opts.count.map_or(usize::MAX, |n| (n - tot.sent) as usize);
+                let want = window.saturating_sub(c.outstanding).min(BATCH).min(left);
                 if want == 0 {
                     continue;
                 }
@@ -447,6 +536,7 @@ fn run(opts: &RunOpts) -> Result<(), String> {
                 for (k, buf) in sendbufs.iter_mut().enumerate().take(want) {
                     let id = c.free_ids.pop().expect("window below 65536");
                     ids[k] = id;
+                    c.qidx[id as usize] = (next_q % queries.len()) as u32;
                     buf.clear();
                     buf.extend_from_slice(&queries[next_q % queries.len()]);
                     buf[0..2].copy_from_slice(&id.to_be_bytes());
@@ -501,6 +591,15 @@ fn run(opts: &RunOpts) -> Result<(), String> {
                 c.free_ids.push(id);
                 c.outstanding -= 1;
                 tot.answered += 1;
+                if let Some(expect) = &opts.expect {
+                    let e = &expect[c.qidx[id as usize] as usize];
+                    if !parse_response(p).is_some_and(|r| e.matches(&r, opts.loose)) {
+                        if tot.wrong < 5 {
+                            eprintln!("WRONG answer {:?} (want {e:?})", parse_response(p));
+                        }
+                        tot.wrong += 1;
+                    }
+                }
                 *tot.rcodes.entry(p[3] & 0x0F).or_default() += 1;
                 hist.add((t - sent_at) / 1000);
             }
@@ -524,7 +623,11 @@ fn run(opts: &RunOpts) -> Result<(), String> {
     }
     let still = conns.iter().map(|c| c.outstanding as u64).sum::<u64>();
     tot.lost += still;
-    let secs = opts.duration.as_secs_f64();
+    let secs = if opts.count.is_some() {
+        start.elapsed().as_secs_f64()
+    } else {
+        opts.duration.as_secs_f64()
+    };
     let mut rc: Vec<_> = tot.rcodes.iter().collect();
     rc.sort();
     println!(
@@ -539,6 +642,99 @@ fn run(opts: &RunOpts) -> Result<(), String> {
         hist.quantile(0.99),
         hist.quantile(0.999)
     );
+    if opts.expect.is_some() {
+        println!("checked {} wrong {}", tot.answered, tot.wrong);
+    }
+    if tot.wrong > 0 {
+        return Err(format!("{} wrong answers", tot.wrong));
+    }
+    if let Some(n) = opts.count
+        && tot.answered != n
+    {
+        return Err(format!("{} of {n} queries answered", tot.answered));
+    }
+    Ok(())
+}
+
+struct TcpOpts {
+    server: SocketAddr,
+    count: u64,
+    per_conn: u64,
+    window: usize,
+    cap: Duration,
+    queries: Vec<Vec<u8>>,
+    expect: Vec<Expect>,
+}
+
+/// `tcp`: `count` queries over TCP, `per_conn` per connection, `window`
+/// pipelined at a time, each answer checked. Blocking sockets with read and
+/// write timeouts; the whole run is capped by `cap`.
+fn run_tcp(o: &TcpOpts) -> Result<(), String> {
+    use std::io::Read;
+    use std::net::TcpStream;
+    loopback_only(o.server)?;
+    let io_timeout = Some(Duration::from_secs(5));
+    let window = o.window.clamp(1, 4096);
+    let per_conn = o.per_conn.max(1);
+    let start = Instant::now();
+    let (mut sent, mut answered, mut wrong, mut conns) = (0u64, 0u64, 0u64, 0u64);
+    let mut out = Vec::with_capacity(window * 64);
+    let mut msg = vec![0u8; 65535];
+    while sent < o.count {
+        if start.elapsed() > o.cap {
+            return Err(format!("time cap reached after {answered} answers"));
+        }
+        let mut s = TcpStream::connect_timeout(&o.server, Duration::from_secs(2))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(io_timeout).map_err(|e| e.to_string())?;
+        s.set_write_timeout(io_timeout).map_err(|e| e.to_string())?;
+        conns += 1;
+        let in_conn = per_conn.min(o.count - sent);
+        let mut done = 0u64;
+        while done < in_conn {
+            let w = (window as u64).min(in_conn - done);
+            out.clear();
+            for k in 0..w {
+                let n = (sent + done + k) as usize;
+                let q = &o.queries[n % o.queries.len()];
+                out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+                out.extend_from_slice(&q[2..]);
+            }
+            s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+            for k in 0..w {
+                let n = (sent + done + k) as usize;
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len).map_err(|e| format!("read: {e}"))?;
+                let len = u16::from_be_bytes(len) as usize;
+                s.read_exact(&mut msg[..len])
+                    .map_err(|e| format!("read: {e}"))?;
+                answered += 1;
+                let e = &o.expect[n % o.expect.len()];
+                let ok = parse_response(&msg[..len])
+                    .is_some_and(|r| r.id == n as u16 && e.matches(&r, false));
+                if !ok {
+                    if wrong < 5 {
+                        eprintln!(
+                            "WRONG answer {:?} (want {e:?})",
+                            parse_response(&msg[..len])
+                        );
+                    }
+                    wrong += 1;
+                }
+            }
+            done += w;
+        }
+        sent += in_conn;
+    }
+    println!(
+        "tcp sent {sent} answered {answered} wrong {wrong} connections {conns} duration {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    if wrong > 0 {
+        return Err(format!("{wrong} wrong answers"));
+    }
     Ok(())
 }
 
@@ -633,7 +829,10 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage:\n  dnsload gen --out FILE [--count N]\n  dnsload check --server ADDR\n  \
          dnsload run --server ADDR [--duration S] [--sockets N] [--window N] \
-         [--timeout-ms MS] [--cpu N] [--queries FILE]"
+         [--timeout-ms MS] [--cpu N] [--queries FILE | --case CASE] [--count N] [--loose 1]\n  \
+         dnsload tcp --server ADDR --case CASE --count N [--per-conn N] [--window N] \
+         [--duration CAP_S]\n\
+         cases: static, geo, geo-ecs, nx"
     );
     ExitCode::from(2)
 }
@@ -691,11 +890,15 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         "run" => {
-            let queries = match flags.get("queries") {
-                Some(p) => read_queries(p),
-                None => Ok(builtin_mix(10_000)),
+            let count = flags.get("count").map(|_| num("count", 0));
+            let queries = match (flags.get("queries"), flags.get("case")) {
+                (Some(p), _) => read_queries(p).map(|q| (q, None)),
+                (None, Some(c)) => case_mix(c, 1000)
+                    .map(|(q, e)| (q, Some(e)))
+                    .ok_or_else(|| format!("unknown case {c}")),
+                (None, None) => Ok((builtin_mix(10_000), None)),
             };
-            queries.and_then(|queries| {
+            queries.and_then(|(queries, expect)| {
                 run(&RunOpts {
                     server: server(),
                     duration: Duration::from_secs(num("duration", 10).clamp(1, 3600)),
@@ -703,8 +906,26 @@ fn main() -> ExitCode {
                     window: num("window", 64) as usize,
                     timeout: Duration::from_millis(num("timeout-ms", 1000).clamp(10, 10_000)),
                     queries,
+                    count,
+                    expect,
+                    loose: num("loose", 0) != 0,
                 })
             })
+        }
+        "tcp" => {
+            let case = flags.get("case").map_or("static", String::as_str);
+            match case_mix(case, 1000) {
+                None => Err(format!("unknown case {case}")),
+                Some((queries, expect)) => run_tcp(&TcpOpts {
+                    server: server(),
+                    count: num("count", 1000),
+                    per_conn: num("per-conn", 1),
+                    window: num("window", 16) as usize,
+                    cap: Duration::from_secs(num("duration", 600).clamp(1, 3600)),
+                    queries,
+                    expect,
+                }),
+            }
         }
         _ => return usage(),
     };

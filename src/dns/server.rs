@@ -93,7 +93,8 @@ impl Handler for Shared {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
-        let start = Instant::now();
+        // Only a sample of queries is timed (see `DURATION_SAMPLE_EVERY`).
+        let start = self.metrics.queries().sample_duration().then(Instant::now);
         let served = self.current.load();
         let mut info = AnswerInfo::default();
         let outcome = RNG.with(|cell| {
@@ -122,7 +123,10 @@ impl Handler for Shared {
                     && info.cookie != Some(CookieState::Valid)
                 {
                     let table = guard::table(&self.rrl, limits);
-                    let now_ms = start.duration_since(self.epoch).as_millis() as u64;
+                    // RRL needs the time: the sampled start when there is
+                    // one (microseconds earlier, the same millisecond).
+                    let now = start.unwrap_or_else(Instant::now);
+                    let now_ms = now.duration_since(self.epoch).as_millis() as u64;
                     let c = Client {
                         addr: client,
                         transport,
@@ -141,13 +145,11 @@ impl Handler for Shared {
                         return false;
                     }
                 }
-                m.queries().record_query(
-                    served.slots.zone(info.zone),
-                    info.qtype,
-                    rcode,
-                    transport,
-                    start.elapsed(),
-                );
+                let q = m.queries();
+                q.count_query(served.slots.zone(info.zone), info.qtype, rcode, transport);
+                if let Some(start) = start {
+                    q.observe_duration(transport, start.elapsed());
+                }
                 if let Some((b, pool, mode)) = info.balancer {
                     served.slots.record_answer(m, b, pool, mode);
                 }

@@ -60,8 +60,14 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 /// queries are waiting, so one connection's buffer stays bounded.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Bytes the read buffer makes room for before each read.
+/// Most bytes the read buffer makes room for before each read.
 const READ_CHUNK: usize = 4096;
+
+/// First size of a connection's buffers. Most connections carry one small
+/// query and answer; starting small keeps them out of malloc's large-chunk
+/// path (which consolidates its free lists), and the buffers grow for
+/// clients that pipeline or ask for large answers.
+const FIRST_BUF: usize = 512;
 
 /// Back-off after an `accept` error such as `EMFILE`, doubling up to the max.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -258,9 +264,9 @@ async fn serve_connection(
     slot: &Slot,
 ) -> io::Result<()> {
     let table = &slot.table;
-    let mut rbuf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut wbuf: Vec<u8> = Vec::new();
-    let mut out: Vec<u8> = Vec::new();
+    let mut rbuf: Vec<u8> = Vec::with_capacity(FIRST_BUF);
+    let mut wbuf: Vec<u8> = Vec::with_capacity(FIRST_BUF);
+    let mut out: Vec<u8> = Vec::with_capacity(FIRST_BUF);
     // The next complete query is due within the idle timeout of the last
     // one; only complete queries move it, and the timeout shrinks while the
     // connection cap is near.
@@ -305,9 +311,18 @@ async fn serve_connection(
         }
 
         if !wbuf.is_empty() {
-            timeout(idle_timeout, stream.write_all(&wbuf))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+            // The socket nearly always takes the answers at once; only arm
+            // the write timer when it does not.
+            let written = match stream.try_write(&wbuf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if written < wbuf.len() {
+                timeout(idle_timeout, stream.write_all(&wbuf[written..]))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+            }
             wbuf.clear();
             // Keep at most FLUSH_AT bytes of capacity between bursts.
             wbuf.shrink_to(FLUSH_AT);
@@ -320,7 +335,9 @@ async fn serve_connection(
             continue;
         }
 
-        rbuf.reserve(READ_CHUNK);
+        // Room for as much as the buffer already holds (from FIRST_BUF up
+        // to READ_CHUNK), so it grows only for clients that send more.
+        rbuf.reserve(rbuf.capacity().clamp(FIRST_BUF, READ_CHUNK));
         let deadline = last_query + table.idle_timeout(limits);
         match timeout_at(deadline, stream.read_buf(&mut rbuf)).await {
             Err(_elapsed) => {

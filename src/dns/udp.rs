@@ -386,9 +386,14 @@ enum PktInfo {
 
 /// Preallocated state for one worker, reused for every batch.
 ///
-/// The `mmsghdr`s hold raw pointers into the other vectors. Those are never
-/// resized after [`Batch::new`], and the pointers are rebuilt before each
-/// syscall from `as_mut_ptr`, which never invalidates other raw pointers.
+/// The `mmsghdr`s hold raw pointers into the other vectors' heap buffers.
+/// Those are never resized after [`Batch::new`] (and moving a `Vec` does not
+/// move its buffer), so the receive headers are pointed at their buffers once,
+/// in `new`; before each `recvmmsg` only the headers the previous call filled
+/// get their lengths and flags reset, so a batch of one datagram costs one
+/// header's worth of work, not [`BATCH`]. Rust code only reads `names`,
+/// `bufs` and `recv_cmsgs` (the kernel writes them), and reaches the headers
+/// through `as_mut_ptr`, which never invalidates the stored raw pointers.
 struct Batch {
     recv_hdrs: Vec<libc::mmsghdr>,
     recv_iovs: Vec<libc::iovec>,
@@ -403,6 +408,9 @@ struct Batch {
     send_cmsgs: Vec<CmsgBuf>,
     /// Number of replies prepared in `send_hdrs`.
     pending: usize,
+    /// Receive headers `0..rearm` may have been changed by the kernel since
+    /// they were last armed.
+    rearm: usize,
 }
 
 impl Batch {
@@ -416,7 +424,7 @@ impl Batch {
                 mem::zeroed::<libc::sockaddr_storage>(),
             )
         };
-        Batch {
+        let mut batch = Batch {
             recv_hdrs: vec![hdr; BATCH],
             recv_iovs: vec![iov; BATCH],
             names: vec![name; BATCH],
@@ -429,17 +437,22 @@ impl Batch {
             send_iovs: vec![iov; BATCH],
             send_cmsgs: vec![CmsgBuf([0; CMSG_BUF_SIZE]); BATCH],
             pending: 0,
-        }
+            rearm: 0,
+        };
+        batch.arm_all();
+        batch
     }
 
-    /// Block (up to the socket's `SO_RCVTIMEO`) for at least one datagram and
-    /// take up to `BATCH` that are queued. Returns how many arrived.
-    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Point every receive header at its buffers, and every send header at
+    /// its iovec (the per-reply fields are written by [`Batch::process`]).
+    fn arm_all(&mut self) {
         let hdrs = self.recv_hdrs.as_mut_ptr();
         let iovs = self.recv_iovs.as_mut_ptr();
         let names = self.names.as_mut_ptr();
         let cmsgs = self.recv_cmsgs.as_mut_ptr();
         let bufs = self.bufs.as_mut_ptr();
+        let send_hdrs = self.send_hdrs.as_mut_ptr();
+        let send_iovs = self.send_iovs.as_mut_ptr();
         for i in 0..BATCH {
             // SAFETY: every vector has BATCH elements (bufs has BATCH
             // buffers), so all offsets are in bounds; we only write plain
@@ -452,16 +465,42 @@ impl Batch {
                 let h = &mut *hdrs.add(i);
                 h.msg_len = 0;
                 h.msg_hdr.msg_name = names.add(i).cast();
-                h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
                 h.msg_hdr.msg_iov = iovs.add(i);
                 h.msg_hdr.msg_iovlen = 1;
                 h.msg_hdr.msg_control = cmsgs.add(i).cast();
-                h.msg_hdr.msg_controllen = CMSG_BUF_SIZE as _;
-                h.msg_hdr.msg_flags = 0;
+                let s = &mut *send_hdrs.add(i);
+                s.msg_hdr.msg_iov = send_iovs.add(i);
+                s.msg_hdr.msg_iovlen = 1;
+                s.msg_hdr.msg_flags = 0;
             }
         }
-        // SAFETY: `hdrs` points to BATCH initialised headers whose buffers
-        // live in `self` and stay put for the duration of the call.
+        self.rearm = BATCH;
+        self.rearm_recv();
+    }
+
+    /// Reset what `recvmmsg` changes (name and control lengths, flags) in
+    /// the headers it may have filled since the last call.
+    fn rearm_recv(&mut self) {
+        let hdrs = self.recv_hdrs.as_mut_ptr();
+        for i in 0..self.rearm.min(BATCH) {
+            // SAFETY: i < BATCH = the vector's length; plain writes.
+            unsafe {
+                let h = &mut (*hdrs.add(i)).msg_hdr;
+                h.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+                h.msg_controllen = CMSG_BUF_SIZE as _;
+                h.msg_flags = 0;
+            }
+        }
+        self.rearm = 0;
+    }
+
+    /// Block (up to the socket's `SO_RCVTIMEO`) for at least one datagram and
+    /// take up to `BATCH` that are queued. Returns how many arrived.
+    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.rearm_recv();
+        let hdrs = self.recv_hdrs.as_mut_ptr();
+        // SAFETY: `hdrs` points to BATCH armed headers whose buffers live in
+        // `self` and stay put for the duration of the call.
         let rc = unsafe {
             libc::recvmmsg(
                 fd,
@@ -472,8 +511,13 @@ impl Batch {
             )
         };
         if rc < 0 {
+            // Nothing was received, but re-arm everything to be safe.
+            self.rearm = BATCH;
             Err(io::Error::last_os_error())
         } else {
+            // The kernel fills headers 0..rc; one more in case it touched
+            // the header of a message that failed after those.
+            self.rearm = (rc as usize + 1).min(BATCH);
             Ok(rc as usize)
         }
     }
@@ -535,19 +579,17 @@ impl Batch {
                     Some(info) => write_reply_pktinfo(send_cmsgs.add(k), info),
                     None => 0,
                 };
+                // msg_iov, msg_iovlen and msg_flags were set once by
+                // `arm_all` (sendmmsg only writes msg_len).
                 let h = &mut *send_hdrs.add(k);
-                h.msg_len = 0;
                 h.msg_hdr.msg_name = names.add(i).cast();
                 h.msg_hdr.msg_namelen = namelen;
-                h.msg_hdr.msg_iov = send_iovs.add(k);
-                h.msg_hdr.msg_iovlen = 1;
                 h.msg_hdr.msg_control = if controllen == 0 {
                     ptr::null_mut()
                 } else {
                     send_cmsgs.add(k).cast()
                 };
                 h.msg_hdr.msg_controllen = controllen as _;
-                h.msg_hdr.msg_flags = 0;
             }
         }
     }
@@ -759,6 +801,73 @@ mod tests {
         let (n, from) = c.recv_from(&mut buf).expect("reply within the timeout");
         buf.truncate(n);
         (buf, from)
+    }
+
+    /// Every header the next `recvmmsg` may fill has full name and control
+    /// lengths and no flags.
+    fn assert_armed(batch: &Batch) {
+        for (i, h) in batch.recv_hdrs.iter().enumerate().skip(batch.rearm) {
+            let m = &h.msg_hdr;
+            assert_eq!(
+                m.msg_namelen as usize,
+                mem::size_of::<libc::sockaddr_storage>(),
+                "header {i}"
+            );
+            // msg_controllen is usize on glibc, u32 on musl.
+            #[allow(clippy::unnecessary_cast)]
+            let controllen = m.msg_controllen as usize;
+            assert_eq!(controllen, CMSG_BUF_SIZE, "header {i}");
+            assert_eq!(m.msg_flags, 0, "header {i}");
+            assert_eq!(m.msg_name, ptr::from_ref(&batch.names[i]).cast_mut().cast());
+        }
+    }
+
+    #[test]
+    fn small_batches_rearm_only_what_the_kernel_filled() {
+        // A wildcard socket, so every datagram brings a control message and
+        // the kernel shrinks name and control lengths of the headers it fills.
+        let sock = bind_udp("0.0.0.0:0".parse().unwrap(), 1).unwrap().remove(0);
+        sock.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let fd = sock.as_raw_fd();
+        let c = client("127.0.0.1:0");
+        let mut batch = Batch::new();
+        assert_eq!(batch.rearm, 0);
+        assert_armed(&batch);
+        // Batches of 5, 1, 40 (32 + 8) and 2 datagrams: each one's headers
+        // must carry that batch's data, whatever the previous batch left.
+        let mut id = 0u16;
+        for size in [5usize, 1, 40, 2] {
+            let mut want: Vec<(u16, &str)> = Vec::new();
+            for k in 0..size {
+                id += 1;
+                let dst = ["127.0.0.2", "127.0.0.3"][k % 2];
+                c.send_to(&query(id), at(dst, port)).unwrap();
+                want.push((id, dst));
+            }
+            while !want.is_empty() {
+                let n = batch.recv(fd).expect("queued datagrams");
+                assert!(n >= 1 && n <= want.len().min(BATCH));
+                assert_eq!(batch.rearm, (n + 1).min(BATCH));
+                for (i, (qid, dst)) in want.drain(..n).enumerate() {
+                    let h = &batch.recv_hdrs[i];
+                    let len = h.msg_len as usize;
+                    let q = &batch.bufs[i * RECV_BUF_SIZE..i * RECV_BUF_SIZE + len];
+                    assert_eq!(q, &query(qid)[..]);
+                    let from = sockaddr_to_std(&batch.names[i], h.msg_hdr.msg_namelen);
+                    assert_eq!(from, Some(c.local_addr().unwrap()));
+                    let Some(PktInfo::V4(pi)) = read_pktinfo(&h.msg_hdr) else {
+                        panic!("no IPv4 pktinfo in header {i}");
+                    };
+                    let to = Ipv4Addr::from(pi.ipi_spec_dst.s_addr.to_ne_bytes());
+                    assert_eq!(to.to_string(), dst, "header {i}");
+                }
+                assert_armed(&batch);
+                batch.rearm_recv();
+                assert_eq!(batch.rearm, 0);
+                assert_armed(&batch);
+            }
+        }
     }
 
     #[test]

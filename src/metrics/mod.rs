@@ -107,18 +107,30 @@ pub const MAX_ZONE_SLOTS: usize = 1024;
 /// Most balancer answer slots (name, pool pairs).
 pub const MAX_ANSWER_SLOTS: usize = 1 << 16;
 
+/// `INDEX[code]` = position of `code` in `table`, or `table.len()` (other):
+/// one load per query instead of a search.
+const fn index_table<const N: usize>(table: &[(u16, &str)]) -> [u8; N] {
+    let mut t = [table.len() as u8; N];
+    let mut i = 0;
+    while i < table.len() {
+        t[table[i].0 as usize] = i as u8;
+        i += 1;
+    }
+    t
+}
+const QTYPE_INDEX: [u8; 258] = index_table(&QTYPES);
+const RCODE_INDEX: [u8; 17] = index_table(&RCODES);
+
 fn qtype_index(qtype: u16) -> usize {
-    QTYPES
-        .iter()
-        .position(|&(t, _)| t == qtype)
-        .unwrap_or(QTYPES.len())
+    QTYPE_INDEX
+        .get(usize::from(qtype))
+        .map_or(QTYPES.len(), |&i| usize::from(i))
 }
 
 fn rcode_index(rcode: u16) -> usize {
-    RCODES
-        .iter()
-        .position(|&(r, _)| r == rcode)
-        .unwrap_or(RCODES.len())
+    RCODE_INDEX
+        .get(usize::from(rcode))
+        .map_or(RCODES.len(), |&i| usize::from(i))
 }
 
 fn transport_index(t: Transport) -> usize {
@@ -298,8 +310,17 @@ const QUERIES: &str = "steerdns_dns_queries_total";
 const QUERIES_HELP: &str =
     "DNS queries answered, by zone, query type, response code and transport.";
 const DURATION: &str = "steerdns_dns_response_duration_seconds";
-const DURATION_HELP: &str =
-    "Time from receiving a DNS query to having its response ready, by transport.";
+const DURATION_HELP: &str = "Time from a DNS query reaching the answer engine to its response being ready, by transport; measured on a random sample of 1 in 16 answered queries (count and sum cover the sampled queries only, steerdns_dns_queries_total counts all).";
+
+/// One answered query in this many (at random) has its duration measured
+/// for `steerdns_dns_response_duration_seconds`: two clock reads per query
+/// cost more than the rest of the metrics together. Must match the help text.
+pub const DURATION_SAMPLE_EVERY: u32 = 16;
+
+thread_local! {
+    /// xorshift32 state of [`QueryCounters::sample_duration`].
+    static DURATION_SAMPLER: Cell<u32> = const { Cell::new(0x9E37_79B9) };
+}
 
 /// Lock-free per-query counters: `steerdns_dns_queries_total{zone, qtype,
 /// rcode, transport}` and `steerdns_dns_response_duration_seconds{transport}`.
@@ -361,12 +382,42 @@ impl QueryCounters {
         transport: Transport,
         duration: Duration,
     ) {
-        let t = transport_index(transport);
+        self.count_query(zone_slot, qtype, rcode, transport);
+        self.observe_duration(transport, duration);
+    }
+
+    /// Whether the caller should time this query for
+    /// [`observe_duration`](Self::observe_duration): true for one in
+    /// [`DURATION_SAMPLE_EVERY`], at random (a per-thread xorshift, so no
+    /// traffic pattern aliases with it). No clock read, no atomic.
+    #[inline]
+    pub fn sample_duration(&self) -> bool {
+        DURATION_SAMPLER.with(|c| {
+            let mut x = c.get();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            c.set(x);
+            x % DURATION_SAMPLE_EVERY == 0
+        })
+    }
+
+    /// Count one answered query (without its duration). Lock-free and
+    /// allocation-free, as [`record_query`](Self::record_query).
+    #[inline]
+    pub fn count_query(&self, zone_slot: u32, qtype: u16, rcode: u16, transport: Transport) {
         let idx = ((zone_slot as usize * N_QTYPE + qtype_index(qtype)) * N_RCODE
             + rcode_index(rcode))
             * N_TRANSPORT
-            + t;
+            + transport_index(transport);
         self.counts.add(idx, 1);
+    }
+
+    /// Add one query's duration to the histogram (of a query chosen by
+    /// [`sample_duration`](Self::sample_duration)).
+    #[inline]
+    pub fn observe_duration(&self, transport: Transport, duration: Duration) {
+        let t = transport_index(transport);
         let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let bucket = DURATION_BUCKETS_NS
             .iter()
@@ -951,6 +1002,41 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn index_tables_agree_with_the_label_tables() {
+        for code in 0..=u16::MAX {
+            let q = QTYPES
+                .iter()
+                .position(|&(t, _)| t == code)
+                .unwrap_or(QTYPES.len());
+            assert_eq!(qtype_index(code), q, "qtype {code}");
+            let r = RCODES
+                .iter()
+                .position(|&(t, _)| t == code)
+                .unwrap_or(RCODES.len());
+            assert_eq!(rcode_index(code), r, "rcode {code}");
+        }
+    }
+
+    #[test]
+    fn duration_sampling_is_about_one_in_sixteen() {
+        let q = QueryCounters::new();
+        let n = 160_000;
+        let sampled = (0..n).filter(|_| q.sample_duration()).count();
+        let want = n / DURATION_SAMPLE_EVERY as usize;
+        assert!(
+            sampled > want * 9 / 10 && sampled < want * 11 / 10,
+            "{sampled} of {n} sampled"
+        );
+        // No short period: every window of 1,024 queries has some samples.
+        let hits: Vec<bool> = (0..65_536).map(|_| q.sample_duration()).collect();
+        assert!(
+            hits.chunks(1024)
+                .all(|w| w.iter().filter(|&&h| h).count() >= 32)
+        );
+        assert!(DURATION_HELP.contains(&format!("1 in {DURATION_SAMPLE_EVERY} ")));
+    }
 
     fn parse(text: &str) -> prometheus_parse::Scrape {
         let lines = text.lines().map(|l| Ok(l.to_string()));

@@ -87,6 +87,17 @@ impl Demo {
         m.probe_failed("eu", "eu-2", "timeout");
         m.reload_result(true);
         m.reload_result(false);
+        // Cluster series (peers, admin states, RTT), as a fleet node has them.
+        if let Ok(c) = steerdns::cluster::metrics::ClusterMetrics::register(m.registry()) {
+            use steerdns::cluster::quorum::Admin;
+            c.peer_fresh.with_label_values(&["ns2"]).set(1);
+            c.peer_fresh.with_label_values(&["ns3"]).set(0);
+            c.isolated.set(0);
+            c.set_admin("eu", "eu-1", Admin::Auto);
+            c.set_admin("eu", "eu-2", Admin::Drain);
+            c.set_admin("na", "na-1", Admin::Auto);
+            c.rtt.with_label_values(&["eu", "eu-1"]).set(0.012);
+        }
         Demo {
             metrics: m,
             generation: AtomicU64::new(1),

@@ -181,6 +181,8 @@ pub struct Running {
     pub control: Arc<Control>,
     /// The API's view (status, readiness, last reload).
     pub backend: Arc<SharedBackend>,
+    /// Peers, quorum, admin states.
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// The anycast gate, when `[anycast]` is configured.
     pub anycast: Option<Arc<crate::anycast::Handle>>,
     udp: Vec<UdpServer>,
@@ -242,6 +244,9 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         generation: AtomicU64::new(1),
         reload_lock: std::sync::Mutex::new(()),
     });
+    // Peers' verdicts, quorum, drain: the prober writes health through it.
+    let cluster = crate::cluster::Cluster::new(shared.clone(), health.clone());
+    rt.spawn(cluster.clone().run(shutdown.clone()));
     rt.spawn(prober::run(
         shared.clone(),
         health.clone(),
@@ -276,9 +281,10 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
             listen: http_addr,
         };
         let token = shutdown.clone();
+        let cluster = cluster.clone();
         rt.spawn(async move {
             match tokio::net::TcpListener::from_std(http) {
-                Ok(l) => api::serve(l, backend, api_opts, token).await,
+                Ok(l) => api::serve_with_cluster(l, backend, api_opts, Some(cluster), token).await,
                 Err(e) => error!("HTTP listener {http_addr}: {e}"),
             }
         });
@@ -293,6 +299,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         health,
         control: control.clone(),
         backend: backend.clone(),
+        cluster: cluster.clone(),
         anycast: None,
         udp: Vec::new(),
         shutdown: shutdown.clone(),

@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check`, `explain`, `geoip-build`.
+//! Command line: `serve`, `check`, `explain`, `ctl`, `geoip-build`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -61,6 +61,19 @@ pub enum Command {
         #[arg(default_value = "A")]
         qtype: String,
     },
+    /// Drain or force an endpoint on a running node (through its API; the
+    /// address and token come from the node's config).
+    Ctl {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The API address, when not the config's `server.http_listen`.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<SocketAddr>,
+        /// What to do.
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Anycast route gating (see docs/anycast.md).
     Anycast {
         /// What to do.
@@ -76,6 +89,51 @@ pub enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+/// `steerdns ctl` actions: one admin state each.
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// No new answers; still probed; no alert.
+    Drain {
+        /// Pool name.
+        pool: String,
+        /// Endpoint name (default: its address).
+        endpoint: String,
+    },
+    /// Answered as up whatever the probes say.
+    ForceUp {
+        /// Pool name.
+        pool: String,
+        /// Endpoint name.
+        endpoint: String,
+    },
+    /// Answered as down whatever the probes say.
+    ForceDown {
+        /// Pool name.
+        pool: String,
+        /// Endpoint name.
+        endpoint: String,
+    },
+    /// Health decides again.
+    Auto {
+        /// Pool name.
+        pool: String,
+        /// Endpoint name.
+        endpoint: String,
+    },
+}
+
+impl CtlAction {
+    /// `(state, pool, endpoint)` as the API takes them.
+    pub fn parts(&self) -> (&'static str, &str, &str) {
+        match self {
+            CtlAction::Drain { pool, endpoint } => ("drain", pool, endpoint),
+            CtlAction::ForceUp { pool, endpoint } => ("force-up", pool, endpoint),
+            CtlAction::ForceDown { pool, endpoint } => ("force-down", pool, endpoint),
+            CtlAction::Auto { pool, endpoint } => ("auto", pool, endpoint),
+        }
+    }
 }
 
 /// `steerdns anycast ...`

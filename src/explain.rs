@@ -69,6 +69,7 @@ fn fmt_rule(r: &Rule) -> String {
             "nearest first, but the client has no coordinates: configured order".into()
         }
         Rule::Weighted => "weighted random over all pools".into(),
+        Rule::Latency => "lowest smoothed probe RTT first (this node)".into(),
         Rule::Compiled => "precompiled decision (rules not re-evaluated)".into(),
     }
 }
@@ -106,6 +107,7 @@ pub fn explain(
                 Policy::Geo(_) => "geo",
                 Policy::Proximity(_) => "proximity",
                 Policy::Weighted(_) => "weighted",
+                Policy::Latency(_) => "latency",
             };
             let _ = writeln!(out, "balancer   policy {policy}, ttl {}", b.ttl);
             let inputs = Inputs {
@@ -114,6 +116,9 @@ pub fn explain(
             };
             let d = select::choose(b, &inputs, &loc, client);
             let _ = writeln!(out, "rule       {}", fmt_rule(&d.rule));
+            if let Policy::Latency(l) = &b.policy {
+                latency_lines(&mut out, snap, health, l);
+            }
             let mut considered: Vec<u32> = d.list.to_vec();
             if let Some(f) = b.fallback.filter(|f| !considered.contains(f)) {
                 considered.push(f);
@@ -244,4 +249,61 @@ pub fn build_query(wire: &[u8], qtype: u16) -> Vec<u8> {
     p.extend_from_slice(&1u16.to_be_bytes());
     p.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0]);
     p
+}
+
+/// The `latency` line: each pool's smoothed RTT, the margins, and for each
+/// neighbour in the current order whether it is past the margins.
+fn latency_lines(
+    out: &mut String,
+    snap: &Snapshot,
+    health: Option<&HealthStatus>,
+    l: &crate::select::latency::LatencyPolicy,
+) {
+    let rtts = match health {
+        Some(h) => crate::cluster::pool_rtts_from(snap, h),
+        None => vec![None; snap.pools.len()],
+    };
+    let name = |p: u32| snap.pools[p as usize].name.as_str();
+    let fmt = |p: u32| match rtts[p as usize] {
+        Some(ms) => format!("{} {ms:.1} ms", name(p)),
+        None => format!("{} unknown", name(p)),
+    };
+    let order = l.current();
+    let _ = writeln!(
+        out,
+        "latency    {} (margin {} ms and {} %)",
+        order.iter().map(|&p| fmt(p)).collect::<Vec<_>>().join(", "),
+        l.margin_ms,
+        l.margin_frac * 100.0
+    );
+    for w in order.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let text = match (rtts[a as usize], rtts[b as usize]) {
+            (Some(ra), Some(rb)) => {
+                let gain = ra - rb;
+                if crate::select::latency::better_by_margin(rb, ra, l.margin_ms, l.margin_frac) {
+                    format!(
+                        "{} is faster than {} by {gain:.1} ms: beyond the margins, moves ahead at the next update",
+                        name(b),
+                        name(a)
+                    )
+                } else if gain > 0.0 {
+                    format!(
+                        "{} is faster than {} by {gain:.1} ms ({:.0} %): within the margins, no switch",
+                        name(b),
+                        name(a),
+                        100.0 * gain / ra
+                    )
+                } else {
+                    format!("{} stays ahead of {}", name(a), name(b))
+                }
+            }
+            _ => format!(
+                "{} before {}: RTT unknown, configured order",
+                name(a),
+                name(b)
+            ),
+        };
+        let _ = writeln!(out, "             {text}");
+    }
 }

@@ -9,6 +9,7 @@ pub mod anycast;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod cookie;
 pub mod dns;

@@ -94,6 +94,26 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|s| explain::explain(&s, None, client, &name, &qtype).map_err(Into::into))
             .map(|report| print!("{report}")),
+        Command::Ctl {
+            config,
+            api,
+            action,
+        } => app::load_snapshot(&config, 1)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| {
+                let (state, pool, endpoint) = action.parts();
+                let addr = api
+                    .unwrap_or_else(|| steerdns::cluster::ctl::api_address(s.settings.http_listen));
+                steerdns::cluster::ctl::set_state(
+                    addr,
+                    s.settings.api_token.as_deref(),
+                    pool,
+                    endpoint,
+                    state,
+                )
+                .map_err(anyhow::Error::msg)
+            })
+            .map(|body| println!("{body}")),
         Command::Anycast { command } => anycast(command),
         Command::GeoipBuild { input, output } => {
             steerdns::geo::sample::build_from_csv(&input, &output)

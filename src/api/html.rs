@@ -101,6 +101,7 @@ fn state_badge(state: EndpointState) -> &'static str {
         EndpointState::Down => "<span class=\"state down\">DOWN</span>",
         EndpointState::Unknown => "<span class=\"state unknown\">UNKNOWN</span>",
         EndpointState::Disabled => "<span class=\"state disabled\">DISABLED</span>",
+        EndpointState::Drained => "<span class=\"state disabled\">DRAINED</span>",
     }
 }
 

@@ -20,6 +20,7 @@
 //! longest makes room (see [`limits`]), so slow clients cannot starve others.
 
 pub mod backend;
+pub mod cluster;
 pub mod html;
 pub mod limits;
 pub mod model;
@@ -118,6 +119,7 @@ pub fn exposed_without_token(opts: &ApiOptions) -> bool {
 struct State {
     backend: Arc<dyn ApiBackend>,
     token: Option<String>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Serve the API on `listener` until `shutdown` is cancelled; then stop
@@ -126,6 +128,17 @@ pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn ApiBackend>,
     opts: ApiOptions,
+    shutdown: CancellationToken,
+) {
+    serve_with_cluster(listener, backend, opts, None, shutdown).await;
+}
+
+/// [`serve`], with the cluster routes ([`cluster`]) when `cluster` is set.
+pub async fn serve_with_cluster(
+    listener: TcpListener,
+    backend: Arc<dyn ApiBackend>,
+    opts: ApiOptions,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
@@ -140,6 +153,7 @@ pub async fn serve(
     let state = Arc::new(State {
         backend,
         token: opts.token.filter(|t| !t.is_empty()),
+        cluster,
     });
     let table = limits::ConnTable::new(MAX_CONNECTIONS, MAX_PER_CLIENT);
     let mut last_refusal_log: Option<tokio::time::Instant> = None;
@@ -363,6 +377,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn route(req: Request<Incoming>, state: &State) -> Resp {
+    let req = match &state.cluster {
+        Some(c) => {
+            let page = || {
+                html::render_page(
+                    &state.backend.status(),
+                    state.backend.anycast().as_ref(),
+                    now_unix(),
+                )
+            };
+            match cluster::route(req, c, state.token.as_deref(), page).await {
+                Ok(r) => return r,
+                Err(req) => req,
+            }
+        }
+        None => req,
+    };
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     match req.uri().path() {
         "/healthz" if get => text(StatusCode::OK, "ok\n"),

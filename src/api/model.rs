@@ -61,6 +61,8 @@ pub enum EndpointState {
     Unknown,
     /// `enabled = false` in the config.
     Disabled,
+    /// Drained by the operator: out of answers, still probed, no alert.
+    Drained,
 }
 
 impl EndpointState {
@@ -71,6 +73,7 @@ impl EndpointState {
             EndpointState::Down => "down",
             EndpointState::Unknown => "unknown",
             EndpointState::Disabled => "disabled",
+            EndpointState::Drained => "drained",
         }
     }
 }

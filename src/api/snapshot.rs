@@ -65,6 +65,8 @@ pub fn pool_statuses(
                     let up = e.enabled && health.is_up(e.id);
                     let state = if !e.enabled {
                         EndpointState::Disabled
+                    } else if health.is_drained(e.id) {
+                        EndpointState::Drained
                     } else if info.monitor.is_some() && info.probed.is_none() {
                         EndpointState::Unknown
                     } else if up {

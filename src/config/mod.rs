@@ -5,6 +5,7 @@
 //! errors are collected by the snapshot compiler through [`Diagnostics`], all
 //! of them in one run.
 
+pub mod cluster;
 pub mod duration;
 pub mod protect;
 pub mod raw;

@@ -37,6 +37,9 @@ pub struct ConfigFile {
     /// `[notify]`: webhooks on health changes.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// `[cluster]`: peers sharing probe verdicts and admin states.
+    #[serde(default)]
+    pub cluster: super::cluster::ClusterConfig,
     /// `[anycast]`: health-gated route announcements through BIRD.
     pub anycast: Option<Spanned<AnycastConfig>>,
     /// `[rrl]`: response rate limiting.
@@ -125,6 +128,10 @@ pub struct MonitorConfig {
     pub expect_rcode: Option<Spanned<Vec<String>>>,
     /// DNS: an address or text that must appear in the answer.
     pub expect_answer: Option<SString>,
+    /// How verdicts of the cluster combine: `"local"`, `"majority"` or a
+    /// number. Not part of the monitor's fingerprint.
+    #[serde(default)]
+    pub quorum: super::cluster::QuorumConfig,
 }
 
 fn default_interval() -> Spanned<Duration> {
@@ -416,6 +423,8 @@ pub enum PolicyKind {
     Proximity,
     /// Endpoints of all pools picked at random by weight.
     Weighted,
+    /// Pools ordered by this node's smoothed probe RTT.
+    Latency,
 }
 
 /// What to answer when no endpoint is usable anywhere.
@@ -451,6 +460,11 @@ pub struct NameConfig {
     /// Behaviour when nothing is usable.
     #[serde(default)]
     pub all_down: AllDownConfig,
+    /// `latency`: switch pools only when the new one is faster by this
+    /// many milliseconds...
+    pub latency_margin_ms: Option<Spanned<f64>>,
+    /// ...and by this many percent.
+    pub latency_margin_pct: Option<Spanned<f64>>,
 }
 
 fn default_name_ttl() -> Spanned<Duration> {

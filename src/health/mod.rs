@@ -3,44 +3,74 @@
 //! The prober ([`prober`]) is each slot's only writer; endpoints start up
 //! ("unknown, answered as if up") until their first probe result.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Up/down state of every endpoint, indexed by `EndpointId`.
+/// The verdict bit of a health slot: answered as up.
+const UP: u8 = 1;
+/// The drain bit: no new answers, whatever the verdict (`fail-open` too).
+const DRAINED: u8 = 2;
+
+/// Up/down state of every endpoint, indexed by `EndpointId`: one byte
+/// each, a verdict bit and a drain bit, read with one relaxed load.
 #[derive(Debug)]
 pub struct HealthTable {
-    up: Box<[AtomicBool]>,
+    slots: Box<[AtomicU8]>,
 }
 
 impl HealthTable {
     /// A table of `n` endpoints, all up.
     pub fn all_up(n: usize) -> Self {
         HealthTable {
-            up: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            slots: (0..n).map(|_| AtomicU8::new(UP)).collect(),
         }
     }
 
-    /// Whether endpoint `id` is up (unknown ids are down).
-    pub fn is_up(&self, id: u32) -> bool {
-        self.up
+    fn load(&self, id: u32) -> u8 {
+        self.slots
             .get(id as usize)
-            .is_some_and(|a| a.load(Ordering::Relaxed))
+            .map_or(DRAINED, |a| a.load(Ordering::Relaxed))
     }
 
-    /// Set endpoint `id` up or down.
+    /// Whether endpoint `id` may be answered: up and not drained (unknown
+    /// ids are not).
+    #[inline]
+    pub fn is_up(&self, id: u32) -> bool {
+        self.load(id) == UP
+    }
+
+    /// Whether endpoint `id` is drained (taken out of answers on purpose).
+    #[inline]
+    pub fn is_drained(&self, id: u32) -> bool {
+        self.load(id) & DRAINED != 0
+    }
+
+    /// The verdict alone, drain ignored (what metrics export as
+    /// `steerdns_endpoint_up`: a drained endpoint is still probed).
+    pub fn verdict_up(&self, id: u32) -> bool {
+        self.load(id) & UP != 0
+    }
+
+    /// Set endpoint `id` up or down (and not drained).
     pub fn set(&self, id: u32, up: bool) {
-        if let Some(a) = self.up.get(id as usize) {
-            a.store(up, Ordering::Relaxed);
+        self.set_state(id, up, false);
+    }
+
+    /// Set endpoint `id`'s verdict and drain bit at once.
+    pub fn set_state(&self, id: u32, up: bool, drained: bool) {
+        if let Some(a) = self.slots.get(id as usize) {
+            let v = if up { UP } else { 0 } | if drained { DRAINED } else { 0 };
+            a.store(v, Ordering::Relaxed);
         }
     }
 
     /// Number of endpoints.
     pub fn len(&self) -> usize {
-        self.up.len()
+        self.slots.len()
     }
 
     /// True when there are no endpoints.
     pub fn is_empty(&self) -> bool {
-        self.up.is_empty()
+        self.slots.is_empty()
     }
 }
 
@@ -70,6 +100,8 @@ pub struct Monitor {
     pub rise: u32,
     /// Consecutive failures to become down.
     pub fall: u32,
+    /// How the cluster's verdicts combine.
+    pub quorum: crate::config::cluster::QuorumConfig,
 }
 
 /// One endpoint to probe.
@@ -89,4 +121,7 @@ pub struct ProbeTarget {
     /// monitor name and a fingerprint of its settings. Health carries over
     /// a reload exactly when this is unchanged.
     pub key: String,
+    /// Fingerprint of the monitor's settings (not of the probed address):
+    /// peers count each other's verdicts only when it matches.
+    pub monitor_hash: u64,
 }

@@ -45,18 +45,75 @@ pub struct EndpointHealth {
     pub last_change_at: Option<u64>,
     /// Probe results seen for this endpoint (across reloads).
     pub probes: u64,
+    /// Smoothed round-trip time of successful probes (EWMA, ms).
+    pub rtt_ms: Option<f64>,
+    /// When the last probe finished, on the monotonic clock.
+    pub last_probe: Option<Instant>,
+}
+
+/// Weight of the newest sample in [`EndpointHealth::rtt_ms`].
+pub const RTT_EWMA_ALPHA: f64 = 0.3;
+
+impl EndpointHealth {
+    /// Fold one probe into the RTT average (failed probes carry no RTT).
+    pub fn observe_rtt(&mut self, ok: bool, took: Duration) {
+        if ok {
+            let ms = took.as_secs_f64() * 1000.0;
+            self.rtt_ms = Some(match self.rtt_ms {
+                Some(old) => old + RTT_EWMA_ALPHA * (ms - old),
+                None => ms,
+            });
+        }
+    }
+}
+
+/// Decides what the hot path sees for an endpoint from this node's own
+/// verdict: the cluster (peers' verdicts, quorum, drain and forced states).
+/// Without one, the own verdict is written as is.
+pub trait Resolver: Send + Sync {
+    /// `(up, drained)` for `target` of `snap` when this node says `own`.
+    fn resolve(
+        &self,
+        snap: &Snapshot,
+        target: &crate::health::ProbeTarget,
+        own: Verdict,
+    ) -> (bool, bool);
+    /// Write every endpoint of a freshly compiled `snap` (before it is
+    /// published), after its own verdicts were seeded.
+    fn seed(&self, snap: &Snapshot);
 }
 
 /// Shared view of the prober's state.
 #[derive(Default)]
 pub struct HealthStatus {
     by_key: Mutex<HashMap<String, EndpointHealth>>,
+    resolver: std::sync::OnceLock<Arc<dyn Resolver>>,
 }
 
 impl HealthStatus {
     /// The state of the endpoint with this probe key.
     pub fn get(&self, key: &str) -> Option<EndpointHealth> {
         self.lock().get(key).cloned()
+    }
+
+    /// Route health writes through `r` from now on (set once).
+    pub fn set_resolver(&self, r: Arc<dyn Resolver>) {
+        let _ = self.resolver.set(r);
+    }
+
+    /// Run `f` over every known endpoint's state, under one lock.
+    pub fn with_all<T>(&self, f: impl FnOnce(&HashMap<String, EndpointHealth>) -> T) -> T {
+        f(&self.lock())
+    }
+
+    fn write(&self, snap: &Snapshot, t: &crate::health::ProbeTarget, v: Verdict) {
+        match self.resolver.get() {
+            Some(r) => {
+                let (up, drained) = r.resolve(snap, t, v);
+                snap.health.set_state(t.endpoint, up, drained);
+            }
+            None => snap.health.set(t.endpoint, v.answerable()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, EndpointHealth>> {
@@ -75,6 +132,10 @@ impl HealthStatus {
                 snap.health
                     .set(t.endpoint, h.hysteresis.verdict.answerable());
             }
+        }
+        drop(map);
+        if let Some(r) = self.resolver.get() {
+            r.seed(snap);
         }
     }
 
@@ -445,6 +506,8 @@ fn apply(
     h.probes += 1;
     h.last_probe_at = Some(unix_now());
     h.reason = Some(reason.clone());
+    h.observe_rtt(ok, duration);
+    h.last_probe = Some(Instant::now());
     let Some(new) = h.hysteresis.observe(ok, monitor.rise, monitor.fall) else {
         return;
     };
@@ -455,9 +518,13 @@ fn apply(
         health: &snap.health,
     };
     let pool_was = inputs.pool_usable(target.pool);
-    snap.health.set(target.endpoint, new.answerable());
+    status.write(snap, target, new);
     let pool_is = inputs.pool_usable(target.pool);
-    metrics.set_endpoint_up(&pool.name, endpoint, new.answerable());
+    metrics.set_endpoint_up(
+        &pool.name,
+        endpoint,
+        snap.health.verdict_up(target.endpoint),
+    );
     metrics.set_pool_usable(&pool.name, pool_is);
     if new == Verdict::Down {
         warn!(pool = %pool.name, endpoint, old = old.as_str(), new = new.as_str(), reason = %reason, "endpoint health changed");

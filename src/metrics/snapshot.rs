@@ -49,6 +49,7 @@ fn pools_of(policy: &Policy) -> Vec<PoolId> {
     match policy {
         Policy::Failover(l) | Policy::Proximity(l) | Policy::Weighted(l) => l.to_vec(),
         Policy::Geo(map) => map.lists.iter().flat_map(|l| l.iter().copied()).collect(),
+        Policy::Latency(l) => l.pools.to_vec(),
     }
 }
 
@@ -143,7 +144,7 @@ pub fn sync_health_with(metrics: &Metrics, snap: &Snapshot, health: &HealthTable
     };
     for (i, p) in snap.pools.iter().enumerate() {
         for e in p.endpoints.iter() {
-            metrics.set_endpoint_up(&p.name, &e.label, e.enabled && health.is_up(e.id));
+            metrics.set_endpoint_up(&p.name, &e.label, e.enabled && health.verdict_up(e.id));
         }
         metrics.set_pool_usable(&p.name, inputs.pool_usable(i as PoolId));
     }

@@ -229,7 +229,7 @@ impl Plan<'_> {
 
 fn plan<'a>(b: &'a Balancer, pools: &[Pool]) -> Result<Option<(Plan<'a>, Vec<u8>)>, CompileError> {
     match &b.policy {
-        Policy::Failover(_) | Policy::Weighted(_) => Ok(None),
+        Policy::Failover(_) | Policy::Weighted(_) | Policy::Latency(_) => Ok(None),
         Policy::Geo(m) => {
             let mut lists: Vec<Box<[PoolId]>> = Vec::new();
             let canon: Vec<u32> = m

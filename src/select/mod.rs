@@ -12,6 +12,7 @@ use crate::health::HealthTable;
 use crate::zone::WireName;
 
 pub mod compiled;
+pub mod latency;
 
 pub use compiled::Compiled;
 
@@ -105,6 +106,9 @@ pub enum Policy {
     Proximity(Box<[PoolId]>),
     /// Endpoints of all pools, picked at random by weight.
     Weighted(Box<[PoolId]>),
+    /// Pools in the order of this node's smoothed probe RTT (hysteresis
+    /// off the hot path; the current order is one atomic index).
+    Latency(Box<latency::LatencyPolicy>),
 }
 
 /// A balanced name.
@@ -148,6 +152,8 @@ pub enum Rule {
     },
     /// Weighted random over all pools.
     Weighted,
+    /// Lowest smoothed RTT first (this node's probes).
+    Latency,
     /// Looked up in the balancer's compiled decision trie (geo or
     /// proximity): the list is what the rules give, but which rule gave it
     /// is not tracked on the hot path (`explain` evaluates the rules).
@@ -257,7 +263,14 @@ pub struct Inputs<'s> {
 
 impl Inputs<'_> {
     fn endpoint_up(&self, e: &Endpoint, ignore_health: bool) -> bool {
-        e.enabled && (ignore_health || self.health.is_up(e.id))
+        // Drained endpoints are out even when failing open: drain is a
+        // decision, not a health verdict.
+        e.enabled
+            && if ignore_health {
+                !self.health.is_drained(e.id)
+            } else {
+                self.health.is_up(e.id)
+            }
     }
 
     /// Whether `pool` has at least `min_healthy` enabled endpoints up.
@@ -275,7 +288,7 @@ impl Inputs<'_> {
         self.pools[pool as usize]
             .endpoints
             .iter()
-            .any(|e| e.enabled)
+            .any(|e| e.enabled && !self.health.is_drained(e.id))
     }
 }
 
@@ -316,6 +329,7 @@ pub fn rule_for<'s>(b: &'s Balancer, loc: &Location, client: IpAddr) -> (Rule, &
     match &b.policy {
         Policy::Failover(l) => (Rule::Ordered, l, 0),
         Policy::Weighted(l) => (Rule::Weighted, l, 0),
+        Policy::Latency(l) => (Rule::Latency, l.current(), 0),
         Policy::Proximity(l) => (
             Rule::Nearest {
                 located: loc.coords.is_some(),
@@ -415,12 +429,20 @@ pub fn choose_fast<'s>(
     match (&b.policy, compiled) {
         (Policy::Failover(l), _) => Some(decide(b, inp, Rule::Ordered, l, 0, None)),
         (Policy::Weighted(l), _) => Some(decide(b, inp, Rule::Weighted, l, 0, None)),
+        (Policy::Latency(l), _) => Some(decide(b, inp, Rule::Latency, l.current(), 0, None)),
         (Policy::Geo(_) | Policy::Proximity(_), Some(c)) => {
             let (list, scope) = c.lookup(client);
             Some(decide(b, inp, Rule::Compiled, list, scope, None))
         }
         (Policy::Geo(_) | Policy::Proximity(_), None) => None,
     }
+}
+
+/// What `b` answers for a client whose rule gave `list` (in that order),
+/// for the status page's per-region view: first usable pool, fallback,
+/// all-down handling, as on the query path.
+pub fn decide_list<'s>(b: &'s Balancer, inp: &Inputs<'s>, list: &'s [PoolId]) -> Decision<'s> {
+    decide(b, inp, Rule::Ordered, list, 0, None)
 }
 
 /// Health, fallback and all-down handling over a pool list. With `nearest`,

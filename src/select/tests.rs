@@ -201,6 +201,62 @@ fn disabled_endpoints_are_never_answered_even_when_failing_open() {
 }
 
 #[test]
+fn drained_endpoints_are_never_answered_even_when_failing_open() {
+    let p = pools();
+    let h = HealthTable::all_up(6);
+    let b = balancer(Policy::Failover(Box::from(&[0u32][..])));
+    // Drained while its probes pass: out, and the table still knows it is up.
+    h.set_state(0, true, true);
+    assert!(h.is_drained(0) && h.verdict_up(0) && !h.is_up(0));
+    assert_eq!(
+        v4(&b, &p, &h, &Location::default()).addrs,
+        vec!["192.0.2.11"]
+    );
+    // Everything down: fail-open answers the other endpoint, not the drained one.
+    for id in 1..6 {
+        h.set(id, false);
+    }
+    let o = v4(&b, &p, &h, &Location::default());
+    assert_eq!(o.mode, Mode::FailOpen);
+    assert_eq!(o.addrs, vec!["192.0.2.11"]);
+    // A pool whose endpoints are all drained is skipped even failing open.
+    h.set_state(1, false, true);
+    let o = v4(&b, &p, &h, &Location::default());
+    assert_ne!(o.pool.as_deref(), Some("eu"), "{:?}", o.pool);
+    assert!(
+        o.addrs
+            .iter()
+            .all(|a| a != "192.0.2.10" && a != "192.0.2.11")
+    );
+}
+
+#[test]
+fn latency_policy_answers_in_the_current_order() {
+    let p = pools();
+    let h = HealthTable::all_up(6);
+    let l = latency::LatencyPolicy::new(Box::from(&[0u32, 1][..]), 5.0, 0.1);
+    assert!(l.set_current(&[1, 0]));
+    let b = balancer(Policy::Latency(Box::new(l)));
+    let o = v4(&b, &p, &h, &Location::default());
+    assert_eq!(
+        (o.pool.as_deref(), o.rule, o.scope),
+        (Some("na"), Rule::Latency, 0)
+    );
+    h.set(2, false);
+    h.set(5, false);
+    assert_eq!(
+        v4(&b, &p, &h, &Location::default()).pool.as_deref(),
+        Some("eu")
+    );
+    let inp = Inputs {
+        pools: &p,
+        health: &h,
+    };
+    let fast = choose_fast(&b, None, &inp, IP.parse().unwrap()).expect("no location needed");
+    assert_eq!(fast.pool, Some(0));
+}
+
+#[test]
 fn min_healthy_makes_a_pool_unusable_before_it_is_empty() {
     let mut p = pools();
     p[0].min_healthy = 2;

@@ -209,6 +209,7 @@ fn build_with_geo_mode(
     let monitors = super::monitors::compile_monitors(source, file, &mut d);
     let probes = super::monitors::compile_probes(file, &pools, &pool_ids, &monitors, &mut d);
     let notify = super::monitors::compile_notify(file, &mut d);
+    let cluster = super::cluster::compile_cluster(source, file, &settings.node_name, &mut d);
     d.finish()?;
     let warnings = geo_warnings(source, &geo, &geo_uses);
     for w in &warnings {
@@ -251,6 +252,7 @@ fn build_with_geo_mode(
         monitors: monitors.list,
         probes,
         notify,
+        cluster,
     })
 }
 
@@ -1147,6 +1149,7 @@ impl Compiler<'_> {
                 Box::new(l.iter().copied())
             }
             Policy::Geo(m) => Box::new(m.lists.iter().flat_map(|l| l.iter().copied())),
+            Policy::Latency(l) => Box::new(l.pools.iter().copied()),
         };
         lists.chain(b.fallback)
     }
@@ -1195,6 +1198,7 @@ impl Compiler<'_> {
 
     fn compile_balancer(&mut self, fqdn: &Name, n: &NameConfig, key: &str) -> Option<Balancer> {
         let kind = *n.policy.get_ref();
+        super::cluster::check_latency_keys(&mut self.d, n, key);
         let policy = match kind {
             PolicyKind::Geo => {
                 if let Some(p) = &n.pools {
@@ -1229,6 +1233,9 @@ impl Compiler<'_> {
                 match other {
                     PolicyKind::Failover => Policy::Failover(list),
                     PolicyKind::Proximity => Policy::Proximity(list),
+                    PolicyKind::Latency => {
+                        super::cluster::latency_policy(&mut self.d, n, list, p, key)?
+                    }
                     _ => Policy::Weighted(list),
                 }
             }

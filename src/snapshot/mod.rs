@@ -1,6 +1,7 @@
 //! The read-only runtime snapshot: everything a query needs, behind one
 //! pointer, and the compiler that builds it from a parsed config.
 
+pub mod cluster;
 mod compile;
 mod monitors;
 mod protect;
@@ -93,6 +94,8 @@ pub struct Snapshot {
     /// Warnings about geo rules the databases cannot match
     /// (`file:line:col: key: warning: ...`); also logged.
     pub geo_warnings: Vec<String>,
+    /// `[cluster]`: peers, token, pull timing, state file.
+    pub cluster: cluster::ClusterSettings,
 }
 
 /// `[notify]` compiled.

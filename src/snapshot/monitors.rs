@@ -292,6 +292,7 @@ fn compile_monitor(
         interval,
         rise: *m.rise.get_ref(),
         fall: *m.fall.get_ref(),
+        quorum: m.quorum,
     })
 }
 
@@ -416,6 +417,7 @@ pub fn compile_probes(
                     "{pname}|{}|{addr}|{}|{:016x}",
                     ep.label, mon.name, monitors.fingerprints[mid as usize]
                 ),
+                monitor_hash: monitors.fingerprints[mid as usize],
             });
         }
     }

@@ -19,6 +19,8 @@ pub enum Mode {
     Reply(u16, String),
     /// Read the request, then say nothing until the connection is dropped.
     Hang,
+    /// Wait this long, then answer 200 "OK" (a slower backend).
+    Delay(Duration),
 }
 
 /// An HTTP(S) server on a loopback address.
@@ -114,6 +116,14 @@ fn respond(c: &mut (impl Read + Write), mode: &Mode, stop: &AtomicBool) {
                 c,
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
+            );
+            let _ = c.flush();
+        }
+        Mode::Delay(d) => {
+            std::thread::sleep(*d);
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
             );
             let _ = c.flush();
         }

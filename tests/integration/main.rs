@@ -6,6 +6,7 @@ mod harness;
 
 mod anycast;
 mod cli;
+mod cluster;
 mod cookies;
 mod dns_basics;
 mod ecs;

@@ -85,7 +85,7 @@ impl Control {
         };
         // Health carries over for endpoints whose probe did not change.
         self.health.seed(&snap);
-        self.notifier.set_urls(snap.notify.urls.clone());
+        self.notifier.set_webhooks(snap.notify.webhooks.clone());
         let listen_changed = {
             let old = self.shared.current.load();
             old.settings.dns_listen != snap.settings.dns_listen
@@ -226,7 +226,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         let snap = shared.current.load();
         Notifier::spawn(
             NotifyOptions {
-                urls: snap.notify.urls.clone(),
+                webhooks: snap.notify.webhooks.clone(),
                 queue_size: snap.notify.queue_size,
                 attempts: snap.notify.attempts,
                 timeout: Duration::from_secs(5),

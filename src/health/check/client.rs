@@ -18,9 +18,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper::header::{CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+use hyper::header::{HeaderValue, TRANSFER_ENCODING};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -266,8 +267,10 @@ where
         phase: &Phase,
     ) -> Result<BodyRead, Fail> {
         phase.set(PhaseName::ResponseBody);
-        let framing = Framing::of(&resp);
+        // For error messages only: hyper does the framing.
+        let chunked = resp.headers().contains_key(TRANSFER_ENCODING);
         let mut body = resp.into_body();
+        let length = body.size_hint().exact();
         let mut sink = Sink::new(limit, marker);
         let mut received = 0u64;
         while !sink.done() {
@@ -279,7 +282,17 @@ where
                         sink.push(data);
                     }
                 }
-                Some(Err(e)) => return Err(self.body_error(&e, framing, received).await),
+                Some(Err(e)) => {
+                    let closed = match length {
+                        Some(n) => format!(
+                            "body truncated ({} bytes missing)",
+                            n.saturating_sub(received)
+                        ),
+                        None if chunked => "connection closed in chunked body".to_string(),
+                        None => "connection closed in body".to_string(),
+                    };
+                    return Err(self.body_error(&e, &closed).await);
+                }
             }
         }
         Ok(sink.result())
@@ -328,7 +341,13 @@ where
             return protocol(format!("malformed status line {}", self.first_line()));
         }
         if e.is_parse() {
-            return protocol(format!("malformed response head ({e})"));
+            // The wording of the client this one replaced, where hyper's
+            // kinds allow it.
+            return protocol(match e.to_string().as_str() {
+                "invalid HTTP header parsed" => "malformed header line".to_string(),
+                "invalid content-length parsed" => "bad content-length".to_string(),
+                other => format!("malformed response head ({other})"),
+            });
         }
         if e.is_incomplete_message() {
             return protocol(if read == 0 {
@@ -344,21 +363,14 @@ where
     }
 
     /// Classify a failure while reading the body.
-    async fn body_error(&mut self, e: &hyper::Error, framing: Framing, received: u64) -> Fail {
+    /// `closed` says what an early end of stream means here.
+    async fn body_error(&mut self, e: &hyper::Error, closed: &str) -> Fail {
         if let Some(f) = self.io_failure() {
             return f;
         }
-        let closed = || match framing {
-            Framing::Length(n) => protocol(format!(
-                "body truncated ({} bytes missing)",
-                n.saturating_sub(received)
-            )),
-            Framing::Chunked => protocol("connection closed in chunked body"),
-            Framing::UntilClose => protocol("connection closed in body"),
-        };
         if let Some(io) = io_cause(e) {
             return match io.kind() {
-                io::ErrorKind::UnexpectedEof => closed(),
+                io::ErrorKind::UnexpectedEof => protocol(closed),
                 io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
                     protocol(format!("malformed chunked body ({io})"))
                 }
@@ -366,7 +378,7 @@ where
             };
         }
         if e.is_incomplete_message() {
-            return closed();
+            return protocol(closed);
         }
         // A generic "connection error": the connection future has the cause.
         if self.ended.is_none() {
@@ -394,43 +406,6 @@ fn io_cause(e: &hyper::Error) -> Option<&io::Error> {
         cur = c.source();
     }
     None
-}
-
-/// How the body is delimited, for error messages (hyper does the framing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-impl Framing {
-    fn of(resp: &Response<Incoming>) -> Framing {
-        let h = resp.headers();
-        if h.contains_key(TRANSFER_ENCODING) {
-            let chunked = h
-                .get_all(TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            return if chunked {
-                Framing::Chunked
-            } else {
-                Framing::UntilClose
-            };
-        }
-        match h
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok())
-        {
-            Some(n) => Framing::Length(n),
-            None => Framing::UntilClose,
-        }
-    }
 }
 
 pub(crate) fn protocol(detail: impl Into<String>) -> Fail {

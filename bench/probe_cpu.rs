@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use steerdns::health::check::{CheckKind, CheckSpec, HttpCheck, Target, probe};
+use steerdns::probe::check::{CheckKind, CheckSpec, HttpCheck, Target, probe};
 
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {

@@ -13,9 +13,9 @@ use toml::Spanned;
 use super::NotifySettings;
 use crate::config::raw::{ConfigFile, MonitorConfig, MonitorKind, SString};
 use crate::config::{Diagnostics, Source, quote_key};
-use crate::health::check::{self, CheckKind, CheckSpec, DnsCheck, HttpCheck, StatusSet, TlsCheck};
-use crate::health::notify::{self, Webhooks, parse_webhook_url};
 use crate::health::{Monitor, ProbeTarget};
+use crate::probe::check::{self, CheckKind, CheckSpec, DnsCheck, HttpCheck, StatusSet, TlsCheck};
+use crate::probe::notify::{self, Webhooks, parse_webhook_url};
 use crate::select::{Pool, Target};
 
 const BROKEN: u32 = u32::MAX;
@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn ca_file_is_relative_to_the_config() {
-        let pki = crate::health::check::tests::pki();
+        let pki = crate::probe::check::tests::pki();
         let dir = pki.ca_file.path().parent().unwrap().to_path_buf();
         let name = pki.ca_file.path().file_name().unwrap().to_str().unwrap();
         let n = notify_in(

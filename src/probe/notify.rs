@@ -24,7 +24,7 @@ use tracing::warn;
 
 use super::check::client::{self, Exchange};
 use super::check::{Phase, tls};
-use super::state::Verdict;
+use crate::health::state::Verdict;
 
 /// One health change.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub struct Webhooks {
     /// Sent as `Authorization: Bearer <token>`.
     pub bearer_token: Option<String>,
     /// TLS client configuration for `https://` URLs (built by
-    /// [`build_tls_config`](crate::health::check::build_tls_config)).
+    /// [`build_tls_config`](crate::probe::check::build_tls_config)).
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -388,8 +388,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::health::check::build_tls_config;
-    use crate::health::check::tests::pki;
+    use crate::probe::check::build_tls_config;
+    use crate::probe::check::tests::pki;
 
     fn url(host: &str, port: u16, path: &str, https: bool) -> WebhookUrl {
         WebhookUrl {

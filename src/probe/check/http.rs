@@ -339,7 +339,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::*;
-    use crate::health::check::PhaseName;
+    use crate::probe::check::PhaseName;
 
     fn req<'a>(path: &'a str, authority: &'a str, https: bool) -> Request<'a> {
         Request {
@@ -476,7 +476,7 @@ mod tests {
         };
         let (out, sent) = against(&h, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(done(out), "status 200");
-        let ua = crate::health::check::default_user_agent();
+        let ua = crate::probe::check::default_user_agent();
         assert_eq!(
             sent,
             format!(

@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::backend::{Reloader, SharedBackend};
-use crate::api::snapshot::ProbeInfo;
 use crate::api::{self, ApiBackend, ApiOptions};
 use crate::config::{self, ConfigError};
 use crate::dns::server::Shared;
@@ -103,31 +102,6 @@ impl Control {
         self.generation.store(generation, Ordering::Relaxed);
         let _ = self.generations.send(generation);
         Ok(generation)
-    }
-
-    fn probe_info(&self, endpoint: u32) -> ProbeInfo {
-        let snap = self.shared.current.load();
-        let Some(t) = snap.probes.iter().find(|t| t.endpoint == endpoint) else {
-            return ProbeInfo::default();
-        };
-        let m = &snap.monitors[t.monitor as usize];
-        let monitor = Some(format!("{} {} {}", m.name, m.kind.label(), t.addr));
-        match self.health.get(&t.key) {
-            None => ProbeInfo {
-                monitor,
-                ..ProbeInfo::default()
-            },
-            Some(h) => ProbeInfo {
-                probed: match h.hysteresis.verdict {
-                    crate::health::state::Verdict::Unknown => None,
-                    v => Some(v.answerable()),
-                },
-                reason: h.reason,
-                last_probe_at: h.last_probe_at,
-                last_change_at: h.last_change_at,
-                monitor,
-            },
-        }
     }
 }
 
@@ -263,11 +237,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     };
     let backend = Arc::new(
         SharedBackend::new(shared.clone(), shared.metrics.clone(), reloader)
-            .with_health(health.clone())
-            .with_probe_info({
-                let c = control.clone();
-                Box::new(move |e| c.probe_info(e))
-            }),
+            .with_health(health.clone()),
     );
 
     // HTTP API first: /readyz answers 503 until the DNS sockets are bound.

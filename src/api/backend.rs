@@ -11,10 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::ApiBackend;
 use super::model::{LastReload, ReloadOutcome, Status};
 use super::snapshot::{explain_json, pool_statuses, probe_info};
-use crate::dns::server::Shared;
 use crate::explain::ProbeIndex;
-use crate::health::prober::HealthStatus;
 use crate::metrics::Metrics;
+use crate::probe::HealthStatus;
+use crate::serving::Shared;
 
 /// Reload the config: the new generation, or every error (one per line of
 /// the config error's report).

@@ -15,10 +15,10 @@ use hickory_proto::rr::{Name, RecordType};
 
 pub(crate) use self::probes::ProbeIndex;
 pub use self::report::*;
-use crate::dns::answer::{self, Client};
 use crate::dns::transport::Transport;
+use crate::engine::answer::{self, Client};
 use crate::geo::{Location, LocationSource};
-use crate::health::prober::HealthStatus;
+use crate::probe::HealthStatus;
 use crate::select::{self, Inputs, Mode, Policy, Rng, Rule, Target};
 use crate::snapshot::Snapshot;
 use crate::zone;

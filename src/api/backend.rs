@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn status_reload_and_readiness() {
         let path = Path::new("config/example.toml");
-        let snap = crate::app::load_snapshot(path, 1).unwrap();
+        let snap = crate::reload::load_snapshot(path, 1).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let shared = Shared::new(snap, metrics.clone());
         let fail = Arc::new(AtomicBool::new(false));
@@ -183,7 +183,7 @@ mod tests {
                 return Err(vec!["x.toml:1:1: broken".into()]);
             }
             let g = s2.current.load().generation + 1;
-            let snap = crate::app::load_snapshot(Path::new("config/example.toml"), g)
+            let snap = crate::reload::load_snapshot(Path::new("config/example.toml"), g)
                 .map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())?;
             s2.publish(snap);
             Ok(g)

@@ -190,7 +190,7 @@ mod tests {
     use std::path::Path;
 
     fn example() -> Snapshot {
-        crate::app::load_snapshot(Path::new("config/example.toml"), 1).expect("example config")
+        crate::reload::load_snapshot(Path::new("config/example.toml"), 1).expect("example config")
     }
 
     #[test]
@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn json_keeps_every_field_of_the_text_parser() {
         let example = example();
-        let cluster = crate::app::load_snapshot(Path::new("config/cluster-node.toml"), 1)
+        let cluster = crate::reload::load_snapshot(Path::new("config/cluster-node.toml"), 1)
             .expect("cluster config");
         for (snap, client, name, qtype) in [
             (&example, "216.160.83.1", "www.lb.example.com", "A"),

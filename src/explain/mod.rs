@@ -330,7 +330,7 @@ mod tests {
     use std::path::Path;
 
     fn offline(config: &str) -> Snapshot {
-        crate::app::load_snapshot_with(Path::new(config), 1, None, GeoMode::Explain)
+        crate::reload::load_snapshot_with(Path::new(config), 1, None, GeoMode::Explain)
             .expect("config loads")
     }
 

@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn agrees_with_a_linear_search_on_the_example() {
-        let snap = crate::app::load_snapshot(std::path::Path::new("config/example.toml"), 1)
+        let snap = crate::reload::load_snapshot(std::path::Path::new("config/example.toml"), 1)
             .expect("example config");
         assert!(!snap.probes.is_empty());
         let index = ProbeIndex::new(&snap);

@@ -62,7 +62,62 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
         config_seen,
     } = bound;
     let settings = snap.settings.clone();
-    let shared = Shared::new(snap, metrics);
+    let mut server = start_state(Shared::new(snap, metrics), opts.config, &shutdown);
+    // HTTP API first: /readyz answers 503 until the DNS transports run.
+    server.http_addr = serve_http(&server, http, settings.api_token.clone(), &shutdown)?;
+    let tcp_opts = TcpOptions {
+        idle_timeout: settings.tcp_idle_timeout,
+        max_connections: settings.tcp_max_connections,
+        max_per_client: settings.tcp_max_per_client,
+        busy_idle_timeout: settings.tcp_busy_idle_timeout,
+        ..TcpOptions::default()
+    };
+    for (sockets, listener) in dns {
+        serve_dns(&mut server, sockets, listener, workers, &tcp_opts)?;
+    }
+    tokio::spawn(carry_drops(
+        server.udp.iter().map(UdpServer::stats_reader).collect(),
+        tcp_opts.limit_drops.clone(),
+        server.shared.metrics.clone(),
+        shutdown.clone(),
+    ));
+    if !settings.watch_interval.is_zero() {
+        let files = watched_files(&server.control);
+        let mut seen = fingerprint(&files);
+        seen[0] = config_seen[0];
+        tokio::spawn(watch_files(
+            server.control.clone(),
+            (files, seen),
+            settings.watch_interval,
+            shutdown.clone(),
+        ));
+    }
+    if let Some(a) = settings.anycast.clone() {
+        // After the listeners: the self-check asks them.
+        let exe = crate::anycast::guard_executable().context("anycast guard")?;
+        let handle = crate::anycast::start(
+            a,
+            server.shared.clone(),
+            &server.udp_addrs,
+            exe,
+            shutdown.clone(),
+        )?;
+        server.backend.set_anycast(handle.clone());
+        server.anycast = Some(handle);
+    }
+    server.backend.set_ready(true);
+    crate::sdnotify::notify_ready();
+    Ok(server)
+}
+
+/// The state around the snapshot holder: health, the notifier, reload
+/// control, the cluster exchange and the prober (both started), and the
+/// API backend recording every reload. No listener yet.
+fn start_state(
+    shared: Arc<Shared>,
+    config: std::path::PathBuf,
+    shutdown: &CancellationToken,
+) -> Server {
     crate::metrics::sync_health(&shared.metrics, &shared.current.load());
     let health = Arc::new(HealthStatus::default());
     let (generations, generations_rx) = tokio::sync::watch::channel(1u64);
@@ -84,7 +139,7 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
         health.clone(),
         notifier.clone(),
         generations,
-        opts.config.clone(),
+        config,
     ));
     // Peers' verdicts, quorum, drain: the prober writes health through it.
     let cluster = crate::cluster::Cluster::new(shared.clone(), health.clone());
@@ -95,7 +150,7 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
         Some(notifier),
         generations_rx,
         ProberOptions {
-            max_concurrency: settings.max_concurrent_probes,
+            max_concurrency: shared.current.load().settings.max_concurrent_probes,
         },
         shutdown.clone(),
     ));
@@ -114,94 +169,77 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
             b.record_reload(r);
         }));
     }
-
-    // HTTP API first: /readyz answers 503 until the DNS transports run.
-    let http_addr = http.local_addr()?;
-    {
-        let backend: Arc<dyn ApiBackend> = backend.clone();
-        let api_opts = ApiOptions {
-            token: settings.api_token.clone(),
-            listen: http_addr,
-        };
-        let token = shutdown.clone();
-        let cluster = cluster.clone();
-        let l = tokio::net::TcpListener::from_std(http)
-            .with_context(|| format!("HTTP listener {http_addr}"))?;
-        tokio::spawn(async move {
-            api::serve_with_cluster(l, backend, api_opts, Some(cluster), token).await;
-        });
-        info!("listening proto=http addr={http_addr}");
-    }
-
-    let mut server = Server {
+    Server {
         udp_addrs: Vec::new(),
         tcp_addrs: Vec::new(),
-        http_addr,
-        shared: shared.clone(),
+        http_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        shared,
         health,
-        control: control.clone(),
-        backend: backend.clone(),
+        control,
+        backend,
         cluster,
         anycast: None,
         udp: Vec::new(),
         shutdown: shutdown.clone(),
-    };
-    let tcp_opts = TcpOptions {
-        idle_timeout: settings.tcp_idle_timeout,
-        max_connections: settings.tcp_max_connections,
-        max_per_client: settings.tcp_max_per_client,
-        busy_idle_timeout: settings.tcp_busy_idle_timeout,
-        ..TcpOptions::default()
-    };
-    for (sockets, listener) in dns {
-        // UDP and TCP on one port (port 0: the same kernel-chosen port).
-        let local = sockets[0].local_addr()?;
-        let tcp_local = listener.local_addr()?;
-        server
-            .udp
-            .push(udp::spawn_udp(sockets, shared.clone()).context("starting UDP workers")?);
-        info!("listening proto=udp addr={local} workers={workers}");
-        let handler = shared.clone();
-        let token = shutdown.clone();
-        let opts = tcp_opts.clone();
-        match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => {
-                tokio::spawn(async move { tcp::serve_tcp(l, handler, opts, token).await });
-            }
-            Err(e) => error!("TCP listener {tcp_local}: {e}"),
-        }
-        info!("listening proto=tcp addr={tcp_local}");
-        server.udp_addrs.push(local);
-        server.tcp_addrs.push(tcp_local);
     }
-    tokio::spawn(carry_drops(
-        server.udp.iter().map(UdpServer::stats_reader).collect(),
-        tcp_opts.limit_drops.clone(),
-        shared.metrics.clone(),
+}
+
+/// Serve the HTTP API on `http`; its address.
+fn serve_http(
+    server: &Server,
+    http: std::net::TcpListener,
+    token: Option<String>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let http_addr = http.local_addr()?;
+    let backend: Arc<dyn ApiBackend> = server.backend.clone();
+    let api_opts = ApiOptions {
+        token,
+        listen: http_addr,
+    };
+    let l = tokio::net::TcpListener::from_std(http)
+        .with_context(|| format!("HTTP listener {http_addr}"))?;
+    tokio::spawn(api::serve_with_cluster(
+        l,
+        backend,
+        api_opts,
+        Some(server.cluster.clone()),
         shutdown.clone(),
     ));
-    if !settings.watch_interval.is_zero() {
-        let files = watched_files(&control);
-        let mut seen = fingerprint(&files);
-        seen[0] = config_seen[0];
-        tokio::spawn(watch_files(
-            control,
-            (files, seen),
-            settings.watch_interval,
-            shutdown.clone(),
-        ));
+    info!("listening proto=http addr={http_addr}");
+    Ok(http_addr)
+}
+
+/// Answer on one DNS address: UDP worker threads on `sockets`, a TCP task
+/// on `listener` (the same port).
+fn serve_dns(
+    server: &mut Server,
+    sockets: Vec<std::net::UdpSocket>,
+    listener: std::net::TcpListener,
+    workers: usize,
+    tcp_opts: &TcpOptions,
+) -> anyhow::Result<()> {
+    let local = sockets[0].local_addr()?;
+    let tcp_local = listener.local_addr()?;
+    server
+        .udp
+        .push(udp::spawn_udp(sockets, server.shared.clone()).context("starting UDP workers")?);
+    info!("listening proto=udp addr={local} workers={workers}");
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => {
+            tokio::spawn(tcp::serve_tcp(
+                l,
+                server.shared.clone(),
+                tcp_opts.clone(),
+                server.shutdown.clone(),
+            ));
+        }
+        Err(e) => error!("TCP listener {tcp_local}: {e}"),
     }
-    if let Some(a) = settings.anycast.clone() {
-        // After the listeners: the self-check asks them.
-        let exe = crate::anycast::guard_executable().context("anycast guard")?;
-        let handle =
-            crate::anycast::start(a, shared.clone(), &server.udp_addrs, exe, shutdown.clone())?;
-        backend.set_anycast(handle.clone());
-        server.anycast = Some(handle);
-    }
-    backend.set_ready(true);
-    crate::sdnotify::notify_ready();
-    Ok(server)
+    info!("listening proto=tcp addr={tcp_local}");
+    server.udp_addrs.push(local);
+    server.tcp_addrs.push(tcp_local);
+    Ok(())
 }
 
 /// UDP workers count oversize datagrams and TCP listeners refused

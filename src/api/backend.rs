@@ -1,7 +1,8 @@
 //! [`SharedBackend`]: an [`ApiBackend`] over the serving [`Shared`] snapshot
-//! holder and [`Metrics`], for the application to wire in. Reloading and
-//! probe details are supplied as closures, so this module does not depend on
-//! how the application reloads or probes.
+//! holder and [`Metrics`], for the application to wire in. Reloading is
+//! supplied as a closure, so this module does not depend on how the
+//! application reloads; probe details are read from the prober's
+//! [`HealthStatus`] through the probes of the one snapshot a page shows.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

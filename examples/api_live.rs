@@ -15,7 +15,8 @@ use std::time::Duration;
 use steerdns::api::backend::{Reloader, SharedBackend};
 use steerdns::api::{self, ApiBackend, ApiOptions};
 use steerdns::app::{self, Options};
-use steerdns::metrics::{self, Metrics};
+use steerdns::dns::metric_labels;
+use steerdns::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         http_listen: Some(http),
     })?);
     metrics.reload_result(true);
-    metrics::sync_health(&metrics, &running.shared.current.load());
+    metric_labels::sync_health(&metrics, &running.shared.current.load());
     eprintln!("api_live: DNS on {:?}", running.udp_addrs);
 
     let (r, m, s) = (running.clone(), metrics.clone(), running.shared.clone());
@@ -44,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let g = r
             .reload()
             .map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())?;
-        metrics::sync_health(&m, &s.current.load());
+        metric_labels::sync_health(&m, &s.current.load());
         Ok(g)
     });
     let backend = Arc::new(SharedBackend::new(

@@ -99,7 +99,7 @@ impl Control {
             );
         }
         self.shared.publish(snap);
-        crate::metrics::sync_health(&self.shared.metrics, &self.shared.current.load());
+        crate::dns::metric_labels::sync_health(&self.shared.metrics, &self.shared.current.load());
         self.generation.store(generation, Ordering::Relaxed);
         let _ = self.generations.send(generation);
         Ok(generation)
@@ -207,7 +207,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     // The first load counts as the last successful one (else 0: 1970).
     metrics.initial_load();
     let shared = Shared::new(snap, metrics);
-    crate::metrics::sync_health(&shared.metrics, &shared.current.load());
+    crate::dns::metric_labels::sync_health(&shared.metrics, &shared.current.load());
     let workers = match settings.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

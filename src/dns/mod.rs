@@ -2,6 +2,7 @@
 
 pub mod answer;
 pub mod guard;
+pub mod metric_labels;
 pub mod server;
 pub mod tcp;
 pub mod tcp_fair;

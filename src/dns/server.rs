@@ -14,8 +14,9 @@ use tracing::info;
 
 use super::answer::{self, AnswerInfo, Client, CookieState, Outcome};
 use super::guard::{self, GuardMetrics, RrlVerdict};
+use super::metric_labels;
 use super::transport::{Handler, Transport};
-use crate::metrics::{DropReason, GeoResult, Metrics, SnapshotSlots};
+use crate::metrics::{DropReason, GeoResult, LabelSlots, Metrics};
 use crate::select::Rng;
 use crate::snapshot::Snapshot;
 
@@ -25,7 +26,7 @@ pub struct Served {
     /// The snapshot.
     pub snapshot: Snapshot,
     /// Metric slots of its zones and balanced names.
-    pub slots: SnapshotSlots,
+    pub slots: LabelSlots,
 }
 
 impl Deref for Served {
@@ -52,7 +53,7 @@ pub struct Shared {
 impl Shared {
     /// Start serving `snap`.
     pub fn new(snap: Snapshot, metrics: Arc<Metrics>) -> Arc<Self> {
-        let slots = SnapshotSlots::new(&metrics, &snap);
+        let slots = metric_labels::slots(&metrics, &snap);
         Arc::new(Shared {
             current: ArcSwap::from_pointee(Served {
                 snapshot: snap,
@@ -67,7 +68,7 @@ impl Shared {
 
     /// Publish a new snapshot.
     pub fn publish(&self, snap: Snapshot) {
-        let slots = SnapshotSlots::new(&self.metrics, &snap);
+        let slots = metric_labels::slots(&self.metrics, &snap);
         self.current.store(Arc::new(Served {
             snapshot: snap,
             slots,
@@ -151,7 +152,7 @@ impl Handler for Shared {
                     q.observe_duration(transport, start.elapsed());
                 }
                 if let Some((b, pool, mode)) = info.balancer {
-                    served.slots.record_answer(m, b, pool, mode);
+                    served.slots.record_answer(m, b, pool, mode.into());
                 }
                 if let Some(src) = info.geo {
                     m.record_geoip(GeoResult::from(src));

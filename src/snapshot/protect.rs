@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use std::sync::{Arc, OnceLock};
 
-use super::compile::parse_net;
+use super::parse::parse_net;
 use crate::config::raw::ConfigFile;
 use crate::config::{Diagnostics, Source};
 use crate::cookie::Secrets;

@@ -54,7 +54,7 @@ fn span_of<T>(v: &Option<Spanned<T>>, fallback: std::ops::Range<usize>) -> std::
 }
 
 /// Compile `[anycast]` (if present), recording errors in `d`.
-pub fn compile(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Option<AnycastSettings> {
+pub(super) fn compile(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Option<AnycastSettings> {
     let section = file.anycast.as_ref()?;
     let whole = section.span();
     let a: &AnycastConfig = section.get_ref();

@@ -15,8 +15,8 @@ use std::time::Duration;
 use steerdns::api::backend::{Reloader, SharedBackend};
 use steerdns::api::{self, ApiBackend, ApiOptions};
 use steerdns::app::{self, Options};
-use steerdns::dns::metric_labels;
 use steerdns::metrics::Metrics;
+use steerdns::serving::labels as metric_labels;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,12 +17,12 @@ use crate::api::backend::{Reloader, SharedBackend};
 use crate::api::snapshot::ProbeInfo;
 use crate::api::{self, ApiBackend, ApiOptions};
 use crate::config::{self, ConfigError};
-use crate::dns::server::Shared;
 use crate::dns::tcp::{self, TcpOptions};
 use crate::dns::udp::{self, UdpServer};
-use crate::health::notify::{Notifier, NotifyOptions};
-use crate::health::prober::{self, HealthStatus, ProberOptions};
 use crate::metrics::Metrics;
+use crate::probe::notify::{Notifier, NotifyOptions};
+use crate::probe::{self as prober, HealthStatus, ProberOptions};
+use crate::serving::Shared;
 use crate::snapshot::{self, Snapshot};
 
 /// How to start the server.
@@ -99,7 +99,7 @@ impl Control {
             );
         }
         self.shared.publish(snap);
-        crate::dns::metric_labels::sync_health(&self.shared.metrics, &self.shared.current.load());
+        crate::serving::labels::sync_health(&self.shared.metrics, &self.shared.current.load());
         self.generation.store(generation, Ordering::Relaxed);
         let _ = self.generations.send(generation);
         Ok(generation)
@@ -207,7 +207,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
     // The first load counts as the last successful one (else 0: 1970).
     metrics.initial_load();
     let shared = Shared::new(snap, metrics);
-    crate::dns::metric_labels::sync_health(&shared.metrics, &shared.current.load());
+    crate::serving::labels::sync_health(&shared.metrics, &shared.current.load());
     let workers = match settings.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

@@ -36,7 +36,7 @@ use tracing::{info, warn};
 
 pub use crate::snapshot::anycast::AnycastSettings;
 
-use crate::dns::server::Shared;
+use crate::serving::Shared;
 use guard::Want;
 use machine::{Change, Conditions, Machine, Phase};
 

@@ -3,7 +3,6 @@
 //! balanced names, pools, endpoints) and converts its own enums.
 
 use crate::geo::LocationSource;
-use crate::health::HealthTable;
 use crate::metrics::{AnswerMode, GeoResult, LabelSlots, Metrics, NameLabels};
 use crate::select::{Inputs, Mode, Policy, PoolId};
 use crate::snapshot::Snapshot;
@@ -63,7 +62,7 @@ pub(crate) fn slots(metrics: &Metrics, snap: &Snapshot) -> LabelSlots {
 /// pools and endpoints `snap` no longer has. Call it after a (re)load and
 /// whenever the prober changes an endpoint's state.
 pub fn sync_health(metrics: &Metrics, snap: &Snapshot) {
-    let health: &HealthTable = &snap.health;
+    let health = &snap.health;
     let inputs = Inputs {
         pools: &snap.pools,
         health,
@@ -88,7 +87,8 @@ mod tests {
     use std::path::Path;
 
     fn example() -> Snapshot {
-        crate::app::load_snapshot(Path::new("config/example.toml"), 1).expect("example config")
+        let (source, file) = crate::config::load(Path::new("config/example.toml")).expect("loads");
+        crate::snapshot::build(&source, &file, 1).expect("example config")
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The [`Handler`] that transports call: loads the current snapshot once per
-//! query, runs the answer engine and counts the outcome.
+//! The serving state: the published snapshot with its metric slots (one
+//! `ArcSwap`), and the [`Handler`] that transports call: it loads the
+//! current snapshot once per query, runs the answer engine and counts the
+//! outcome.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
@@ -12,10 +14,11 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tracing::info;
 
-use super::answer::{self, AnswerInfo, Client, CookieState, Outcome};
-use super::guard::{self, GuardMetrics, RrlVerdict};
-use super::metric_labels;
-use super::transport::{Handler, Transport};
+pub mod labels;
+
+use crate::dns::transport::{Handler, Transport};
+use crate::engine::answer::{self, AnswerInfo, Client, CookieState, Outcome};
+use crate::engine::guard::{self, GuardMetrics, RrlVerdict};
 use crate::metrics::{DropReason, GeoResult, LabelSlots, Metrics};
 use crate::select::Rng;
 use crate::snapshot::Snapshot;
@@ -53,7 +56,7 @@ pub struct Shared {
 impl Shared {
     /// Start serving `snap`.
     pub fn new(snap: Snapshot, metrics: Arc<Metrics>) -> Arc<Self> {
-        let slots = metric_labels::slots(&metrics, &snap);
+        let slots = labels::slots(&metrics, &snap);
         Arc::new(Shared {
             current: ArcSwap::from_pointee(Served {
                 snapshot: snap,
@@ -68,7 +71,7 @@ impl Shared {
 
     /// Publish a new snapshot.
     pub fn publish(&self, snap: Snapshot) {
-        let slots = metric_labels::slots(&self.metrics, &snap);
+        let slots = labels::slots(&self.metrics, &snap);
         self.current.store(Arc::new(Served {
             snapshot: snap,
             slots,
@@ -165,7 +168,7 @@ impl Handler for Shared {
                             .map_or(0.0, |r| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
                     }) < rate
                 {
-                    let name = super::wire::parse(query)
+                    let name = crate::engine::wire::parse(query)
                         .map(|q| crate::zone::display_name(q.name_lc()))
                         .unwrap_or_default();
                     info!(client = %client, transport = ?transport, name, qtype = info.qtype, rcode, "query");

@@ -188,3 +188,48 @@ pub(super) enum GeoField {
     Subdivision,
     Asn,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing::source;
+
+    const CONFIG: &str = "[zones.\"b.example\"]\nns = [\"ns1\"]\n[zones.\"a.example\"]\nns = [\"ns1\"]\n\
+        [pools.p]\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.2\" }]\n\
+        [names.\"www.a.example\"]\npolicy = \"failover\"\npools = [\"p\"]\n";
+
+    #[test]
+    fn the_steps_assemble_one_snapshot() {
+        let src = source(CONFIG);
+        let file = crate::config::parse(&src).unwrap();
+        let snap = build(&src, &file, 7).expect("builds");
+        assert_eq!(snap.generation, 7);
+        assert_eq!(snap.zones.zones.len(), 2);
+        for (i, z) in snap.zones.zones.iter().enumerate() {
+            assert_eq!(snap.zones.by_apex[&z.apex], i as u32);
+        }
+        assert_eq!(snap.health.len(), 2, "one slot per endpoint");
+        assert_eq!(snap.balancers.len(), snap.decisions.len());
+        assert_eq!(snap.pool_ids["p"], 0);
+    }
+
+    #[test]
+    fn explain_mode_compiles_no_tries() {
+        let src = source(CONFIG);
+        let file = crate::config::parse(&src).unwrap();
+        let snap = build_reusing(&src, &file, 1, None, GeoMode::Explain).unwrap();
+        assert!(snap.decisions.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_geo_error_and_the_other_errors_come_in_one_report() {
+        let src = source(&format!(
+            "[geoip]\ndatabase = \"missing.mmdb\"\n{CONFIG}[pools.q]\nendpoints = []\n"
+        ));
+        let file = crate::config::parse(&src).unwrap();
+        let e = build(&src, &file, 1).err().expect("fails").to_string();
+        let geo = e.find("geoip.database").expect(&e);
+        let pool = e.find("pools.q.endpoints").expect(&e);
+        assert!(geo < pool, "sorted by place in the file:\n{e}");
+    }
+}

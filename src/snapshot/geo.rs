@@ -169,3 +169,82 @@ pub(super) fn geo_warnings(source: &Source, geo: &GeoDb, uses: &[GeoUse]) -> Vec
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing::{run, source};
+
+    #[test]
+    fn overrides_fill_continent_and_coordinates_from_the_country() {
+        let (o, e) = run(
+            "[[geoip.override]]\ncidr = \"192.0.2.0/24\"\ncountry = \"FR\"\n\
+             [[geoip.override]]\ncidr = \"198.51.100.0/24\"\nasn = 64512\n\
+             [[geoip.override]]\ncidr = \"203.0.113.0/24\"\n",
+            |_, f, d| compile_overrides(f, d),
+        );
+        assert!(
+            e.contains("geoip.override[2]: an override needs at least one of"),
+            "{e}"
+        );
+        assert_eq!(o.len(), 3);
+        let fr = &o[0].location;
+        assert!(fr.continent.is_some() && fr.coords.is_some(), "{fr:?}");
+        assert_eq!(fr.source, LocationSource::Override);
+        assert_eq!(
+            (o[1].location.asn, o[1].location.country),
+            (Some(64512), None)
+        );
+    }
+
+    #[test]
+    fn warnings_for_rules_the_databases_cannot_match() {
+        let src = source("x = 1\n");
+        let empty = GeoDb::open(None, None, Vec::new()).unwrap();
+        let uses = [
+            GeoUse {
+                span: 0..1,
+                key: "names.a.geo".into(),
+                field: GeoField::Location,
+            },
+            GeoUse {
+                span: 0..1,
+                key: "names.a.geo.asn.1".into(),
+                field: GeoField::Asn,
+            },
+        ];
+        let w = geo_warnings(&src, &empty, &uses);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("t.toml:1:1: names.a.geo: warning: no [geoip] database"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("ASN rules never match"), "{w:?}");
+    }
+
+    #[test]
+    fn database_errors_point_at_their_key() {
+        let src = source("[geoip]\ndatabase = \"a.mmdb\"\ndatabases = [\"b.mmdb\"]\n");
+        let file = crate::config::parse(&src).unwrap();
+        let e = open_geo(&src, &file).unwrap_err().to_string();
+        assert!(
+            e.contains("t.toml:2:12: geoip.database: give either `database`"),
+            "{e}"
+        );
+        let src = source("[geoip]\nasn_database = \"missing.mmdb\"\n");
+        let file = crate::config::parse(&src).unwrap();
+        let e = open_geo(&src, &file).unwrap_err().to_string();
+        assert!(e.contains("t.toml:2:16: geoip.asn_database: "), "{e}");
+    }
+
+    #[test]
+    fn the_sample_database_opens_relative_to_the_config() {
+        let src = crate::config::Source {
+            path: "geoip/../config/t.toml".into(),
+            text: "[geoip]\ndatabase = \"../geoip/sample.mmdb\"\n".into(),
+        };
+        let file = crate::config::parse(&src).unwrap();
+        let db = open_geo(&src, &file).expect("opens");
+        assert_eq!(db.location_dbs_info().len(), 1);
+    }
+}

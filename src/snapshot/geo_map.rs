@@ -102,3 +102,60 @@ impl Compiler<'_> {
         ok.then_some(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::geo::{Continent, CountryCode};
+    use crate::select::GeoMap;
+    use crate::snapshot::build::GeoField;
+    use crate::snapshot::testing::run_compiler;
+
+    fn geo(table: &str) -> ((Option<GeoMap>, Vec<GeoField>), String) {
+        let text = format!(
+            "[pools.eu]\nendpoints = [{{ address = \"192.0.2.1\" }}]\n\
+             [pools.na]\nendpoints = [{{ address = \"192.0.2.2\" }}]\n\
+             [names.\"www.example.com\"]\npolicy = \"geo\"\n[names.\"www.example.com\".geo]\n{table}"
+        );
+        run_compiler(&text, |f, c| {
+            c.compile_pools(&f.pools);
+            let g = f.names["www.example.com"].get_ref().geo.as_ref().unwrap();
+            let m = c.compile_geo_map(g.get_ref(), "g");
+            (m, c.geo_uses.iter().map(|u| u.field).collect())
+        })
+    }
+
+    #[test]
+    fn lists_are_interned_per_key() {
+        let ((m, uses), e) = geo(
+            "default = [\"eu\"]\ncontinent = { NA = [\"na\", \"eu\"] }\ncountry = { FR = [\"eu\"] }\n\
+             asn = { AS64512 = [\"na\", \"eu\"] }\ncidr = { \"10.0.0.0/8\" = [\"na\"] }\nsubdivision = { \"US-CA\" = [\"na\"] }\n",
+        );
+        assert_eq!(e, "");
+        let m = m.unwrap();
+        assert_eq!(m.lists.len(), 3, "[eu], [na, eu], [na]");
+        assert_eq!(m.lists[m.default as usize][..], [0]);
+        let na = m.continent[&Continent::from_code("NA").unwrap()];
+        assert_eq!(m.lists[na as usize][..], [1, 0]);
+        assert_eq!(m.asn[&64512], na, "the same list, interned once");
+        assert_eq!(m.country[&CountryCode::parse("FR").unwrap()], m.default);
+        assert!(m.has_cidr);
+        assert_eq!(m.subdivision.len(), 1);
+        assert!(uses.contains(&GeoField::Subdivision) && uses.contains(&GeoField::Asn));
+    }
+
+    #[test]
+    fn bad_keys_and_lists() {
+        let ((m, _), e) = geo(
+            "default = [\"zz\"]\ncontinent = { XX = [\"eu\"] }\nasn = { nope = [\"eu\"] }\ncidr = { \"10.0.0.1/8\" = [\"eu\"] }\n",
+        );
+        assert!(m.is_none(), "no default list");
+        for want in [
+            "g.default[0]: unknown pool \"zz\"",
+            "g.continent.XX: ",
+            "g.asn.nope: \"nope\" is not an AS number",
+            "g.cidr.\"10.0.0.1/8\": \"10.0.0.1/8\" has host bits set",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
+    }
+}

@@ -12,6 +12,8 @@ mod parse;
 mod pools;
 mod protect;
 mod settings;
+#[cfg(test)]
+mod testing;
 mod zone_tree;
 mod zones;
 

@@ -224,3 +224,71 @@ impl Compiler<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::select::{Balancer, Policy};
+    use crate::snapshot::testing::run_compiler;
+    use crate::zone::{self, Zone, rtype};
+
+    const BASE: &str = "[zones.\"example.com\"]\nns = [\"ns1\"]\n\
+        records = [{ name = \"static\", type = \"A\", data = \"192.0.2.9\" }, { name = \"sub\", type = \"NS\", data = \"ns.other.net.\" }]\n\
+        [pools.eu]\nendpoints = [{ address = \"192.0.2.1\" }]\n\
+        [pools.na]\nendpoints = [{ address = \"192.0.2.2\" }]\n\
+        [pools.cdn]\nendpoints = [{ address = \"edge.cdn.net\" }]\n";
+
+    fn names(extra: &str) -> ((Vec<Balancer>, Vec<Zone>), String) {
+        run_compiler(&format!("{BASE}{extra}"), |f, c| {
+            c.compile_pools(&f.pools);
+            let mut zones = crate::snapshot::zones::compile_zones(&mut c.d, &f.zones);
+            let b = c.compile_names(&f.names, &mut zones);
+            (b, zones)
+        })
+    }
+
+    #[test]
+    fn a_balanced_name_is_hooked_into_its_zone() {
+        let ((b, z), e) = names(
+            "[names.\"www.example.com\"]\npolicy = \"failover\"\npools = [\"eu\", \"na\"]\nfallback = \"na\"\n\
+             [names.\"w.example.com\"]\npolicy = \"weighted\"\npools = [\"eu\"]\n",
+        );
+        assert_eq!(e, "");
+        let www = b.iter().position(|x| x.name == "www.example.com.").unwrap();
+        assert!(
+            matches!(&b[www].policy, Policy::Failover(l) if l[..] == [1, 2]),
+            "ids by name order: cdn, eu, na"
+        );
+        assert_eq!(b[www].fallback, Some(2));
+        assert_eq!(b[www].max_answers, usize::MAX);
+        let w = b.iter().position(|x| x.name == "w.example.com.").unwrap();
+        assert_eq!(b[w].max_answers, 1, "weighted answers one by default");
+        let node = &z[0].nodes[&zone::wire_name(&"www.example.com.".parse().unwrap())];
+        assert_eq!(node.balancer, Some(www as u32));
+        assert!(node.rrset(rtype::A).is_none());
+    }
+
+    #[test]
+    fn name_errors() {
+        let (_, e) = names(
+            "[names.\"www.example.org\"]\npolicy = \"failover\"\npools = [\"eu\"]\n\
+             [names.\"static.example.com\"]\npolicy = \"failover\"\npools = [\"eu\"]\n\
+             [names.\"x.sub.example.com\"]\npolicy = \"failover\"\npools = [\"eu\"]\n\
+             [names.\"example.com\"]\npolicy = \"failover\"\npools = [\"cdn\"]\n\
+             [names.\"u.example.com\"]\npolicy = \"failover\"\npools = [\"eu\", \"eu\", \"xx\"]\n\
+             [names.\"g.example.com\"]\npolicy = \"geo\"\n\
+             [names.\"m.example.com\"]\npolicy = \"failover\"\npools = [\"eu\"]\nmax_answers = 0\n",
+        );
+        for want in [
+            "www.example.org. is not inside any zone in [zones]",
+            "static.example.com. also has static records that conflict with balancing",
+            "x.sub.example.com. is at or below a delegation to a child zone",
+            "names.\"example.com\": example.com. also has static records",
+            "pools[1]: pool \"eu\" is listed twice",
+            "pools[2]: unknown pool \"xx\"; defined pools: cdn, eu, na",
+            "policy \"geo\" needs a [names.\"g.example.com\".geo] table",
+            "max_answers: must be at least 1",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
+    }
+}

@@ -131,3 +131,101 @@ pub(super) fn parse_in_zone(s: &str, apex: &Name) -> Result<Name, String> {
         n.append_domain(apex).map_err(|e| format!("{s:?}: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing::run;
+
+    fn s(text: &str) -> SString {
+        Spanned::new(0..text.len(), text.to_string())
+    }
+
+    #[test]
+    fn networks() {
+        let (n, e) = run("", |_, _, d| parse_net(&s("10.0.0.0/8"), "k", d));
+        assert_eq!(
+            (n.unwrap().to_string(), e),
+            ("10.0.0.0/8".into(), "".into())
+        );
+        let (n, _) = run("", |_, _, d| parse_net(&s("2001:db8::1"), "k", d));
+        assert_eq!(
+            n.unwrap().to_string(),
+            "2001:db8::1/128",
+            "an address is its host prefix"
+        );
+        let (n, e) = run("", |_, _, d| parse_net(&s("10.1.2.3/8"), "k", d));
+        assert!(n.is_none());
+        assert!(
+            e.contains("k: \"10.1.2.3/8\" has host bits set; did you mean \"10.0.0.0/8\"?"),
+            "{e}"
+        );
+        let (n, e) = run("", |_, _, d| parse_net(&s("ten"), "k", d));
+        assert!(n.is_none() && e.contains("\"ten\" is not a network"), "{e}");
+    }
+
+    #[test]
+    fn coordinates_come_in_pairs_and_ranges() {
+        let at = |v: f64| Spanned::new(0..1, v);
+        let (c, e) = run("", |_, _, d| {
+            parse_coords(Some(&at(48.0)), Some(&at(2.5)), "p", d)
+        });
+        assert_eq!(
+            (c.map(|c| (c.lat, c.lon)), e),
+            (Some((48.0, 2.5)), String::new())
+        );
+        let (c, e) = run("", |_, _, d| parse_coords(None, None, "p", d));
+        assert_eq!((c.is_none(), e), (true, String::new()));
+        let (c, e) = run("", |_, _, d| parse_coords(Some(&at(1.0)), None, "p", d));
+        assert!(
+            c.is_none() && e.contains("give both latitude and longitude"),
+            "{e}"
+        );
+        let (_, e) = run("", |_, _, d| {
+            parse_coords(Some(&at(91.0)), Some(&at(0.0)), "p", d)
+        });
+        assert!(e.contains("p.latitude: must be between -90 and 90"), "{e}");
+        let (_, e) = run("", |_, _, d| {
+            parse_coords(Some(&at(0.0)), Some(&at(-181.0)), "p", d)
+        });
+        assert!(
+            e.contains("p.longitude: must be between -180 and 180"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn geo_codes() {
+        let (c, e) = run("", |_, _, d| parse_country(&s("FR"), "k", d));
+        assert!(c.is_some() && e.is_empty(), "{e}");
+        let (c, e) = run("", |_, _, d| parse_continent(&s("XX"), "k", d));
+        assert!(c.is_none() && e.contains("k: "), "{e}");
+        let (c, e) = run("", |_, _, d| parse_subdivision(&s("US-CA"), "k", d));
+        assert!(c.is_some() && e.is_empty(), "{e}");
+    }
+
+    #[test]
+    fn names_absolute_and_in_zone() {
+        let apex = parse_abs("example.com").unwrap();
+        assert_eq!(
+            apex.to_string(),
+            "example.com.",
+            "the trailing dot is optional"
+        );
+        assert_eq!(parse_in_zone("@", &apex).unwrap(), apex);
+        assert_eq!(
+            parse_in_zone("www", &apex).unwrap().to_string(),
+            "www.example.com."
+        );
+        assert_eq!(
+            parse_in_zone("ns.other.net.", &apex).unwrap().to_string(),
+            "ns.other.net."
+        );
+        let long = "a".repeat(64);
+        assert!(
+            parse_abs(&long)
+                .unwrap_err()
+                .contains("is not a valid domain name")
+        );
+    }
+}

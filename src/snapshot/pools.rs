@@ -128,3 +128,71 @@ impl Compiler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::select::Target;
+    use crate::snapshot::testing::run_compiler;
+
+    #[test]
+    fn endpoints_get_ids_labels_and_targets() {
+        let (c, e) = run_compiler(
+            "[pools.a]\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"2001:db8::1\", name = \"six\", weight = 3 }]\n\
+             [pools.b]\nendpoints = [{ address = \"origin.example.net\" }]\nlatitude = 10.0\nlongitude = 20.0\n",
+            |f, c| {
+                c.compile_pools(&f.pools);
+                (
+                    std::mem::take(&mut c.pools),
+                    c.pool_ids.clone(),
+                    c.endpoints,
+                )
+            },
+        );
+        assert_eq!(e, "");
+        let (pools, ids, n) = c;
+        assert_eq!((ids["a"], ids["b"], n), (0, 1, 3));
+        let a = &pools[0];
+        assert_eq!(
+            a.endpoints[0].label, "192.0.2.1",
+            "the label defaults to the address"
+        );
+        assert_eq!(a.endpoints[1].label, "six");
+        assert_eq!(a.endpoints[1].weight, 3);
+        assert_eq!(a.endpoints[1].id, 1);
+        assert!(matches!(pools[1].endpoints[0].target, Target::Host(_)));
+        assert_eq!(pools[1].endpoints[0].id, 2, "ids run across pools");
+        assert_eq!(pools[1].coords.map(|c| (c.lat, c.lon)), Some((10.0, 20.0)));
+        assert!(pools[0].coords.is_none());
+    }
+
+    #[test]
+    fn a_region_gives_coordinates() {
+        let (c, e) = run_compiler(
+            "[pools.a]\nendpoints = [{ address = \"192.0.2.1\" }]\nregion = \"FR\"\n",
+            |f, c| {
+                c.compile_pools(&f.pools);
+                c.pools[0].coords
+            },
+        );
+        assert_eq!(e, "");
+        assert!(c.is_some(), "the country's centroid");
+    }
+
+    #[test]
+    fn pool_errors() {
+        let (_, e) = run_compiler(
+            "[pools.a]\nendpoints = [{ address = \"192.0.2.1\" }, { address = \"192.0.2.1\" }, { address = \"localhost\" }, { address = \"192.0.2.2\", weight = 0 }]\nmin_healthy = 9\n\
+             [pools.b]\nendpoints = []\n",
+            |f, c| c.compile_pools(&f.pools),
+        );
+        for want in [
+            "pools.a.endpoints[1].address: \"192.0.2.1\" is listed twice in pool \"a\"",
+            "pools.a.endpoints[2].address: \"localhost\" is neither an IP address nor a full host name",
+            "pools.a.endpoints[3].weight: weight must be at least 1",
+            "pools.a.min_healthy: must be between 1 and the number of endpoints (4)",
+            "pools.b.endpoints: a pool needs at least one endpoint",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
+    }
+}

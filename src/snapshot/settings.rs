@@ -161,3 +161,53 @@ pub(super) fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Se
         cookies: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing::run;
+
+    #[test]
+    fn defaults() {
+        let (s, e) = run("[server]\nnode_name = \"n1\"\n", |_, f, d| {
+            compile_settings(f, d)
+        });
+        assert_eq!(e, "");
+        assert_eq!(s.node_name, "n1");
+        assert!(s.max_udp_payload >= 512);
+        assert!(!s.tcp_idle_timeout.is_zero());
+        assert!(s.anycast.is_none() && s.rrl.is_none() && s.cookies.is_none());
+        assert!((0.0..=1.0).contains(&s.query_log_sample));
+    }
+
+    #[test]
+    fn the_host_name_is_the_default_node_name() {
+        let (s, _) = run("", |_, f, d| compile_settings(f, d));
+        assert_eq!(s.node_name, host_name());
+        assert!(!s.node_name.is_empty());
+    }
+
+    #[test]
+    fn server_errors() {
+        let (s, e) = run(
+            "[server]\ndns_listen = [\"127.0.0.1:53\", \"nope\"]\nhttp_listen = \"x\"\nmax_udp_payload = 100\n\
+             tcp_idle_timeout = \"0s\"\nmax_concurrent_probes = 0\nquery_log_sample = 2.0\n",
+            |_, f, d| compile_settings(f, d),
+        );
+        for want in [
+            "server.dns_listen[1]: \"nope\" is not an address:port",
+            "server.http_listen: \"x\" is not an address:port",
+            "server.max_udp_payload: must be at least 512",
+            "server.tcp_idle_timeout: must be more than zero",
+            "server.max_concurrent_probes: must be at least 1",
+            "server.query_log_sample: a fraction between 0 (off) and 1 (every query)",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
+        // Values are clamped so a broken config still builds a usable value.
+        assert_eq!(s.dns_listen.len(), 1);
+        assert_eq!(s.max_udp_payload, 512);
+        assert_eq!(s.max_concurrent_probes, 1);
+        assert_eq!(s.query_log_sample, 1.0);
+    }
+}

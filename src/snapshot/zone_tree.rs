@@ -98,3 +98,83 @@ pub(super) fn add_empty_non_terminals(nodes: &mut FxHashMap<WireName, Node>, ape
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::RrSet;
+
+    fn w(name: &str) -> WireName {
+        crate::zone::wire_name(&name.parse().unwrap())
+    }
+
+    fn cname(to: &str) -> Node {
+        Node {
+            rrsets: vec![RrSet {
+                rtype: rtype::CNAME,
+                ttl: 60,
+                rdata: Vec::new(),
+                target: Some(w(to)),
+            }],
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn containment_and_parents() {
+        let apex = w("example.com.");
+        assert!(in_zone(&w("a.b.example.com."), &apex));
+        assert!(in_zone(&apex, &apex));
+        assert!(!in_zone(&w("example.net."), &apex));
+        assert!(!in_zone(&w("badexample.com."), &apex), "labels, not bytes");
+        assert_eq!(parent(&w("a.example.com.")), &apex[..]);
+        assert_eq!(parent(&w(".")), &w(".")[..], "the root is its own parent");
+    }
+
+    #[test]
+    fn empty_non_terminals_fill_up_to_the_apex() {
+        let apex = w("example.com.");
+        let mut nodes = FxHashMap::default();
+        nodes.insert(w("a.b.c.example.com."), Node::default());
+        add_empty_non_terminals(&mut nodes, &apex);
+        for n in ["b.c.example.com.", "c.example.com.", "example.com."] {
+            assert!(nodes.contains_key(&w(n)), "{n}");
+        }
+        assert_eq!(nodes.len(), 4);
+    }
+
+    #[test]
+    fn cuts_above_a_name() {
+        let apex = w("example.com.");
+        let mut nodes = FxHashMap::default();
+        nodes.insert(
+            w("sub.example.com."),
+            Node {
+                delegation: true,
+                ..Node::default()
+            },
+        );
+        assert!(parent_is_cut(&nodes, &w("x.sub.example.com."), &apex));
+        assert!(
+            !parent_is_cut(&nodes, &w("sub.example.com."), &apex),
+            "the cut itself"
+        );
+        assert!(!parent_is_cut(&nodes, &w("y.example.com."), &apex));
+    }
+
+    #[test]
+    fn cname_loops_through_a_wildcard() {
+        let apex = w("example.com.");
+        let mut nodes = FxHashMap::default();
+        nodes.insert(w("a.example.com."), cname("x.w.example.com."));
+        nodes.insert(w("*.w.example.com."), cname("a.example.com."));
+        nodes.insert(w("w.example.com."), Node::default());
+        nodes.insert(w("ok.example.com."), cname("elsewhere.net."));
+        let cycle = cname_cycle(&nodes, &apex, &w("a.example.com.")).expect("a loop");
+        assert_eq!(cycle, vec![w("a.example.com."), w("*.w.example.com.")]);
+        assert_eq!(cname_cycle(&nodes, &apex, &w("ok.example.com.")), None);
+        // A chain that only joins the loop is not reported for its start.
+        nodes.insert(w("in.example.com."), cname("a.example.com."));
+        assert_eq!(cname_cycle(&nodes, &apex, &w("in.example.com.")), None);
+    }
+}

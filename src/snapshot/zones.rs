@@ -414,3 +414,170 @@ fn check_cname_loops(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing::run;
+
+    fn zones(extra: &str) -> (Vec<Zone>, String) {
+        let text = format!("[zones.\"example.com\"]\nns = [\"ns1\", \"ns2.other.net.\"]\n{extra}");
+        run(&text, |_, f, d| compile_zones(d, &f.zones))
+    }
+
+    fn w(name: &str) -> WireName {
+        zone::wire_name(&name.parse().unwrap())
+    }
+
+    #[test]
+    fn apex_has_soa_first_then_ns() {
+        let (z, e) = zones("ttl = \"5m\"\nsoa = { minimum = \"30s\", serial = 7 }\n");
+        assert_eq!(e, "");
+        let z = &z[0];
+        assert_eq!(z.display, "example.com.");
+        let apex = &z.nodes[&z.apex];
+        assert_eq!(apex.rrsets[0].rtype, rtype::SOA);
+        assert_eq!(apex.rrsets[1].rtype, rtype::NS);
+        assert_eq!(apex.rrsets[1].rdata.len(), 2);
+        assert_eq!(apex.rrsets[1].ttl, 300);
+        assert_eq!(z.soa.ttl, 300, "the SOA TTL defaults to the zone's");
+        assert_eq!(z.negative_ttl, 30, "min(SOA TTL, minimum)");
+        // mname defaults to the first name server, rname to hostmaster.
+        let rdata = &z.soa.rdata[0];
+        assert!(rdata.windows(4).any(|x| x == b"\x03ns1"));
+        assert!(rdata.windows(11).any(|x| x == b"\x0ahostmaster"));
+    }
+
+    #[test]
+    fn name_server_errors() {
+        let (_, e) = run("[zones.\"example.com\"]\nns = []\n", |_, f, d| {
+            compile_zones(d, &f.zones)
+        });
+        assert!(
+            e.contains("zones.\"example.com\".ns: a zone needs at least one name server"),
+            "{e}"
+        );
+        let (_, e) = run(
+            "[zones.\"example.com\"]\nns = [\"ns1\", \"ns1.example.com.\"]\n",
+            |_, f, d| compile_zones(d, &f.zones),
+        );
+        assert!(
+            e.contains(".ns[1]: ns1.example.com. is listed twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn records_go_to_their_nodes() {
+        let (z, e) = zones(
+            "records = [\n\
+             { name = \"www\", type = \"A\", data = \"192.0.2.1\" },\n\
+             { name = \"www\", type = \"A\", data = \"192.0.2.2\", ttl = \"1m\" },\n\
+             { name = \"alias\", type = \"CNAME\", data = \"www\" },\n\
+             { name = \"a.b.c\", type = \"TXT\", data = \"hi\" },\n\
+             ]\n",
+        );
+        assert!(
+            e.contains("records[1].ttl: TTL 60 differs from records[0] (3600)"),
+            "{e}"
+        );
+        let z = &z[0];
+        assert_eq!(z.nodes[&w("www.example.com.")].rrsets[0].rdata.len(), 2);
+        let alias = z.nodes[&w("alias.example.com.")]
+            .rrset(rtype::CNAME)
+            .unwrap();
+        assert_eq!(
+            alias.target.as_deref(),
+            Some(&w("www.example.com.")[..]),
+            "relative to the apex"
+        );
+        assert!(
+            z.nodes[&w("b.c.example.com.")].is_empty(),
+            "empty non-terminal"
+        );
+    }
+
+    #[test]
+    fn record_errors_name_the_record() {
+        let (_, e) = zones(
+            "records = [\n\
+             { name = \"x.example.net.\", type = \"A\", data = \"192.0.2.1\" },\n\
+             { name = \"@\", type = \"NS\", data = \"ns3\" },\n\
+             { name = \"c\", type = \"CNAME\", data = \"www\" },\n\
+             { name = \"c\", type = \"TXT\", data = \"x\" },\n\
+             { name = \"d\", type = \"A\", data = \"192.0.2.1\" },\n\
+             { name = \"d\", type = \"A\", data = \"192.0.2.1\" },\n\
+             { name = \"e\", type = \"A\", data = \"nope\" },\n\
+             { name = \"f\", type = \"HINFO\", data = \"x\" },\n\
+             ]\n",
+        );
+        for want in [
+            "records[0].name: x.example.net. is outside zone example.com.",
+            "records[1].type: apex NS records come from zones.\"example.com\".ns",
+            "records[3].name: c.example.com. has a CNAME and other records",
+            "records[5].data: duplicate record",
+            "records[6].data: bad A data \"nope\"",
+            "records[7].type: unsupported record type \"HINFO\"",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
+    }
+
+    #[test]
+    fn delegations_get_glue_and_occlude() {
+        let (z, e) = zones(
+            "records = [\n\
+             { name = \"sub\", type = \"NS\", data = \"ns.sub\" },\n\
+             { name = \"ns.sub\", type = \"A\", data = \"192.0.2.53\" },\n\
+             ]\n",
+        );
+        assert_eq!(e, "");
+        let cut = &z[0].nodes[&w("sub.example.com.")];
+        assert!(cut.delegation);
+        assert_eq!(cut.glue.sets.len(), 1);
+        assert_eq!(cut.glue.sets[0].0, w("ns.sub.example.com."));
+        let (_, e) = zones(
+            "records = [\n\
+             { name = \"sub\", type = \"NS\", data = \"ns.sub\" },\n\
+             { name = \"www.sub\", type = \"TXT\", data = \"hidden\" },\n\
+             ]\n",
+        );
+        assert!(
+            e.contains("www.sub.example.com. is at or below the delegation to a child zone"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cname_loops_are_reported_at_their_records() {
+        let (_, e) = zones(
+            "records = [\n\
+             { name = \"a\", type = \"CNAME\", data = \"b\" },\n\
+             { name = \"b\", type = \"CNAME\", data = \"a\" },\n\
+             ]\n",
+        );
+        assert!(
+            e.contains(
+                "records[0].data: CNAME loop: a.example.com. -> b.example.com. -> a.example.com."
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "records[1].data: CNAME loop: b.example.com. -> a.example.com. -> b.example.com."
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_zone_twice_and_bad_names() {
+        let (z, e) = run(
+            "[zones.\"example.com\"]\nns = [\"ns1\"]\n[zones.\"example.com.\"]\nns = [\"ns1\"]\n[zones.\"a..b\"]\nns = [\"ns1\"]\n",
+            |_, f, d| compile_zones(d, &f.zones),
+        );
+        assert_eq!(z.len(), 1);
+        assert!(e.contains("zone \"example.com.\" is defined twice"), "{e}");
+        assert!(e.contains("\"a..b\" is not a valid domain name"), "{e}");
+    }
+}

@@ -100,8 +100,8 @@ fn build_with_geo_mode(
         geo_uses,
     } = c;
     let monitors = super::monitors::compile_monitors(source, file, &mut d);
-    let probes = super::monitors::compile_probes(file, &pools, &pool_ids, &monitors, &mut d);
-    let notify = super::monitors::compile_notify(file, &mut d);
+    let probes = super::probes::compile_probes(file, &pools, &pool_ids, &monitors, &mut d);
+    let notify = super::notify::compile_notify(file, &mut d);
     let cluster = super::cluster::compile_cluster(source, file, &settings.node_name, &mut d);
     d.finish()?;
     let warnings = geo_warnings(source, &geo, &geo_uses);

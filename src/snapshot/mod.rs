@@ -3,13 +3,16 @@
 
 pub mod anycast;
 mod build;
+mod checks;
 pub mod cluster;
 mod geo;
 mod geo_map;
 mod monitors;
 mod names;
+mod notify;
 mod parse;
 mod pools;
+mod probes;
 mod protect;
 mod settings;
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub fn build(source: &Source, file: &ConfigFile, generation: u64) -> Result<Snap
 
 /// [`build`], reusing the geo data of `previous` (the snapshot being
 /// replaced) when its inputs did not change.
-pub fn build_reusing(
+pub(crate) fn build_reusing(
     source: &Source,
     file: &ConfigFile,
     generation: u64,

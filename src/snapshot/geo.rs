@@ -30,15 +30,10 @@ fn location_paths<'f>(
 }
 
 /// Open the GeoIP databases a config names (relative to the config's
-/// directory). Slow for big databases: call it off the hot path.
-pub fn open_geo(source: &Source, file: &ConfigFile) -> Result<GeoDb, ConfigError> {
-    open_geo_reusing(source, file, None, GeoMode::Serve)
-        .map(|g| Arc::try_unwrap(g).unwrap_or_else(|_| unreachable!("not shared")))
-}
-
-/// [`open_geo`], returning `previous` itself when its databases and
+/// directory), or return `previous` itself when its databases and
 /// overrides did not change (then its partition and tries are reused).
-pub fn open_geo_reusing(
+/// Slow for big databases: call it off the hot path.
+pub(super) fn open_geo_reusing(
     source: &Source,
     file: &ConfigFile,
     previous: Option<&Arc<GeoDb>>,
@@ -226,14 +221,18 @@ mod tests {
     fn database_errors_point_at_their_key() {
         let src = source("[geoip]\ndatabase = \"a.mmdb\"\ndatabases = [\"b.mmdb\"]\n");
         let file = crate::config::parse(&src).unwrap();
-        let e = open_geo(&src, &file).unwrap_err().to_string();
+        let e = open_geo_reusing(&src, &file, None, GeoMode::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("t.toml:2:12: geoip.database: give either `database`"),
             "{e}"
         );
         let src = source("[geoip]\nasn_database = \"missing.mmdb\"\n");
         let file = crate::config::parse(&src).unwrap();
-        let e = open_geo(&src, &file).unwrap_err().to_string();
+        let e = open_geo_reusing(&src, &file, None, GeoMode::Serve)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.toml:2:16: geoip.asn_database: "), "{e}");
     }
 
@@ -244,7 +243,7 @@ mod tests {
             text: "[geoip]\ndatabase = \"../geoip/sample.mmdb\"\n".into(),
         };
         let file = crate::config::parse(&src).unwrap();
-        let db = open_geo(&src, &file).expect("opens");
+        let db = open_geo_reusing(&src, &file, None, GeoMode::Explain).expect("opens");
         assert_eq!(db.location_dbs_info().len(), 1);
     }
 }

@@ -1,7 +1,7 @@
 //! The read-only runtime snapshot: everything a query needs, behind one
 //! pointer, and the compiler that builds it from a parsed config.
 
-pub mod anycast;
+pub(crate) mod anycast;
 mod build;
 mod checks;
 pub mod cluster;
@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use build::{GeoMode, build, build_reusing, build_with_geo};
-pub use geo::{open_geo, open_geo_reusing};
+pub(crate) use build::build_reusing;
+pub use build::{GeoMode, build, build_with_geo};
 pub use settings::Settings;
 
 use crate::geo::GeoDb;

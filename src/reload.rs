@@ -149,7 +149,7 @@ impl Control {
             );
         }
         self.shared.publish(snap);
-        crate::metrics::sync_health(&self.shared.metrics, &self.shared.current.load());
+        crate::serving::labels::sync_health(&self.shared.metrics, &self.shared.current.load());
         self.generation.store(generation, Ordering::Relaxed);
         let _ = self.generations.send(generation);
         Ok(generation)

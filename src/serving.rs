@@ -14,10 +14,12 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tracing::info;
 
+pub mod labels;
+
 use crate::dns::transport::{Handler, Transport};
 use crate::engine::answer::{self, AnswerInfo, Client, CookieState, Outcome};
 use crate::engine::guard::{self, GuardMetrics, RrlVerdict};
-use crate::metrics::{DropReason, GeoResult, Metrics, SnapshotSlots};
+use crate::metrics::{DropReason, GeoResult, LabelSlots, Metrics};
 use crate::select::Rng;
 use crate::snapshot::Snapshot;
 
@@ -27,7 +29,7 @@ pub struct Served {
     /// The snapshot.
     pub snapshot: Snapshot,
     /// Metric slots of its zones and balanced names.
-    pub slots: SnapshotSlots,
+    pub slots: LabelSlots,
 }
 
 impl Deref for Served {
@@ -54,7 +56,7 @@ pub struct Shared {
 impl Shared {
     /// Start serving `snap`.
     pub fn new(snap: Snapshot, metrics: Arc<Metrics>) -> Arc<Self> {
-        let slots = SnapshotSlots::new(&metrics, &snap);
+        let slots = labels::slots(&metrics, &snap);
         Arc::new(Shared {
             current: ArcSwap::from_pointee(Served {
                 snapshot: snap,
@@ -69,7 +71,7 @@ impl Shared {
 
     /// Publish a new snapshot.
     pub fn publish(&self, snap: Snapshot) {
-        let slots = SnapshotSlots::new(&self.metrics, &snap);
+        let slots = labels::slots(&self.metrics, &snap);
         self.current.store(Arc::new(Served {
             snapshot: snap,
             slots,
@@ -153,7 +155,7 @@ impl Handler for Shared {
                     q.observe_duration(transport, start.elapsed());
                 }
                 if let Some((b, pool, mode)) = info.balancer {
-                    served.slots.record_answer(m, b, pool, mode);
+                    served.slots.record_answer(m, b, pool, mode.into());
                 }
                 if let Some(src) = info.geo {
                     m.record_geoip(GeoResult::from(src));

@@ -20,7 +20,6 @@ pub mod cli;
 pub mod guard;
 pub(crate) mod machine;
 pub(crate) mod selfcheck;
-pub mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use settings::AnycastSettings;
+pub use crate::snapshot::anycast::AnycastSettings;
 
 use crate::serving::Shared;
 use guard::Want;

@@ -118,7 +118,7 @@ fn start_state(
     config: std::path::PathBuf,
     shutdown: &CancellationToken,
 ) -> Server {
-    crate::metrics::sync_health(&shared.metrics, &shared.current.load());
+    crate::serving::labels::sync_health(&shared.metrics, &shared.current.load());
     let health = Arc::new(HealthStatus::default());
     let (generations, generations_rx) = tokio::sync::watch::channel(1u64);
     let notifier = {

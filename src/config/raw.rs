@@ -505,7 +505,7 @@ pub struct GeoMapConfig {
 }
 
 /// `[anycast]`: the prefixes this node announces through BIRD and when.
-/// Defaults are applied (and checked) in `anycast::settings`.
+/// Defaults are applied (and checked) in `snapshot::anycast`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnycastConfig {

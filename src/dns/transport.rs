@@ -5,14 +5,8 @@
 
 use std::net::SocketAddr;
 
-/// Which transport a query arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP: responses are limited in size and may be truncated.
-    Udp,
-    /// TCP: responses up to 65535 bytes.
-    Tcp,
-}
+// The transport is a metric label too; metrics owns it so it stays a leaf.
+pub use crate::metrics::Transport;
 
 /// Answers raw queries. Implemented by the DNS answer engine; transports call
 /// it from many threads at once.

@@ -320,7 +320,7 @@ pub(crate) async fn run(
     let permits = Arc::new(Semaphore::new(opts.max_concurrency.max(1)));
     let (tx, mut rx) = mpsc::channel::<ProbeResult>(1024);
     let mut snap = shared.current.load_full();
-    crate::metrics::sync_health(&shared.metrics, &snap);
+    crate::serving::labels::sync_health(&shared.metrics, &snap);
     let mut sched = Schedule::new(&snap, &status);
     let mut heap = sched.heap();
     let mut busy_skips = 0u64;
@@ -351,7 +351,7 @@ pub(crate) async fn run(
                     break;
                 }
                 let new = shared.current.load_full();
-                crate::metrics::sync_health(&shared.metrics, &new);
+                crate::serving::labels::sync_health(&shared.metrics, &new);
                 status.seed(&new);
                 // Unchanged endpoints keep their schedule and probes in
                 // flight, so a reload storm does not starve them.

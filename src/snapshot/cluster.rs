@@ -84,7 +84,7 @@ fn dur(
 }
 
 /// Compile `[cluster]`; `node_name` is `server.node_name` (the default).
-pub fn compile_cluster(
+pub(super) fn compile_cluster(
     source: &Source,
     file: &ConfigFile,
     node_name: &str,
@@ -201,7 +201,7 @@ fn margin(
 }
 
 /// Complain about latency keys on names of other policies.
-pub fn check_latency_keys(d: &mut Diagnostics<'_>, n: &NameConfig, key: &str) {
+pub(super) fn check_latency_keys(d: &mut Diagnostics<'_>, n: &NameConfig, key: &str) {
     if *n.policy.get_ref() == PolicyKind::Latency {
         return;
     }
@@ -220,7 +220,7 @@ pub fn check_latency_keys(d: &mut Diagnostics<'_>, n: &NameConfig, key: &str) {
 }
 
 /// `policy = "latency"` over `list` (the checked `pools`).
-pub fn latency_policy(
+pub(super) fn latency_policy(
     d: &mut Diagnostics<'_>,
     n: &NameConfig,
     list: Box<[PoolId]>,

@@ -1,66 +1,37 @@
 //! The read-only runtime snapshot: everything a query needs, behind one
 //! pointer, and the compiler that builds it from a parsed config.
 
+pub(crate) mod anycast;
+mod build;
+mod checks;
 pub mod cluster;
-mod compile;
+mod geo;
+mod geo_map;
 mod monitors;
+mod names;
+mod notify;
+mod parse;
+mod pools;
+mod probes;
 mod protect;
+mod settings;
+#[cfg(test)]
+mod testing;
+mod zone_tree;
+mod zones;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-pub use compile::{GeoMode, build, build_reusing, build_with_geo, open_geo, open_geo_reusing};
+pub(crate) use build::build_reusing;
+pub use build::{GeoMode, build, build_with_geo};
+pub use settings::Settings;
 
 use crate::geo::GeoDb;
 use crate::health::{HealthTable, Monitor, ProbeTarget};
 use crate::select::{Balancer, Compiled, Pool, PoolId};
 use crate::zone::ZoneTable;
-
-/// Server settings from `[server]`.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// DNS listen addresses.
-    pub dns_listen: Vec<SocketAddr>,
-    /// HTTP listen address.
-    pub http_listen: SocketAddr,
-    /// UDP sockets per listen address (0 = one per core).
-    pub udp_workers: usize,
-    /// Largest UDP response.
-    pub max_udp_payload: u16,
-    /// Locate clients by EDNS Client Subnet.
-    pub ecs: bool,
-    /// Node name (NSID, `id.server`, `hostname.bind`).
-    pub node_name: String,
-    /// Answer to `version.bind`, if any.
-    pub version: Option<String>,
-    /// TCP idle timeout.
-    pub tcp_idle_timeout: Duration,
-    /// TCP connection cap.
-    pub tcp_max_connections: usize,
-    /// Seed for weighted picks.
-    pub random_seed: Option<u64>,
-    /// Bearer token of the mutating API endpoints.
-    pub api_token: Option<String>,
-    /// Probes running at once.
-    pub max_concurrent_probes: usize,
-    /// Fraction of queries logged.
-    pub query_log_sample: f64,
-    /// File watch period (zero: off).
-    pub watch_interval: Duration,
-    /// `[anycast]`, when configured (read at start only).
-    pub anycast: Option<crate::anycast::AnycastSettings>,
-    /// Response rate limiting (`[rrl]`), when on.
-    pub rrl: Option<crate::rrl::Limits>,
-    /// TCP connections per client network.
-    pub tcp_max_per_client: usize,
-    /// TCP idle timeout while the connection cap is near.
-    pub tcp_busy_idle_timeout: Duration,
-    /// DNS Cookie secrets (`[cookies]`), when cookies are on.
-    pub cookies: Option<Arc<crate::cookie::Secrets>>,
-}
 
 /// Everything a query needs, immutable once built (health is atomics).
 pub struct Snapshot {

@@ -1,32 +1,28 @@
-//! `[monitors]`, per-endpoint probe targets and `[notify]` → snapshot parts.
+//! `[monitors]` → monitors: timing, the keys each type takes, and the
+//! check of each type (in `checks.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::rr::RecordType;
 use toml::Spanned;
 
-use super::NotifySettings;
+use super::checks::{dns_check, http_check};
 use crate::config::raw::{ConfigFile, MonitorConfig, MonitorKind, SString};
 use crate::config::{Diagnostics, Source, quote_key};
-use crate::health::{Monitor, ProbeTarget};
-use crate::probe::check::{self, CheckKind, CheckSpec, DnsCheck, HttpCheck, StatusSet, TlsCheck};
-use crate::probe::notify::{self, Webhooks, parse_webhook_url};
-use crate::select::{Pool, Target};
+use crate::health::Monitor;
+use crate::probe::check::{CheckKind, CheckSpec};
 
-const BROKEN: u32 = u32::MAX;
+pub(super) const BROKEN: u32 = u32::MAX;
 
 /// Compiled monitors and their ids by name.
-pub struct Monitors {
+pub(super) struct Monitors {
     /// The monitors.
-    pub list: Vec<Monitor>,
+    pub(super) list: Vec<Monitor>,
     /// Index by name.
-    pub ids: HashMap<String, u32>,
-    fingerprints: Vec<u64>,
+    pub(super) ids: HashMap<String, u32>,
+    pub(super) fingerprints: Vec<u64>,
 }
 
 fn fingerprint(m: &MonitorConfig) -> u64 {
@@ -36,7 +32,11 @@ fn fingerprint(m: &MonitorConfig) -> u64 {
 }
 
 /// Compile `[monitors]`.
-pub fn compile_monitors(source: &Source, file: &ConfigFile, d: &mut Diagnostics<'_>) -> Monitors {
+pub(super) fn compile_monitors(
+    source: &Source,
+    file: &ConfigFile,
+    d: &mut Diagnostics<'_>,
+) -> Monitors {
     let mut out = Monitors {
         list: Vec::new(),
         ids: HashMap::new(),
@@ -90,7 +90,6 @@ fn only_for(
         );
     }
 }
-
 fn compile_monitor(
     source: &Source,
     name: &str,
@@ -163,124 +162,8 @@ fn compile_monitor(
     );
     let check_kind = match kind {
         MonitorKind::Tcp => CheckKind::Tcp,
-        MonitorKind::Http | MonitorKind::Https => {
-            let expect_status = match &m.expect_status {
-                Some(s) => match StatusSet::parse(s.get_ref()) {
-                    Ok(set) => set,
-                    Err(e) => {
-                        d.error(s.span(), format!("{key}.expect_status"), e);
-                        return None;
-                    }
-                },
-                None => StatusSet::parse("2xx").ok()?,
-            };
-            let path = m
-                .path
-                .as_ref()
-                .map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
-            if !path.starts_with('/') {
-                if let Some(p) = &m.path {
-                    d.error(p.span(), format!("{key}.path"), "must start with /");
-                }
-                ok = false;
-            }
-            let method = m
-                .method
-                .as_ref()
-                .map_or_else(|| "GET".to_string(), |x| x.get_ref().to_ascii_uppercase());
-            if !method.bytes().all(|b| b.is_ascii_uppercase()) || method.is_empty() {
-                if let Some(x) = &m.method {
-                    d.error(
-                        x.span(),
-                        format!("{key}.method"),
-                        "not an HTTP method (GET, HEAD, ...)",
-                    );
-                }
-                ok = false;
-            }
-            let h = HttpCheck {
-                method,
-                path,
-                host: m.host.as_ref().map(|h| h.get_ref().clone()),
-                headers: m
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                expect_status,
-                expect_body: m.expect_body.as_ref().map(|b| b.get_ref().clone()),
-                follow_redirects: m.follow_redirects,
-                body_limit: check::DEFAULT_BODY_LIMIT,
-                user_agent: check::default_user_agent(),
-            };
-            if let Err(e) = h.validate() {
-                d.error(m.kind.span(), key, e);
-                return None;
-            }
-            if kind == MonitorKind::Http {
-                CheckKind::Http(h)
-            } else {
-                let ca = m.ca_file.as_ref().map(|c| source.dir().join(c.get_ref()));
-                match check::build_tls_config(m.tls_verify, ca.as_deref()) {
-                    Ok(config) => CheckKind::Https(
-                        h,
-                        TlsCheck {
-                            config,
-                            sni: m.sni.as_ref().map(|s| s.get_ref().clone()),
-                        },
-                    ),
-                    Err(e) => {
-                        let span = m.ca_file.as_ref().map_or(m.kind.span(), |c| c.span());
-                        d.error(span, format!("{key}.ca_file"), e);
-                        return None;
-                    }
-                }
-            }
-        }
-        MonitorKind::Dns => {
-            let Some(qname) = &m.query_name else {
-                d.error(
-                    m.kind.span(),
-                    format!("{key}.query_name"),
-                    "a dns monitor needs query_name = \"name to ask\"",
-                );
-                return None;
-            };
-            let qtype = match &m.query_type {
-                Some(t) => match RecordType::from_str(&t.get_ref().to_ascii_uppercase()) {
-                    Ok(rt) => u16::from(rt),
-                    Err(_) => {
-                        d.error(
-                            t.span(),
-                            format!("{key}.query_type"),
-                            format!("unknown record type {:?}", t.get_ref()),
-                        );
-                        return None;
-                    }
-                },
-                None => 1,
-            };
-            let mut rcodes = Vec::new();
-            if let Some(list) = &m.expect_rcode {
-                for r in list.get_ref() {
-                    match check::parse_rcode(r) {
-                        Some(v) => rcodes.push(v),
-                        None => {
-                            d.error(list.span(), format!("{key}.expect_rcode"), format!("unknown rcode {r:?} (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...)"));
-                            ok = false;
-                        }
-                    }
-                }
-            } else {
-                rcodes.push(0);
-            }
-            CheckKind::Dns(DnsCheck {
-                qname: qname.get_ref().clone(),
-                qtype,
-                expect_rcodes: rcodes,
-                expect_answer: m.expect_answer.as_ref().map(|a| a.get_ref().clone()),
-            })
-        }
+        MonitorKind::Http | MonitorKind::Https => http_check(source, m, key, d, &mut ok)?,
+        MonitorKind::Dns => dns_check(m, key, d, &mut ok)?,
     };
     ok.then(|| Monitor {
         name: name.to_string(),
@@ -296,350 +179,78 @@ fn compile_monitor(
     })
 }
 
-fn default_port(kind: MonitorKind) -> Option<u16> {
-    match kind {
-        MonitorKind::Http => Some(80),
-        MonitorKind::Https => Some(443),
-        MonitorKind::Dns => Some(53),
-        MonitorKind::Tcp => None,
-    }
-}
-
-/// Probe targets for every monitored endpoint.
-pub fn compile_probes(
-    file: &ConfigFile,
-    pools: &[Pool],
-    pool_ids: &HashMap<String, u32>,
-    monitors: &Monitors,
-    d: &mut Diagnostics<'_>,
-) -> Vec<ProbeTarget> {
-    let mut out = Vec::new();
-    let lookup = |m: &SString, key: &str, d: &mut Diagnostics<'_>| -> Option<Option<u32>> {
-        if m.get_ref() == "none" {
-            return Some(None);
-        }
-        match monitors.ids.get(m.get_ref()) {
-            Some(&BROKEN) => None,
-            Some(&id) => Some(Some(id)),
-            None => {
-                let mut known: Vec<&str> = monitors.ids.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                let known = if known.is_empty() {
-                    "none are defined".into()
-                } else {
-                    format!("defined monitors: {}", known.join(", "))
-                };
-                d.error(
-                    m.span(),
-                    key,
-                    format!("unknown monitor {:?}; {known}", m.get_ref()),
-                );
-                None
-            }
-        }
-    };
-    let by_name: BTreeMap<&String, _> = file.pools.iter().collect();
-    for (pname, pc) in by_name {
-        let Some(&pid) = pool_ids.get(pname) else {
-            continue;
-        };
-        let pool = &pools[pid as usize];
-        let pkey = format!("pools.{}", quote_key(pname));
-        let pool_monitor = match &pc.get_ref().monitor {
-            Some(m) => match lookup(m, &format!("{pkey}.monitor"), d) {
-                Some(x) => x,
-                None => continue,
-            },
-            None => None,
-        };
-        for (i, (ec, ep)) in pc
-            .get_ref()
-            .endpoints
-            .get_ref()
-            .iter()
-            .zip(pool.endpoints.iter())
-            .enumerate()
-        {
-            let ekey = format!("{pkey}.endpoints[{i}]");
-            let monitor = match &ec.monitor {
-                Some(m) => match lookup(m, &format!("{ekey}.monitor"), d) {
-                    Some(x) => x,
-                    None => continue,
-                },
-                None => pool_monitor,
-            };
-            let Some(mid) = monitor else {
-                if let Some(pa) = &ec.probe_address {
-                    d.error(
-                        pa.span(),
-                        format!("{ekey}.probe_address"),
-                        "set, but this endpoint has no monitor",
-                    );
-                }
-                continue;
-            };
-            let mon = &monitors.list[mid as usize];
-            let (ip, host) = match (&ec.probe_address, &ep.target) {
-                (Some(pa), _) => match IpAddr::from_str(pa.get_ref()) {
-                    Ok(ip) => (ip, host_of(&ep.target)),
-                    Err(_) => {
-                        d.error(
-                            pa.span(),
-                            format!("{ekey}.probe_address"),
-                            format!("{:?} is not an IP address", pa.get_ref()),
-                        );
-                        continue;
-                    }
-                },
-                (None, Target::V4(a)) => (IpAddr::V4(*a), None),
-                (None, Target::V6(a)) => (IpAddr::V6(*a), None),
-                (None, Target::Host(_)) => {
-                    d.error(ec.address.span(), format!("{ekey}.probe_address"), "a host-name endpoint needs probe_address = \"IP\" to be monitored (steerdns does not resolve names to probe them)");
-                    continue;
-                }
-            };
-            let Some(port) = ec
-                .probe_port
-                .or(monitor_port(file, &mon.name))
-                .or(default_port(mon.kind))
-            else {
-                d.error(ec.address.span(), format!("{ekey}.probe_port"), format!("monitor {:?} is a tcp check without a port; set port in the monitor or probe_port here", mon.name));
-                continue;
-            };
-            let addr = SocketAddr::new(ip, port);
-            out.push(ProbeTarget {
-                endpoint: ep.id,
-                pool: pid,
-                monitor: mid,
-                addr,
-                host,
-                key: format!(
-                    "{pname}|{}|{addr}|{}|{:016x}",
-                    ep.label, mon.name, monitors.fingerprints[mid as usize]
-                ),
-                monitor_hash: monitors.fingerprints[mid as usize],
-            });
-        }
-    }
-    out
-}
-
-fn monitor_port(file: &ConfigFile, name: &str) -> Option<u16> {
-    file.monitors.get(name).and_then(|m| m.get_ref().port)
-}
-
-fn host_of(t: &Target) -> Option<String> {
-    match t {
-        Target::Host(w) => {
-            let s = crate::zone::display_name(w);
-            Some(s.trim_end_matches('.').to_string())
-        }
-        _ => None,
-    }
-}
-
-/// Compile `[notify]`.
-pub fn compile_notify(file: &ConfigFile, d: &mut Diagnostics<'_>) -> NotifySettings {
-    let n = &file.notify;
-    let mut urls = Vec::new();
-    for (i, u) in n.webhooks.iter().enumerate() {
-        match parse_webhook_url(u.get_ref()) {
-            Ok(url) => urls.push(url),
-            Err(e) => d.error(u.span(), format!("notify.webhooks[{i}]"), e),
-        }
-    }
-    let bearer_token = n.bearer_token.as_ref().map(|t| {
-        if t.get_ref().is_empty() || !check::client::is_field_value(t.get_ref()) {
-            d.error(
-                t.span(),
-                "notify.bearer_token",
-                "must be non-empty, without control characters",
-            );
-        }
-        t.get_ref().clone()
-    });
-    let mut headers = Vec::new();
-    for (name, value) in &n.headers {
-        match notify::validate_header(name, value.get_ref(), bearer_token.is_some()) {
-            Ok(()) => headers.push((name.clone(), value.get_ref().clone())),
-            Err(e) => d.error(
-                value.span(),
-                format!("notify.headers.{}", quote_key(name)),
-                e,
-            ),
-        }
-    }
-    // Only built when needed: it reads the system trust store.
-    let verify = n.tls_verify.as_ref().is_none_or(|v| *v.get_ref());
-    let tls = if urls.iter().any(|u| u.https) || n.ca_file.is_some() {
-        let ca = n
-            .ca_file
-            .as_ref()
-            .map(|c| d.source().dir().join(c.get_ref()));
-        match check::build_tls_config(verify, ca.as_deref()) {
-            Ok(config) => Some(config),
-            Err(e) => {
-                let span = n
-                    .ca_file
-                    .as_ref()
-                    .map(|c| c.span())
-                    .or_else(|| n.tls_verify.as_ref().map(|v| v.span()))
-                    .unwrap_or_default();
-                d.error(span, "notify.ca_file", e);
-                None
-            }
-        }
-    } else {
-        None
-    };
-    NotifySettings {
-        webhooks: Webhooks {
-            urls,
-            headers,
-            bearer_token,
-            tls,
-        },
-        queue_size: n.queue_size.unwrap_or(1000).max(1),
-        attempts: n.retries.unwrap_or(3).max(1),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use super::*;
+    use crate::snapshot::testing::run;
 
-    use crate::snapshot::NotifySettings;
-
-    /// Build a snapshot with this `[notify]` table; the settings or the
-    /// rendered errors.
-    fn notify(table: &str) -> Result<NotifySettings, String> {
-        notify_in(PathBuf::from("c.toml"), table)
+    fn monitors(text: &str) -> (Monitors, String) {
+        run(text, compile_monitors)
     }
 
-    fn notify_in(path: PathBuf, table: &str) -> Result<NotifySettings, String> {
-        let text = format!(
-            "[server]\nnode_name = \"a\"\n[zones.\"lb.example.com\"]\nns = [\"ns1\"]\n\
-             [pools.p]\nendpoints = [{{ address = \"192.0.2.1\" }}]\n[notify]\n{table}"
+    #[test]
+    fn monitors_get_ids_and_fingerprints() {
+        let (m, e) = monitors(
+            "[monitors.web]\ntype = \"http\"\ninterval = \"2s\"\ntimeout = \"1s\"\nrise = 3\n\
+             [monitors.port]\ntype = \"tcp\"\nport = 22\n",
         );
-        let source = crate::config::Source { path, text };
-        crate::config::parse(&source)
-            .and_then(|f| super::super::build(&source, &f, 1))
-            .map(|s| s.notify.clone())
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn old_notify_tables_stay_valid() {
-        let n = notify("webhooks = [\"http://127.0.0.1:9000/hook\"]\nretries = 2\n").unwrap();
-        assert_eq!(n.webhooks.urls.len(), 1);
-        assert!(!n.webhooks.urls[0].https);
-        assert_eq!(n.attempts, 2);
-        assert!(n.webhooks.headers.is_empty() && n.webhooks.bearer_token.is_none());
-        // No https:// webhook: no TLS configuration (no trust store read).
-        assert!(n.webhooks.tls.is_none());
-    }
-
-    #[test]
-    fn https_headers_and_token() {
-        let n = notify(
-            "webhooks = [\"https://hooks.example.com/x\", \"http://127.0.0.1:9/y\"]\n\
-             bearer_token = \"tok\"\nheaders = { \"X-Team\" = \"dns\", \"X-Env\" = \"prod\" }\n",
-        )
-        .unwrap();
-        let w = &n.webhooks;
-        assert!(w.urls[0].https && !w.urls[1].https);
-        assert_eq!(w.bearer_token.as_deref(), Some("tok"));
+        assert_eq!(e, "");
+        assert_eq!(m.list.len(), 2);
+        let web = &m.list[m.ids["web"] as usize];
         assert_eq!(
-            w.headers,
-            [
-                ("X-Env".to_string(), "prod".to_string()),
-                ("X-Team".to_string(), "dns".to_string())
-            ]
+            (web.interval, web.spec.timeout, web.rise),
+            (Duration::from_secs(2), Duration::from_secs(1), 3)
         );
-        assert!(w.tls.is_some());
-        // tls_verify = false is allowed, without ca_file.
-        assert!(
-            notify("webhooks = [\"https://h/\"]\ntls_verify = false\n")
-                .unwrap()
-                .webhooks
-                .tls
-                .is_some()
+        assert!(matches!(web.spec.kind, CheckKind::Http(_)));
+        assert!(matches!(
+            m.list[m.ids["port"] as usize].spec.kind,
+            CheckKind::Tcp
+        ));
+        assert_ne!(m.fingerprints[0], m.fingerprints[1]);
+        // The same table gives the same fingerprint (health carries over).
+        let (again, _) = monitors("[monitors.port]\ntype = \"tcp\"\nport = 22\n");
+        assert_eq!(
+            again.fingerprints[0],
+            m.fingerprints[m.ids["port"] as usize]
         );
     }
 
     #[test]
-    fn ca_file_is_relative_to_the_config() {
-        let pki = crate::probe::check::tests::pki();
-        let dir = pki.ca_file.path().parent().unwrap().to_path_buf();
-        let name = pki.ca_file.path().file_name().unwrap().to_str().unwrap();
-        let n = notify_in(
-            dir.join("c.toml"),
-            &format!("webhooks = [\"https://127.0.0.1:1/\"]\nca_file = \"{name}\"\n"),
-        )
-        .unwrap();
-        assert!(n.webhooks.tls.is_some());
-    }
-
-    #[test]
-    fn bad_notify_values_point_at_the_key() {
-        // [notify] starts on line 7.
-        for (table, place, key, why) in [
-            (
-                "webhooks = [\"ftp://h/\"]\n",
-                "c.toml:8:13",
-                "notify.webhooks[0]",
-                "http://",
-            ),
-            (
-                "headers = { \"Bad Name\" = \"x\" }\n",
-                "c.toml:8:26",
-                "notify.headers.\"Bad Name\"",
-                "not a token",
-            ),
-            (
-                "headers = { \"Content-Type\" = \"text/plain\" }\n",
-                "c.toml:8:30",
-                "notify.headers.Content-Type",
-                "set by the webhook sender",
-            ),
-            (
-                "bearer_token = \"t\"\nheaders = { Authorization = \"Basic x\" }\n",
-                "c.toml:9:29",
-                "notify.headers.Authorization",
-                "use one",
-            ),
-            (
-                "bearer_token = \"\"\n",
-                "c.toml:8:16",
-                "notify.bearer_token",
-                "non-empty",
-            ),
-            (
-                "bearer_token = \"a\\nb\"\n",
-                "c.toml:8:16",
-                "notify.bearer_token",
-                "control characters",
-            ),
-            (
-                "webhooks = [\"https://h/\"]\nca_file = \"missing.pem\"\n",
-                "c.toml:9:11",
-                "notify.ca_file",
-                "missing.pem",
-            ),
-            (
-                "webhooks = [\"https://h/\"]\ntls_verify = false\nca_file = \"x.pem\"\n",
-                "c.toml:10:11",
-                "notify.ca_file",
-                "no effect",
-            ),
+    fn broken_monitors_keep_their_name() {
+        let (m, e) = monitors(
+            "[monitors.none]\ntype = \"tcp\"\nport = 1\n\
+             [monitors.fast]\ntype = \"tcp\"\nport = 1\ninterval = \"1ms\"\ntimeout = \"0s\"\nfall = 0\n\
+             [monitors.slow]\ntype = \"tcp\"\nport = 1\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+        );
+        for want in [
+            "monitors.none: \"none\" is reserved",
+            "monitors.fast.interval: must be at least 10ms",
+            "monitors.fast.timeout: must be more than zero",
+            "monitors.fast.fall: must be at least 1",
+            "monitors.slow.timeout: longer than the interval (1s)",
         ] {
-            let e = notify(table).unwrap_err();
-            assert!(
-                e.contains(&format!("{place}: {key}: ")) && e.contains(why),
-                "{table}: {e}"
-            );
+            assert!(e.contains(want), "{want} in\n{e}");
         }
-        let e = notify("bearer = \"t\"\n").unwrap_err();
-        assert!(e.contains("unknown field"), "{e}");
+        assert!(m.list.is_empty());
+        assert_eq!(
+            m.ids["fast"], BROKEN,
+            "known, so not also \"unknown monitor\""
+        );
+        assert!(!m.ids.contains_key("none"));
+    }
+
+    #[test]
+    fn keys_of_other_types_are_refused() {
+        let (_, e) = monitors(
+            "[monitors.t]\ntype = \"tcp\"\nport = 1\npath = \"/x\"\nquery_name = \"a.\"\n\
+             [monitors.h]\ntype = \"http\"\nsni = \"x\"\n",
+        );
+        for want in [
+            "monitors.t.path: only used by monitors of type http or https",
+            "monitors.t.query_name: only used by monitors of type dns",
+            "monitors.h.sni: only used by monitors of type https",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
     }
 }

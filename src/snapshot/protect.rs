@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use std::sync::{Arc, OnceLock};
 
-use super::compile::parse_net;
+use super::parse::parse_net;
 use crate::config::raw::ConfigFile;
 use crate::config::{Diagnostics, Source};
 use crate::cookie::Secrets;
@@ -159,5 +159,91 @@ pub(super) fn compile_cookies(
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing::run;
+
+    #[test]
+    fn rrl_off_unless_enabled_and_rates_default_to_the_response_rate() {
+        let (l, e) = run("[rrl]\nresponses_per_second = 50\n", |_, f, d| {
+            compile_rrl(f, d)
+        });
+        assert_eq!((l.is_none(), e), (true, String::new()));
+        let (l, e) = run(
+            "[rrl]\nenabled = true\nresponses_per_second = 50\nexempt = [\"10.0.0.0/8\"]\n",
+            |_, f, d| compile_rrl(f, d),
+        );
+        assert_eq!(e, "");
+        let l = l.unwrap();
+        assert_eq!(
+            (
+                l.responses_per_second,
+                l.nxdomains_per_second,
+                l.errors_per_second
+            ),
+            (50, 50, 50)
+        );
+        assert_eq!(l.exempt.len(), 1);
+    }
+
+    #[test]
+    fn rrl_errors() {
+        let (_, e) = run(
+            "[rrl]\nenabled = true\nresponses_per_second = 0\nipv4_prefix = 33\nexempt = [\"10.0.0.1/8\"]\ntable_size = 10\n",
+            |_, f, d| compile_rrl(f, d),
+        );
+        for want in [
+            "rrl.responses_per_second: must be between 1 and",
+            "rrl.ipv4_prefix: a prefix length up to 32",
+            "rrl.exempt[0]: \"10.0.0.1/8\" has host bits set",
+            "rrl.table_size: between 1024 and 67108864 buckets",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
+    }
+
+    #[test]
+    fn tcp_fairness_defaults_and_bounds() {
+        let idle = Duration::from_secs(10);
+        let (t, e) = run("[server]\ntcp_max_connections = 100\n", |_, f, d| {
+            compile_tcp(f, idle, d)
+        });
+        assert_eq!((t, e), ((25, Duration::from_secs(1)), String::new()));
+        let (_, e) = run(
+            "[server]\ntcp_max_connections_per_client = 0\ntcp_busy_idle_timeout = \"20s\"\n",
+            |_, f, d| compile_tcp(f, idle, d),
+        );
+        assert!(
+            e.contains("server.tcp_max_connections_per_client: must be at least 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("server.tcp_busy_idle_timeout: must be more than zero and at most"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cookies_random_secret_or_file() {
+        let (a, _) = run("", compile_cookies);
+        let (b, _) = run("", compile_cookies);
+        assert!(
+            Arc::ptr_eq(&a.unwrap(), &b.unwrap()),
+            "one random secret per process"
+        );
+        let (c, e) = run("[cookies]\nenabled = false\n", compile_cookies);
+        assert_eq!((c.is_none(), e), (true, String::new()));
+        let (c, e) = run(
+            "[cookies]\nsecret_file = \"no-such-secret\"\n",
+            compile_cookies,
+        );
+        assert!(
+            c.is_none() && e.contains("cookies.secret_file: cannot read"),
+            "{e}"
+        );
     }
 }

@@ -54,7 +54,7 @@ fn span_of<T>(v: &Option<Spanned<T>>, fallback: std::ops::Range<usize>) -> std::
 }
 
 /// Compile `[anycast]` (if present), recording errors in `d`.
-pub fn compile(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Option<AnycastSettings> {
+pub(super) fn compile(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Option<AnycastSettings> {
     let section = file.anycast.as_ref()?;
     let whole = section.span();
     let a: &AnycastConfig = section.get_ref();
@@ -273,4 +273,54 @@ pub fn compile(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Option<AnycastSett
         bird_protocols,
         lease,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::testing::run;
+
+    #[test]
+    fn no_section_no_settings() {
+        let (a, e) = run("", |_, f, d| compile(f, d));
+        assert_eq!((a, e), (None, String::new()));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let (a, e) = run(
+            "[zones.\"lb.example.com\"]\nns = [\"ns1\"]\n\
+             [anycast]\nprefixes = [\"192.0.2.53\"]\ncheck_addresses = [\"192.0.2.53\"]\ncheck_name = \"lb.example.com\"\n",
+            |_, f, d| compile(f, d),
+        );
+        assert_eq!(e, "");
+        let a = a.unwrap();
+        assert_eq!(
+            a.prefixes[0].to_string(),
+            "192.0.2.53/32",
+            "a bare address is its host prefix"
+        );
+        assert_eq!(a.bird_socket, PathBuf::from(DEFAULT_BIRD_SOCKET));
+        assert_eq!(a.bird_protocols, [DEFAULT_BIRD_PROTOCOL]);
+        assert_eq!(a.check_interval, Duration::from_secs(1));
+        assert!(a.check_timeout <= a.check_interval);
+    }
+
+    #[test]
+    fn errors_point_at_the_key() {
+        let (_, e) = run(
+            "[anycast]\nprefixes = [\"192.0.2.1/24\"]\ncheck_addresses = [\"192.0.2.53\"]\ncheck_name = \"lb.example.com\"\n\
+             check_interval = \"1m\"\nlease = \"100ms\"\nbird_protocols = [\"1bad\"]\nmin_usable_pools = 2\n",
+            |_, f, d| compile(f, d),
+        );
+        for want in [
+            "anycast.prefixes[0]: \"192.0.2.1/24\" has host bits set; the network is 192.0.2.0/24",
+            "anycast.check_interval: must be more than zero and at most 10s",
+            "anycast.lease: must be between 500ms and 30s",
+            "anycast.bird_protocols[0]: ",
+            "anycast.min_usable_pools: 2 pools required, but only 0 are configured",
+        ] {
+            assert!(e.contains(want), "{want} in\n{e}");
+        }
+    }
 }

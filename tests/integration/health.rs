@@ -12,6 +12,12 @@ fn answers(s: &TestServer, name: &str) -> Vec<String> {
     addrs(&s.udp(&q(name, RecordType::A)))
 }
 
+/// Assert that the reason of the last probe of `label` contains `needle`.
+fn assert_reason(s: &TestServer, pool: &str, label: &str, needle: &str) {
+    let r = reason(s, pool, label);
+    assert!(r.contains(needle), "{pool} {label}: {r:?} lacks {needle:?}");
+}
+
 fn reason(s: &TestServer, pool: &str, label: &str) -> String {
     let snap = s.running.shared.current.load();
     let t = snap
@@ -71,49 +77,33 @@ pools = ["web", "spare"]
     wait_for(5, "refused endpoint removed", || {
         answers(&s, name) == vec!["192.0.2.101", "192.0.2.102"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.103").contains("refused"),
-        "{}",
-        reason(&s, "web", "192.0.2.103")
-    );
+    assert_reason(&s, "web", "192.0.2.103", "refused");
 
     // wrong status
     a.set(Mode::Reply(503, "OK".into()));
     wait_for(5, "503 endpoint removed", || {
         answers(&s, name) == vec!["192.0.2.102"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.101").contains("503"),
-        "{}",
-        reason(&s, "web", "192.0.2.101")
-    );
+    assert_reason(&s, "web", "192.0.2.101", "503");
 
     // body mismatch
     b.set(Mode::Reply(200, "DEGRADED".into()));
     wait_for(5, "failover to spare", || {
         answers(&s, name) == vec!["192.0.2.200"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.102").contains("body"),
-        "{}",
-        reason(&s, "web", "192.0.2.102")
-    );
+    assert_reason(&s, "web", "192.0.2.102", "body");
 
     // recovery after `rise` successes
     a.set(Mode::Reply(200, "all OK".into()));
     wait_for(5, "recovered", || answers(&s, name) == vec!["192.0.2.101"]);
-    assert!(reason(&s, "web", "192.0.2.101").contains("200"));
+    assert_reason(&s, "web", "192.0.2.101", "200");
 
     // timeout: the backend accepts and never answers
     a.set(Mode::Hang);
     wait_for(5, "hung endpoint removed", || {
         answers(&s, name) == vec!["192.0.2.200"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.101").contains("timeout"),
-        "{}",
-        reason(&s, "web", "192.0.2.101")
-    );
+    assert_reason(&s, "web", "192.0.2.101", "timeout");
 }
 
 #[test]
@@ -350,7 +340,7 @@ fn probes_of_removed_endpoints_stop() {
         b0,
         count(&b)
     );
-    assert!(reason(&s, "web", "192.0.2.151").contains("200"));
+    assert_reason(&s, "web", "192.0.2.151", "200");
 }
 
 #[test]
@@ -379,12 +369,8 @@ endpoints = [
         )
     ));
     let skipped = || {
-        let (_, m) = http(s.running.http_addr, "GET", "/metrics", &[]);
-        m.lines()
-            .find(|l| l.starts_with(r#"steerdns_probes_skipped_total{reason="busy"}"#))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        s.scrape()
+            .sum("steerdns_probes_skipped_total", &[("reason", "busy")])
     };
     wait_for(5, "busy waits counted", || skipped() >= 2.0);
     // one probe slot, two endpoints: both still get probed (FIFO line)

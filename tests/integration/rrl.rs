@@ -12,19 +12,13 @@ use crate::harness::*;
 
 const RATE: u64 = 10;
 
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
+/// (queries answered, dropped by RRL, slipped) so far.
 fn counters(s: &TestServer) -> (u64, u64, u64) {
-    let text = s.running.shared.metrics.render();
+    let m = s.metrics();
     (
-        metric_sum(&text, "steerdns_dns_queries_total") as u64,
-        metric_sum(&text, "steerdns_dns_dropped_total{reason=\"rate_limited\"}") as u64,
-        metric_sum(&text, "steerdns_dns_rrl_slipped_total") as u64,
+        m.sum("steerdns_dns_queries_total", &[]) as u64,
+        m.sum("steerdns_dns_dropped_total", &[("reason", "rate_limited")]) as u64,
+        m.sum("steerdns_dns_rrl_slipped_total", &[]) as u64,
     )
 }
 

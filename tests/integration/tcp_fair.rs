@@ -46,15 +46,7 @@ fn closed_now(s: &TcpStream) -> bool {
 }
 
 fn ask(s: &mut TcpStream) -> Vec<u8> {
-    let pkt = q("static.lb.example.com.", RecordType::A).to_vec().unwrap();
-    let mut framed = (pkt.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&pkt);
-    s.write_all(&framed).expect("write");
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).expect("answer length");
-    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).expect("answer");
-    buf
+    tcp_exchange(s, &wire(&q("static.lb.example.com.", RecordType::A)))
 }
 
 #[test]

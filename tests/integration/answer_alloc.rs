@@ -1,46 +1,16 @@
 //! The answer engine does not allocate per query, also for answers with
 //! compressed record data and glue (apex NS, referrals, MX, SOA, CNAME) and
-//! for minimal error answers. Counted with a global allocator, in a binary
-//! of its own.
+//! for minimal error answers. Counted with the support layer's counting
+//! allocator (per thread: tests on other threads do not disturb it).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 
 use steerdns::dns::answer::{Client, Outcome, answer};
 use steerdns::dns::transport::Transport;
 use steerdns::select::Rng;
 
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: forwards to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> usize {
-    ALLOCS.with(Cell::get)
-}
+use crate::harness::*;
+use crate::support::alloc::{allocs, assert_counter_counts};
 
 const CONFIG: &str = r#"
 [server]
@@ -64,25 +34,16 @@ records = [
 "#;
 
 fn query(name: &str, qtype: u16, opcode: u8, opt: &[u8]) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, opcode << 3, 0, 0, 1, 0, 0, 0, 0, 0, 1];
-    for l in name.split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1, 0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0]);
-    q.extend_from_slice(&(opt.len() as u16).to_be_bytes());
-    q.extend_from_slice(opt);
-    q
+    RawQuery::new(name, qtype)
+        .id(0x1234)
+        .opcode(opcode)
+        .options(opt)
+        .build()
 }
 
 #[test]
 fn answers_do_not_allocate() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("steerdns.toml");
-    std::fs::write(&path, CONFIG).unwrap();
-    let snap = steerdns::app::load_snapshot(&path, 1).unwrap();
+    let snap = snapshot_of(CONFIG);
     let bad_ecs = [0, 8, 0, 7, 0, 3, 24, 0, 81, 2, 69];
     let cases = [
         ("apex NS with glue", query("ref.example", 2, 0, &[]), 0),
@@ -116,8 +77,5 @@ fn answers_do_not_allocate() {
         assert_eq!(allocs() - before, 0, "{what} allocated");
         assert!(out.len() > 12, "{what}");
     }
-    // The counter does count.
-    let before = allocs();
-    let v = std::hint::black_box(vec![1u8; 16]);
-    assert!(allocs() > before, "{}", v.len());
+    assert_counter_counts();
 }

@@ -17,12 +17,12 @@ use crate::api::backend::{Reloader, SharedBackend};
 use crate::api::snapshot::ProbeInfo;
 use crate::api::{self, ApiBackend, ApiOptions};
 use crate::config::{self, ConfigError};
-use crate::dns::server::Shared;
 use crate::dns::tcp::{self, TcpOptions};
 use crate::dns::udp::{self, UdpServer};
-use crate::health::notify::{Notifier, NotifyOptions};
-use crate::health::prober::{self, HealthStatus, ProberOptions};
 use crate::metrics::Metrics;
+use crate::probe::notify::{Notifier, NotifyOptions};
+use crate::probe::{self as prober, HealthStatus, ProberOptions};
+use crate::serving::Shared;
 use crate::snapshot::{self, Snapshot};
 
 /// How to start the server.

@@ -9,10 +9,10 @@ use std::str::FromStr;
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Name, RecordType};
 
-use crate::dns::answer::{self, Client};
 use crate::dns::transport::Transport;
+use crate::engine::answer::{self, Client};
 use crate::geo::{Location, LocationSource};
-use crate::health::prober::HealthStatus;
+use crate::probe::HealthStatus;
 use crate::select::{self, Inputs, Mode, Policy, Rng, Rule, Target};
 use crate::snapshot::Snapshot;
 use crate::zone;

@@ -11,10 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::ApiBackend;
 use super::model::{LastReload, ReloadOutcome, Status};
 use super::snapshot::{ProbeInfo, explain_json, pool_statuses};
-use crate::dns::server::Shared;
-use crate::health::prober::HealthStatus;
 use crate::metrics::Metrics;
+use crate::probe::HealthStatus;
 use crate::select::EndpointId;
+use crate::serving::Shared;
 
 /// Reload the config: the new generation, or every error (one per line of
 /// the config error's report).

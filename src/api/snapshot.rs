@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::model::{EndpointState, EndpointStatus, PoolStatus};
 use crate::health::HealthTable;
-use crate::health::prober::HealthStatus;
+use crate::probe::HealthStatus;
 use crate::select::{EndpointId, Inputs, PoolId, Target};
 use crate::snapshot::Snapshot;
 use crate::zone;

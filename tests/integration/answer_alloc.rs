@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 
-use steerdns::dns::answer::{Client, Outcome, answer};
 use steerdns::dns::transport::Transport;
+use steerdns::engine::answer::{Client, Outcome, answer};
 use steerdns::select::Rng;
 
 use crate::harness::*;

@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 pub use crate::support::http::{get, request};
 pub use crate::support::scrape::{self, Metrics};
+pub use crate::support::skip::{can_bind, skip};
 pub use crate::support::wait::{self, wait_for};
 pub use crate::support::wire::*;
 use crate::support::{logs, repo};

@@ -45,6 +45,10 @@ expect_body = "OK"
 
 #[test]
 fn http_failures_remove_endpoints_and_recovery_brings_them_back() {
+    // Backends on three loopback addresses.
+    if !can_bind("127.0.0.3") {
+        return;
+    }
     let a = HttpBackend::start("127.0.0.1");
     let b = HttpBackend::start("127.0.0.2");
     let gone = HttpBackend::start("127.0.0.3");

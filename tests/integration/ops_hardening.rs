@@ -91,7 +91,12 @@ fn slow_clients_do_not_starve_healthz_and_metrics() {
     // Each slow client costs one fd here and, while admitted, one in the
     // server (same process); keep room for everything else.
     let n = (limit.saturating_sub(300) / 2).min(1000) as usize;
-    assert!(n >= 100, "open-file limit {limit} too low for this test");
+    if n < 100 {
+        skip(&format!(
+            "open-file limit {limit}: room for {n} slow clients, 100 needed"
+        ));
+        return;
+    }
     let s = TestServer::base("");
     let api = s.running.http_addr;
     let stop = Arc::new(AtomicBool::new(false));

@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use steerdns::dns::server::Shared;
 use steerdns::dns::transport::{Handler, Transport};
 use steerdns::metrics::Metrics;
+use steerdns::serving::Shared;
 
 use crate::harness::*;
 use crate::support::alloc::{assert_counter_counts, counted};

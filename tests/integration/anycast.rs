@@ -111,6 +111,16 @@ fn anycast_section(socket: &Path, hold_down: &str, drain: &str, extra: &str) -> 
     )
 }
 
+/// The real binary on the base config with an `[anycast]` section
+/// pointing at `bird`.
+fn spawn_with_bird(bird: &FakeBird, hold_down: &str, drain: &str) -> (Daemon, tempfile::TempDir) {
+    let (dir, config) = write_config(&format!(
+        "{BASE}{}",
+        anycast_section(&bird.path, hold_down, drain, "")
+    ));
+    (Daemon::serve(&config, &[]), dir)
+}
+
 fn answers(addr: std::net::SocketAddr) -> bool {
     udp_raw(
         addr,
@@ -134,11 +144,7 @@ fn gone(pid: u32) -> bool {
 fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
     let dir = tempfile::tempdir().unwrap();
     let bird = FakeBird::start(dir.path(), "sd_test");
-    let (_cdir, config) = write_config(&format!(
-        "{BASE}{}",
-        anycast_section(&bird.path, "1s", "1s", "")
-    ));
-    let p = Daemon::serve(&config, &[]);
+    let (p, _cdir) = spawn_with_bird(&bird, "1s", "1s");
     let spawned = Instant::now();
     let udp = p.addr("udp");
     let announced = bird.wait(true, 20, "the first announcement");
@@ -183,11 +189,7 @@ fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
 fn sigterm_withdraws_first_then_keeps_answering_for_the_drain() {
     let dir = tempfile::tempdir().unwrap();
     let bird = FakeBird::start(dir.path(), "sd_test");
-    let (_cdir, config) = write_config(&format!(
-        "{BASE}{}",
-        anycast_section(&bird.path, "500ms", "3s", "")
-    ));
-    let mut p = Daemon::serve(&config, &[]);
+    let (mut p, _cdir) = spawn_with_bird(&bird, "500ms", "3s");
     let udp = p.addr("udp");
     bird.wait(true, 20, "the first announcement");
     p.signal(libc::SIGTERM);

@@ -59,14 +59,7 @@ peers = [
 ns = ["ns1"]
 records = [{{ name = "ns1", type = "A", data = "192.0.2.53" }}]
 
-[monitors.web]
-type = "http"
-interval = "100ms"
-timeout = "80ms"
-rise = 1
-fall = 1
-quorum = "{quorum}"
-
+{monitor}
 [pools.web]
 monitor = "web"
 endpoints = [
@@ -87,7 +80,8 @@ policy = "geo"
 default = ["web", "spare"]
 continent = {{ EU = ["spare", "web"], NA = ["web", "spare"] }}
 "#,
-        state = state_file.display()
+        state = state_file.display(),
+        monitor = fast_monitor("web", "http", "80ms", &format!("quorum = \"{quorum}\"")),
     )
 }
 
@@ -509,26 +503,15 @@ pull_interval = "100ms"
 [zones."lb.example.com"]
 ns = ["ns1"]
 records = [{{ name = "ns1", type = "A", data = "192.0.2.53" }}]
-[monitors.web]
-type = "http"
-interval = "100ms"
-timeout = "90ms"
-rise = 1
-fall = 1
-[pools.slow]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.1", probe_address = "127.0.0.1", probe_port = {s} }}]
-[pools.fast]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.2", probe_address = "127.0.0.1", probe_port = {fa} }}]
-[names."lat.lb.example.com"]
+{}{}{}[names."lat.lb.example.com"]
 policy = "latency"
 pools = ["slow", "fast"]
 latency_margin_ms = 20
 latency_margin_pct = 25
 "#,
-        s = slow.addr.port(),
-        fa = fast.addr.port()
+        fast_monitor("web", "http", "90ms", ""),
+        probed_pool("slow", "web", "192.0.2.1", slow.addr.port()),
+        probed_pool("fast", "web", "192.0.2.2", fast.addr.port()),
     );
     let s = TestServer::start(&cfg);
     let name = "lat.lb.example.com.";

@@ -38,16 +38,22 @@ fn flat_db(version: IpVersion, nets: &[(&str, &str)]) -> Vec<u8> {
     w.to_bytes().unwrap()
 }
 
+/// A server on [`config_with_db`] with a copy of the sample database as
+/// `live.mmdb`; the server and that file's path.
+fn start_with_live_db(extra_server: &str) -> (TestServer, std::path::PathBuf) {
+    let (dir, config) = write_config(&config_with_db(extra_server));
+    let live = dir.path().join("live.mmdb");
+    std::fs::copy(sample_mmdb(), &live).unwrap();
+    (TestServer::start_in(dir, config), live)
+}
+
 fn answer_for(s: &TestServer, subnet: &str) -> Vec<String> {
     addrs(&s.udp(&q_ecs(WWW, RecordType::A, subnet)))
 }
 
 #[test]
 fn writing_to_the_database_file_cannot_crash_the_server() {
-    let (dir, config) = write_config(&config_with_db("watch_interval = \"0s\""));
-    let live = dir.path().join("live.mmdb");
-    std::fs::copy(sample_mmdb(), &live).unwrap();
-    let s = TestServer::start_in(dir, config);
+    let (s, live) = start_with_live_db("watch_interval = \"0s\"");
     let ask = |subnet: &str| answer_for(&s, subnet);
     // 216.160.83.0/24 is in the US in the sample: the na pool.
     assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"]);
@@ -116,10 +122,7 @@ fn writing_to_the_database_file_cannot_crash_the_server() {
 
 #[test]
 fn the_file_watch_picks_up_a_renamed_database() {
-    let (dir, config) = write_config(&config_with_db("watch_interval = \"50ms\""));
-    let live = dir.path().join("live.mmdb");
-    std::fs::copy(sample_mmdb(), &live).unwrap();
-    let s = TestServer::start_in(dir, config);
+    let (s, live) = start_with_live_db("watch_interval = \"50ms\"");
     let ask = |subnet: &str| answer_for(&s, subnet);
     assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"]);
     let tmp = s.dir().join("new.mmdb");

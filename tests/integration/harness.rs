@@ -82,6 +82,22 @@ default = ["eu", "na"]
 continent = { EU = ["eu", "na"], NA = ["na", "eu"], SA = ["na", "eu"], AS = ["ap", "eu"], OC = ["ap", "na"] }
 "#;
 
+/// `[monitors.NAME]` of type `kind` probing every 100 ms (`timeout`),
+/// one result to change state (rise 1, fall 1), then `extra` lines.
+pub fn fast_monitor(name: &str, kind: &str, timeout: &str, extra: &str) -> String {
+    format!(
+        "\n[monitors.{name}]\ntype = \"{kind}\"\ninterval = \"100ms\"\ntimeout = \"{timeout}\"\nrise = 1\nfall = 1\n{extra}\n"
+    )
+}
+
+/// `[pools.NAME]` checked by `monitor`, of one endpoint `address` probed
+/// at 127.0.0.1:`port`.
+pub fn probed_pool(name: &str, monitor: &str, address: &str, port: u16) -> String {
+    format!(
+        "\n[pools.{name}]\nmonitor = \"{monitor}\"\nendpoints = [{{ address = \"{address}\", probe_address = \"127.0.0.1\", probe_port = {port} }}]\n"
+    )
+}
+
 /// A running server and the temp dir holding its config.
 pub struct TestServer {
     /// The server.

@@ -115,13 +115,7 @@ fn fallback_then_fail_open_then_nodata() {
     let a = HttpBackend::start("127.0.0.1");
     let f = HttpBackend::start("127.0.0.1");
     let cfg = format!(
-        r#"{MON}
-[pools.main]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.111", probe_address = "127.0.0.1", probe_port = {pa} }}]
-[pools.fb]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.112", probe_address = "127.0.0.1", probe_port = {pf} }}]
+        r#"{MON}{}{}
 
 [names."open.lb.example.com"]
 policy = "failover"
@@ -134,8 +128,8 @@ pools = ["main"]
 fallback = "fb"
 all_down = "nodata"
 "#,
-        pa = a.addr.port(),
-        pf = f.addr.port()
+        probed_pool("main", "web", "192.0.2.111", a.addr.port()),
+        probed_pool("fb", "web", "192.0.2.112", f.addr.port()),
     );
     let s = TestServer::base(&cfg);
     wait_for(5, "main answers", || {
@@ -207,23 +201,7 @@ fn tcp_and_dns_monitors() {
     let web = HttpBackend::start("127.0.0.1");
     let dns = DnsBackend::start("127.0.0.1");
     let cfg = format!(
-        r#"
-[monitors.port]
-type = "tcp"
-interval = "100ms"
-timeout = "80ms"
-rise = 1
-fall = 1
-
-[monitors.resolver]
-type = "dns"
-interval = "100ms"
-timeout = "80ms"
-rise = 1
-fall = 1
-query_name = "probe.example."
-expect_answer = "192.0.2.1"
-
+        r#"{}{}
 [pools.mixed]
 endpoints = [
   {{ address = "192.0.2.131", monitor = "port", probe_address = "127.0.0.1", probe_port = {pw} }},
@@ -234,6 +212,13 @@ endpoints = [
 policy = "failover"
 pools = ["mixed"]
 "#,
+        fast_monitor("port", "tcp", "80ms", ""),
+        fast_monitor(
+            "resolver",
+            "dns",
+            "80ms",
+            "query_name = \"probe.example.\"\nexpect_answer = \"192.0.2.1\""
+        ),
         pw = web.addr.port(),
         pd = dns.addr.port()
     );

@@ -40,7 +40,8 @@ records = [
 ]
 "#;
 
-fn ref_zone() -> String {
+/// [`REF_ZONE`] with its 13-NS delegation filled in.
+pub fn ref_zone() -> String {
     let mut big = String::new();
     for i in 1..=13 {
         big.push_str(&format!(

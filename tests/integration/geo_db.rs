@@ -178,22 +178,14 @@ fn several_location_databases_are_consulted_in_order() {
         "databases = [\"v4.mmdb\", \"v6.mmdb\"]",
     ));
     // An IPv4 file and an IPv6 file, as ip-location-db ships them.
-    std::fs::write(
-        dir.path().join("v4.mmdb"),
-        flat_db(
-            IpVersion::V4,
-            &[("198.51.100.0/24", "US"), ("203.0.113.0/24", "JP")],
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("v6.mmdb"),
-        flat_db(
-            IpVersion::V6,
-            &[("2001:db8:100::/48", "AU"), ("2001:db8:200::/48", "US")],
-        ),
-    )
-    .unwrap();
+    let v4: &[(&str, &str)] = &[("198.51.100.0/24", "US"), ("203.0.113.0/24", "JP")];
+    let v6: &[(&str, &str)] = &[("2001:db8:100::/48", "AU"), ("2001:db8:200::/48", "US")];
+    for (file, version, nets) in [
+        ("v4.mmdb", IpVersion::V4, v4),
+        ("v6.mmdb", IpVersion::V6, v6),
+    ] {
+        std::fs::write(dir.path().join(file), flat_db(version, nets)).unwrap();
+    }
     let s = TestServer::start_in(dir, config);
     let ask = |subnet: &str| answer_for(&s, subnet);
     assert_eq!(

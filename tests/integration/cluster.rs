@@ -14,6 +14,7 @@ use steerdns::app::Running;
 use crate::backends::*;
 use crate::harness::*;
 use crate::support::daemon::Daemon;
+use crate::support::logs;
 
 const TOKEN: &str = "peer-secret";
 const ADMIN: &str = "admin-secret";
@@ -132,6 +133,8 @@ struct Fleet {
     nodes: Vec<Node>,
     ok: HttpBackend,
     bad: HttpBackend,
+    // Printed when the test fails.
+    _log: logs::Window,
 }
 
 impl Fleet {
@@ -146,6 +149,7 @@ impl Fleet {
             nodes: Vec::new(),
             ok,
             bad,
+            _log: logs::window("three in-process nodes"),
         };
         for i in 0..3 {
             let dir = tempfile::tempdir().unwrap();

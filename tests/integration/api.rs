@@ -429,3 +429,40 @@ fn a_stalled_client_does_not_block_others() {
         .unwrap();
     assert_eq!(get(s.addr, "/healthz").status, 200);
 }
+
+/// The stalled client itself is cut off after [`api::HEADER_READ_TIMEOUT`]:
+/// on tokio's paused clock (the runtime jumps to the next timer whenever
+/// it would wait), so the test does not wait those seconds.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_client_is_cut_off_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let std_listener = api::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let backend: Arc<dyn ApiBackend> = Arc::new(Fake::new());
+    let opts = ApiOptions {
+        token: None,
+        listen: addr,
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, backend, opts, shutdown.clone()));
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(3 * api::HEADER_READ_TIMEOUT, c.read_to_end(&mut got)).await;
+    let waited = start.elapsed();
+    assert!(read.is_ok(), "still open after {waited:?}");
+    assert!(
+        waited >= api::HEADER_READ_TIMEOUT - Duration::from_secs(1),
+        "cut off after {waited:?}, before the header timeout"
+    );
+    assert!(
+        !String::from_utf8_lossy(&got).contains(" 200 "),
+        "a half request was served: {got:?}"
+    );
+    shutdown.cancel();
+    server.await.unwrap();
+}

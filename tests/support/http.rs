@@ -111,3 +111,14 @@ fn dechunk(mut rest: &str) -> Option<String> {
         rest = after.get(size..)?.strip_prefix("\r\n")?;
     }
 }
+
+#[test]
+fn chunked_bodies_are_decoded() {
+    let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n";
+    let r = parse(raw).expect("a response");
+    assert_eq!((r.status, r.body.as_str()), (200, "hello, world"));
+    assert_eq!(r.header("x-a"), Some("b"));
+    let r = parse(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (404, "no\n"));
+    assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel").is_none());
+}

@@ -73,3 +73,18 @@ impl Metrics {
         &self.text
     }
 }
+
+#[test]
+fn samples_are_found_by_name_and_labels() {
+    let m = parse(
+        "# TYPE q counter\nq{zone=\"a\",rcode=\"NOERROR\"} 3\nq{zone=\"b\",rcode=\"NOERROR\"} 4\n# TYPE up gauge\nup 1\n",
+    );
+    assert_eq!(
+        m.get("q", &[("zone", "a"), ("rcode", "NOERROR")]),
+        Some(3.0)
+    );
+    assert_eq!(m.get("q", &[("zone", "a")]), None, "exact labels only");
+    assert_eq!(m.sum("q", &[("rcode", "NOERROR")]), 7.0);
+    assert_eq!(m.value("up", &[]), 1.0);
+    assert_eq!(m.sum("absent", &[]), 0.0);
+}

@@ -270,3 +270,30 @@ pub fn tcp_raw(addr: SocketAddr, pkt: &[u8]) -> Vec<u8> {
         .expect("timeout");
     tcp_exchange(&mut s, pkt)
 }
+
+#[test]
+fn raw_queries_are_the_octets_hickory_encodes() {
+    let name = "static.lb.example.com";
+    let raw = |q: RawQuery| q.rd().build();
+    assert_eq!(
+        raw(RawQuery::new(name, 1)),
+        wire(&q("static.lb.example.com.", RecordType::A))
+    );
+    assert_eq!(
+        raw(RawQuery::new(name, 28).edns(1232)),
+        wire(&qe("static.lb.example.com.", RecordType::AAAA))
+    );
+    assert_eq!(
+        raw(RawQuery::new(name, 1).ecs_v4(24, &[81, 2, 69])),
+        wire(&q_ecs(
+            "static.lb.example.com.",
+            RecordType::A,
+            "81.2.69.0/24"
+        ))
+    );
+    let m = decode(&RawQuery::new(name, 6).id(7).opcode(4).class(3).build());
+    assert_eq!(m.metadata.id, 7);
+    assert_eq!(m.metadata.op_code, hickory_proto::op::OpCode::Notify);
+    assert_eq!(m.queries[0].query_class(), DNSClass::CH);
+    assert!(!m.metadata.recursion_desired);
+}

@@ -1,7 +1,7 @@
 //! Visible skips: a test that cannot run in this environment says so on
-//! stderr (`cargo test -- --nocapture` shows it; the test harness prints
-//! captured output of failures only, so a skip also goes to the process's
-//! real stderr through `std::io::stderr`).
+//! stderr, `SKIPPED <test>: why`, and returns; it never passes silently.
+//! Written to the process's real stderr: the test harness captures
+//! `eprintln!` and shows it for failures only.
 
 use std::io::Write;
 

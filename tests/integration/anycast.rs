@@ -20,14 +20,17 @@ use crate::support::daemon::Daemon;
 /// and records every state change with its time.
 struct FakeBird {
     path: PathBuf,
+    _dir: tempfile::TempDir,
     history: Arc<Mutex<Vec<(Instant, bool)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeBird {
-    fn start(dir: &Path, protocol: &'static str) -> Self {
-        let path = dir.join("bird.ctl");
+    /// Listening on `bird.ctl` in a temp dir of its own.
+    fn start(protocol: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bird.ctl");
         let listener = UnixListener::bind(&path).expect("bind bird.ctl");
         listener.set_nonblocking(true).unwrap();
         let history = Arc::new(Mutex::new(Vec::new()));
@@ -73,6 +76,7 @@ impl FakeBird {
         });
         FakeBird {
             path,
+            _dir: dir,
             history,
             stop,
             thread: Some(thread),
@@ -121,6 +125,14 @@ fn anycast_section(socket: &Path, hold_down: &str, drain: &str, extra: &str) -> 
     )
 }
 
+/// The in-process server on the base config with an `[anycast]` section
+/// pointing at `bird` (hold-down 300 ms, drain 1 s), once announced.
+fn announced(bird: &FakeBird, extra: &str) -> TestServer {
+    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", extra));
+    bird.wait(true, 20, "the first announcement");
+    s
+}
+
 /// The real binary on the base config with an `[anycast]` section
 /// pointing at `bird`.
 fn spawn_with_bird(bird: &FakeBird, hold_down: &str, drain: &str) -> (Daemon, tempfile::TempDir) {
@@ -152,8 +164,7 @@ fn gone(pid: u32) -> bool {
 
 #[test]
 fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
+    let bird = FakeBird::start("sd_test");
     let (p, _cdir) = spawn_with_bird(&bird, "1s", "1s");
     let spawned = Instant::now();
     let udp = p.addr("udp");
@@ -195,8 +206,7 @@ fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
 
 #[test]
 fn sigterm_withdraws_first_then_keeps_answering_for_the_drain() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
+    let bird = FakeBird::start("sd_test");
     let (mut p, _cdir) = spawn_with_bird(&bird, "500ms", "3s");
     let udp = p.addr("udp");
     bird.wait(true, 20, "the first announcement");
@@ -216,15 +226,8 @@ fn sigterm_withdraws_first_then_keeps_answering_for_the_drain() {
 
 #[test]
 fn too_few_usable_pools_withdraw_and_the_api_shows_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let s = TestServer::base(&anycast_section(
-        &bird.path,
-        "300ms",
-        "1s",
-        "min_usable_pools = 3",
-    ));
-    bird.wait(true, 20, "the first announcement");
+    let bird = FakeBird::start("sd_test");
+    let s = announced(&bird, "min_usable_pools = 3");
     let r = get(s.api(), "/api/v1/anycast");
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
@@ -281,10 +284,8 @@ fn too_few_usable_pools_withdraw_and_the_api_shows_why() {
 
 #[test]
 fn the_status_cli_reads_the_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", ""));
-    bird.wait(true, 20, "the first announcement");
+    let bird = FakeBird::start("sd_test");
+    let s = announced(&bird, "");
     let out = Command::new(env!("CARGO_BIN_EXE_steerdns"))
         .args(["anycast", "status", "--api"])
         .arg(s.running.http_addr.to_string())
@@ -335,10 +336,8 @@ fn a_bad_anycast_section_is_refused_with_places() {
 
 #[test]
 fn a_reload_that_drops_the_checked_zone_withdraws() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", ""));
-    bird.wait(true, 20, "the first announcement");
+    let bird = FakeBird::start("sd_test");
+    let s = announced(&bird, "");
     // The new config serves another zone only: the self-check (asking the
     // start-time zone's SOA) now gets REFUSED through the real listener.
     s.edit_config(

@@ -32,6 +32,22 @@ fn reason(s: &TestServer, pool: &str, label: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `[pools.POOL]` of endpoints (address, monitor, port) probed on
+/// 127.0.0.1, and the failover name `POOL.lb.example.com` over it.
+fn probed_failover(pool: &str, endpoints: &[(&str, &str, u16)]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|(a, m, p)| {
+            format!(
+                "  {{ address = \"{a}\", monitor = \"{m}\", probe_address = \"127.0.0.1\", probe_port = {p} }},\n"
+            )
+        })
+        .collect();
+    format!(
+        "\n[pools.{pool}]\nendpoints = [\n{eps}]\n\n[names.\"{pool}.lb.example.com\"]\npolicy = \"failover\"\npools = [\"{pool}\"]\n"
+    )
+}
+
 const MON: &str = r#"
 [monitors.web]
 type = "http"
@@ -174,19 +190,15 @@ rise = 1
 fall = 1
 sni = "backend.test"
 ca_file = "{ca}"
-
-[pools.tls]
-endpoints = [
-  {{ address = "192.0.2.121", monitor = "strict", probe_address = "127.0.0.1", probe_port = {p} }},
-  {{ address = "192.0.2.122", monitor = "trusted", probe_address = "127.0.0.1", probe_port = {p} }},
-]
-
-[names."tls.lb.example.com"]
-policy = "failover"
-pools = ["tls"]
-"#,
+{pool}"#,
         ca = ca.display(),
-        p = a.addr.port()
+        pool = probed_failover(
+            "tls",
+            &[
+                ("192.0.2.121", "strict", a.addr.port()),
+                ("192.0.2.122", "trusted", a.addr.port())
+            ]
+        ),
     );
     let s = TestServer::base(&cfg);
     wait_for(8, "untrusted certificate removed", || {
@@ -201,17 +213,7 @@ fn tcp_and_dns_monitors() {
     let web = HttpBackend::start("127.0.0.1");
     let dns = DnsBackend::start("127.0.0.1");
     let cfg = format!(
-        r#"{}{}
-[pools.mixed]
-endpoints = [
-  {{ address = "192.0.2.131", monitor = "port", probe_address = "127.0.0.1", probe_port = {pw} }},
-  {{ address = "192.0.2.132", monitor = "resolver", probe_address = "127.0.0.1", probe_port = {pd} }},
-]
-
-[names."mixed.lb.example.com"]
-policy = "failover"
-pools = ["mixed"]
-"#,
+        "{}{}{}",
         fast_monitor("port", "tcp", "80ms", ""),
         fast_monitor(
             "resolver",
@@ -219,8 +221,13 @@ pools = ["mixed"]
             "80ms",
             "query_name = \"probe.example.\"\nexpect_answer = \"192.0.2.1\""
         ),
-        pw = web.addr.port(),
-        pd = dns.addr.port()
+        probed_failover(
+            "mixed",
+            &[
+                ("192.0.2.131", "port", web.addr.port()),
+                ("192.0.2.132", "resolver", dns.addr.port())
+            ]
+        ),
     );
     let s = TestServer::base(&cfg);
     let name = "mixed.lb.example.com.";

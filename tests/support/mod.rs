@@ -12,6 +12,10 @@
 //! - [`daemon`]: the real binary as a child process, its log collected;
 //! - [`skip`]: a test that cannot run here says so on stderr.
 //!
+//! The fake backends (HTTP(S), DNS) are `tests/integration/backends.rs`,
+//! the in-process server harness `tests/integration/harness.rs`, which
+//! re-exports this layer's everyday helpers.
+//!
 //! Included with `#[path]` by a test binary (`tests/integration/main.rs`);
 //! self-contained, so another binary can include it too.
 

@@ -20,6 +20,7 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod probe;
+pub mod reload;
 pub mod rrl;
 pub mod sdnotify;
 pub mod select;

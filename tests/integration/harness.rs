@@ -134,7 +134,7 @@ pub fn start_app(config: &Path) -> anyhow::Result<Running> {
 
 /// Compile the config file at `path` (generation 1).
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
-    app::load_snapshot(path, 1)
+    steerdns::reload::load_snapshot(path, 1)
 }
 
 /// Compile `toml` (with `@GEOIP@` replaced); panics on config errors.

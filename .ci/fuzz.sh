@@ -2,7 +2,7 @@
 # Fuzz every target of fuzz/ (cargo-fuzz, libFuzzer) for a bounded time,
 # when a nightly toolchain is present; otherwise say so and skip. The seed
 # corpus (fuzz/corpus/) is replayed on stable by `cargo test` anyway
-# (tests/fuzz_corpus.rs).
+# (tests/integration/fuzz_corpus.rs).
 #
 #   .ci/fuzz.sh                 every target, FUZZ_SECONDS (default 30) each
 #   FUZZ_SECONDS=300 .ci/fuzz.sh wire answer

@@ -1,8 +1,8 @@
 //! The bodies of the fuzz targets, shared by the cargo-fuzz binaries
 //! (`fuzz_targets/`, nightly) and by the corpus replay that `cargo test`
-//! runs on stable (`tests/fuzz_corpus.rs` in the main crate). Each takes
-//! arbitrary bytes and must neither panic nor hang; where a property is
-//! cheap to state, it is asserted.
+//! runs on stable (`tests/integration/fuzz_corpus.rs` in the main
+//! crate). Each takes arbitrary bytes and must neither panic nor hang;
+//! where a property is cheap to state, it is asserted.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;

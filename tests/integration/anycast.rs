@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,19 +14,23 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 
 use crate::harness::*;
+use crate::support::daemon::Daemon;
 
 /// A BIRD control socket that answers `enable`/`disable` of one protocol
 /// and records every state change with its time.
 struct FakeBird {
     path: PathBuf,
+    _dir: tempfile::TempDir,
     history: Arc<Mutex<Vec<(Instant, bool)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeBird {
-    fn start(dir: &Path, protocol: &'static str) -> Self {
-        let path = dir.join("bird.ctl");
+    /// Listening on `bird.ctl` in a temp dir of its own.
+    fn start(protocol: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bird.ctl");
         let listener = UnixListener::bind(&path).expect("bind bird.ctl");
         listener.set_nonblocking(true).unwrap();
         let history = Arc::new(Mutex::new(Vec::new()));
@@ -72,6 +76,7 @@ impl FakeBird {
         });
         FakeBird {
             path,
+            _dir: dir,
             history,
             stop,
             thread: Some(thread),
@@ -86,6 +91,16 @@ impl FakeBird {
     fn wait(&self, on: bool, secs: u64, what: &str) -> Instant {
         wait_for(secs, what, || self.enabled() == on);
         self.history.lock().unwrap().last().unwrap().0
+    }
+
+    /// [`FakeBird::wait`], asserting that the change came at most `bound`
+    /// after `since` (by the fake's own clock: the time the request
+    /// arrived, not when the test noticed). The server's deadline under
+    /// test; a real process cannot run on paused time.
+    fn wait_within(&self, on: bool, since: Instant, bound: Duration, what: &str) -> Instant {
+        let at = self.wait(on, 10, what);
+        assert!(at - since <= bound, "{what} after {:?}", at - since);
+        at
     }
 
     fn changes_since(&self, t: Instant) -> Vec<bool> {
@@ -110,85 +125,22 @@ fn anycast_section(socket: &Path, hold_down: &str, drain: &str, extra: &str) -> 
     )
 }
 
-/// The binary, serving `config`, with its log lines collected.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// The in-process server on the base config with an `[anycast]` section
+/// pointing at `bird` (hold-down 300 ms, drain 1 s), once announced.
+fn announced(bird: &FakeBird, extra: &str) -> TestServer {
+    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", extra));
+    bird.wait(true, 20, "the first announcement");
+    s
 }
 
-impl Proc {
-    fn spawn(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .args(["--http-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn steerdns");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                l.lock().unwrap().push(line);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
-    }
-
-    fn log_has(&self, what: &str) -> bool {
-        self.lines.lock().unwrap().iter().any(|l| l.contains(what))
-    }
-
-    /// The value after `key=` in the first log line containing `marker`.
-    fn log_value(&self, marker: &str, key: &str) -> Option<String> {
-        let lines = self.lines.lock().unwrap();
-        let line = lines.iter().find(|l| l.contains(marker))?;
-        let plain: String = strip_ansi(line);
-        let v = plain.split(key).nth(1)?.split_whitespace().next()?;
-        Some(v.to_string())
-    }
-
-    fn udp_addr(&self) -> std::net::SocketAddr {
-        wait_for(20, "the UDP listener", || self.log_has("proto=udp"));
-        self.log_value("proto=udp", "addr=")
-            .and_then(|a| a.parse().ok())
-            .expect("udp addr")
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut esc = false;
-    for c in s.chars() {
-        match (esc, c) {
-            (false, '\x1b') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
+/// The real binary on the base config with an `[anycast]` section
+/// pointing at `bird`.
+fn spawn_with_bird(bird: &FakeBird, hold_down: &str, drain: &str) -> (Daemon, tempfile::TempDir) {
+    let (dir, config) = write_config(&format!(
+        "{BASE}{}",
+        anycast_section(&bird.path, hold_down, drain, "")
+    ));
+    (Daemon::serve(&config, &[]), dir)
 }
 
 fn answers(addr: std::net::SocketAddr) -> bool {
@@ -212,15 +164,10 @@ fn gone(pid: u32) -> bool {
 
 #[test]
 fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let (_cdir, config) = write_config(&format!(
-        "{BASE}{}",
-        anycast_section(&bird.path, "1s", "1s", "")
-    ));
-    let p = Proc::spawn(&config);
+    let bird = FakeBird::start("sd_test");
+    let (p, _cdir) = spawn_with_bird(&bird, "1s", "1s");
     let spawned = Instant::now();
-    let udp = p.udp_addr();
+    let udp = p.addr("udp");
     let announced = bird.wait(true, 20, "the first announcement");
     assert!(
         announced - spawned >= Duration::from_secs(1),
@@ -231,9 +178,8 @@ fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
     // Hung: the guard's lease runs out and it withdraws by itself.
     p.signal(libc::SIGSTOP);
     let stopped = Instant::now();
-    let withdrawn = bird.wait(false, 10, "withdrawal of a stopped server");
-    let took = withdrawn - stopped;
-    assert!(took <= Duration::from_secs(3), "withdrawn after {took:?}");
+    let three = Duration::from_secs(3);
+    bird.wait_within(false, stopped, three, "withdrawal of a stopped server");
     // Resumed: it notices its own stall and holds down before announcing.
     p.signal(libc::SIGCONT);
     let resumed = Instant::now();
@@ -243,17 +189,16 @@ fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
         "re-announced {:?} after SIGCONT, inside the hold-down",
         again - resumed
     );
-    assert!(p.log_has("anycast: withdrawing 127.0.0.1/32: steerdns did not run for"));
+    assert!(p.has("anycast: withdrawing 127.0.0.1/32: steerdns did not run for"));
 
     // Dead: the guard sees its pipe close and withdraws, then exits.
     let guard: u32 = p
-        .log_value("anycast: guard started", "pid=Some(")
+        .value("anycast: guard started", "pid=Some(")
         .and_then(|v| v.trim_end_matches(')').parse().ok())
         .expect("guard pid in the log");
     p.signal(libc::SIGKILL);
     let killed = Instant::now();
-    let withdrawn = bird.wait(false, 10, "withdrawal of a killed server");
-    assert!(withdrawn - killed <= Duration::from_secs(3));
+    bird.wait_within(false, killed, three, "withdrawal of a killed server");
     wait_for(10, "the guard exits", || gone(guard));
     drop(p);
     assert!(!bird.enabled());
@@ -261,76 +206,47 @@ fn a_stopped_or_killed_server_is_withdrawn_by_its_guard() {
 
 #[test]
 fn sigterm_withdraws_first_then_keeps_answering_for_the_drain() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let (_cdir, config) = write_config(&format!(
-        "{BASE}{}",
-        anycast_section(&bird.path, "500ms", "3s", "")
-    ));
-    let mut p = Proc::spawn(&config);
-    let udp = p.udp_addr();
+    let bird = FakeBird::start("sd_test");
+    let (mut p, _cdir) = spawn_with_bird(&bird, "500ms", "3s");
+    let udp = p.addr("udp");
     bird.wait(true, 20, "the first announcement");
     p.signal(libc::SIGTERM);
     let term = Instant::now();
     bird.wait(false, 5, "withdrawal on SIGTERM");
     // Withdrawn, and still answering: the lame duck.
     assert!(answers(udp), "no answer during the drain");
-    assert!(
-        p.child.try_wait().unwrap().is_none(),
-        "exited before the drain"
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit after the drain");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    assert!(p.exited().is_none(), "exited before the drain");
+    let status = p.wait_exit(15).expect("exits after the drain");
     assert!(status.success(), "{status:?}\n{}", p.log());
     assert!(term.elapsed() >= Duration::from_secs(3), "drain cut short");
-    assert!(p.log_has("lame duck: BIRD confirmed the withdrawal"));
-    assert!(p.log_has("drain over: stopping"));
+    assert!(p.has("lame duck: BIRD confirmed the withdrawal"));
+    assert!(p.has("drain over: stopping"));
     assert!(!bird.enabled());
 }
 
 #[test]
 fn too_few_usable_pools_withdraw_and_the_api_shows_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let s = TestServer::base(&anycast_section(
-        &bird.path,
-        "300ms",
-        "1s",
-        "min_usable_pools = 3",
-    ));
-    bird.wait(true, 20, "the first announcement");
-    let http = s.running.http_addr;
-    let (code, body) = http_get(http, "/api/v1/anycast");
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["announced"], true, "{body}");
+    let bird = FakeBird::start("sd_test");
+    let s = announced(&bird, "min_usable_pools = 3");
+    let r = get(s.api(), "/api/v1/anycast");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["announced"], true, "{v}");
     assert_eq!(v["state"], "announced");
     assert!(v["self_checks_ok"].as_u64().unwrap() >= 1);
 
     s.set_health("eu", "192.0.2.10", false);
     s.set_health("eu", "2001:db8:e::10", false);
     let t = Instant::now();
-    bird.wait(false, 5, "withdrawal when a pool is unusable");
-    assert!(
-        t.elapsed() <= Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
-    );
-    let (_, body) = http_get(http, "/api/v1/anycast");
+    let second = Duration::from_secs(1);
+    bird.wait_within(false, t, second, "withdrawal when a pool is unusable");
+    let body = get(s.api(), "/api/v1/anycast").body;
     assert!(body.contains("2 usable pools, 3 required"), "{body}");
-    let (_, metrics) = http_get(http, "/metrics");
-    assert!(
-        metrics.contains("steerdns_anycast_announced{prefix=\"127.0.0.1/32\"} 0"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("steerdns_anycast_self_checks_total{result=\"ok\"}"));
-    let (_, page) = http_get(http, "/");
+    let prefix = [("prefix", "127.0.0.1/32")];
+    let m = s.scrape();
+    assert_eq!(m.value("steerdns_anycast_announced", &prefix), 0.0);
+    m.value("steerdns_anycast_self_checks_total", &[("result", "ok")]);
+    let page = get(s.api(), "/").body;
     assert!(
         page.contains("<dt>Anycast</dt>") && page.contains("WITHDRAWN"),
         "{page}"
@@ -343,9 +259,12 @@ fn too_few_usable_pools_withdraw_and_the_api_shows_why() {
         at - back >= Duration::from_millis(300),
         "inside the hold-down"
     );
-    let (_, metrics) = http_get(http, "/metrics");
-    assert!(metrics.contains("steerdns_anycast_announced{prefix=\"127.0.0.1/32\"} 1"));
-    assert!(metrics.contains("steerdns_anycast_changes_total{change=\"withdraw\"} 1"));
+    let m = s.scrape();
+    assert_eq!(m.value("steerdns_anycast_announced", &prefix), 1.0);
+    assert_eq!(
+        m.value("steerdns_anycast_changes_total", &[("change", "withdraw")]),
+        1.0
+    );
 
     // A dead guard: steerdns withdraws by itself and starts another.
     let a = s.running.anycast.as_ref().expect("anycast running");
@@ -365,10 +284,8 @@ fn too_few_usable_pools_withdraw_and_the_api_shows_why() {
 
 #[test]
 fn the_status_cli_reads_the_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", ""));
-    bird.wait(true, 20, "the first announcement");
+    let bird = FakeBird::start("sd_test");
+    let s = announced(&bird, "");
     let out = Command::new(env!("CARGO_BIN_EXE_steerdns"))
         .args(["anycast", "status", "--api"])
         .arg(s.running.http_addr.to_string())
@@ -394,10 +311,7 @@ fn a_bad_anycast_section_is_refused_with_places() {
     let (_d, config) = write_config(&format!(
         "{BASE}\n[anycast]\nprefixes = [\"127.0.0.1/8\", \"nonsense\"]\ncheck_addresses = [\"10.0.0.1\"]\ncheck_name = \"www.example.org\"\nmin_usable_pools = 9\nbird_protocols = [\"1bad\"]\n"
     ));
-    let err = steerdns::app::load_snapshot(&config, 1)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = load(&config).err().expect("refused").to_string();
     for want in [
         "anycast.prefixes[0]: \"127.0.0.1/8\" has host bits set",
         "anycast.prefixes[1]: \"nonsense\" is not a prefix",
@@ -413,51 +327,33 @@ fn a_bad_anycast_section_is_refused_with_places() {
     let (_d, config) = write_config(&format!(
         "{BASE}\n[anycast]\nprefixes = [\"127.0.0.0/24\"]\n"
     ));
-    let err = steerdns::app::load_snapshot(&config, 1)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = load(&config).err().expect("refused").to_string();
     assert!(
         err.contains("list the addresses the self-check asks"),
         "{err}"
     );
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    http(addr, "GET", path, &[])
-}
-
 #[test]
 fn a_reload_that_drops_the_checked_zone_withdraws() {
-    let dir = tempfile::tempdir().unwrap();
-    let bird = FakeBird::start(dir.path(), "sd_test");
-    let s = TestServer::base(&anycast_section(&bird.path, "300ms", "1s", ""));
-    bird.wait(true, 20, "the first announcement");
+    let bird = FakeBird::start("sd_test");
+    let s = announced(&bird, "");
     // The new config serves another zone only: the self-check (asking the
     // start-time zone's SOA) now gets REFUSED through the real listener.
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &s.config,
-        text.replace(
-            "[zones.\"lb.example.com\"]",
-            "[zones.\"other.example.com\"]",
-        )
-        .replace(
-            "[names.\"www.lb.example.com\"",
-            "[names.\"www.other.example.com\"",
-        ),
-    )
-    .unwrap();
+    s.edit_config(
+        "[zones.\"lb.example.com\"]",
+        "[zones.\"other.example.com\"]",
+    );
+    s.edit_config(
+        "[names.\"www.lb.example.com\"",
+        "[names.\"www.other.example.com\"",
+    );
     let g = s.running.reload().expect("the new config loads");
     assert!(g >= 2);
     let t = Instant::now();
-    bird.wait(false, 10, "withdrawal after the self-check fails");
     // One check interval plus one decision step, with room for a slow machine.
-    assert!(
-        t.elapsed() <= Duration::from_secs(3),
-        "took {:?}",
-        t.elapsed()
-    );
+    let three = Duration::from_secs(3);
+    bird.wait_within(false, t, three, "withdrawal after the self-check fails");
     let st = s.running.anycast.as_ref().unwrap().status();
     assert!(
         st.reason.as_deref().unwrap_or("").contains("rcode 5"),

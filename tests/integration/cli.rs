@@ -18,6 +18,13 @@ fn steerdns(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The line of `err` containing `needle` (panics with `err` if none).
+fn line_with<'a>(err: &'a str, needle: &str) -> &'a str {
+    err.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{err}"))
+}
+
 #[test]
 fn check_accepts_every_shipped_config() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -54,7 +61,6 @@ pools = ["eu"]
     let (code, _out, err) = steerdns(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     let file = path.display().to_string();
-    let lines: Vec<&str> = err.lines().collect();
     for (needle, key) in [
         ("must be at least 512", "server.max_udp_payload"),
         (
@@ -69,10 +75,7 @@ pools = ["eu"]
         ("is outside zone", "records[4].name"),
         ("bad A data", "records[5].data"),
     ] {
-        let line = lines
-            .iter()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{err}"));
+        let line = line_with(&err, needle);
         assert!(line.starts_with(&format!("{file}:")), "{line}");
         assert!(line.contains(key), "{line} lacks key {key}");
         // file:line:col with real numbers
@@ -201,10 +204,7 @@ endpoints = [
         ("needs probe_address", "pools.p.endpoints[1].probe_address"),
         ("unknown monitor \"nosuch\"", "pools.p.endpoints[3].monitor"),
     ] {
-        let line = err
-            .lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no error containing {needle:?} in:\n{err}"));
+        let line = line_with(&err, needle);
         assert!(line.contains(key), "{line} lacks {key}");
         assert!(line.starts_with(&format!("{}:", path.display())), "{line}");
     }
@@ -237,10 +237,7 @@ fn duplicate_names_and_bad_networks_are_refused() {
             "names.\"x.lb.example.com\".geo.country.XX",
         ),
     ] {
-        let line = err
-            .lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle:?} in\n{err}"));
+        let line = line_with(&err, needle);
         assert!(line.contains(key), "{line} lacks {key}");
     }
 }
@@ -287,10 +284,7 @@ records = [
             "\"x.w\"",
         ),
     ] {
-        let line = err
-            .lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle:?} in\n{err}"));
+        let line = line_with(&err, needle);
         let key = format!("zones.\"loop.example\".records[{i}].data");
         assert!(line.contains(&key), "{line} lacks {key}");
         // file:line:col of the record's data.

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
-use steerdns::app::{self, Running};
+use steerdns::app::Running;
 
 use crate::backends::*;
 use crate::harness::*;
+use crate::support::daemon::Daemon;
+use crate::support::logs;
 
 const TOKEN: &str = "peer-secret";
 const ADMIN: &str = "admin-secret";
@@ -58,14 +60,7 @@ peers = [
 ns = ["ns1"]
 records = [{{ name = "ns1", type = "A", data = "192.0.2.53" }}]
 
-[monitors.web]
-type = "http"
-interval = "100ms"
-timeout = "80ms"
-rise = 1
-fall = 1
-quorum = "{quorum}"
-
+{monitor}
 [pools.web]
 monitor = "web"
 endpoints = [
@@ -86,7 +81,8 @@ policy = "geo"
 default = ["web", "spare"]
 continent = {{ EU = ["spare", "web"], NA = ["web", "spare"] }}
 "#,
-        state = state_file.display()
+        state = state_file.display(),
+        monitor = fast_monitor("web", "http", "80ms", &format!("quorum = \"{quorum}\"")),
     )
 }
 
@@ -113,20 +109,15 @@ impl Node {
     }
     fn start(&mut self) {
         self.running = Some(
-            app::start(&app::Options {
-                config: self.config.clone(),
-                dns_listen: vec![],
-                http_listen: Some("127.0.0.1:0".parse().unwrap()),
-            })
-            .unwrap_or_else(|e| panic!("{} did not start: {e:#}", self.name)),
+            start_app(&self.config)
+                .unwrap_or_else(|e| panic!("{} did not start: {e:#}", self.name)),
         );
     }
     fn state_file(&self) -> PathBuf {
         self.dir.path().join("state.json")
     }
     fn answers(&self, name: &str) -> Vec<String> {
-        let r = udp_raw(self.dns(), &q(name, RecordType::A).to_vec().unwrap()).expect("answer");
-        addrs(&decode(&r))
+        addrs(&udp_ask(self.dns(), &q(name, RecordType::A)))
     }
     fn cluster(&self) -> Value {
         self.run().cluster.status_json()
@@ -142,6 +133,8 @@ struct Fleet {
     nodes: Vec<Node>,
     ok: HttpBackend,
     bad: HttpBackend,
+    // Printed when the test fails.
+    _log: logs::Window,
 }
 
 impl Fleet {
@@ -156,6 +149,7 @@ impl Fleet {
             nodes: Vec::new(),
             ok,
             bad,
+            _log: logs::window("three in-process nodes"),
         };
         for i in 0..3 {
             let dir = tempfile::tempdir().unwrap();
@@ -262,8 +256,9 @@ impl Fleet {
     }
 }
 
-fn metric(addr: SocketAddr, needle: &str) -> bool {
-    http(addr, "GET", "/metrics", &[]).1.contains(needle)
+/// A sample of `/metrics` at `addr`.
+fn metric(addr: SocketAddr, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape::parse(&get(addr, "/metrics").body).get(name, labels)
 }
 
 #[test]
@@ -362,7 +357,7 @@ fn majority_ignores_one_bad_view_local_does_not_and_a_dead_peer_goes_stale() {
                 .any(|p| p["name"] == "n2" && p["fresh"] == false && p["last_error"].is_string())
         });
         wait_for(5, "stale peer in the metrics", || {
-            metric(n.http(), "steerdns_cluster_peer_fresh{peer=\"n2\"} 0")
+            metric(n.http(), "steerdns_cluster_peer_fresh", &[("peer", "n2")]) == Some(0.0)
         });
         assert_eq!(
             n.answers(name),
@@ -376,7 +371,7 @@ fn majority_ignores_one_bad_view_local_does_not_and_a_dead_peer_goes_stale() {
     let n1 = &f.nodes[1];
     wait_for(5, "n1 isolated", || n1.cluster()["isolated"] == true);
     wait_for(5, "isolation in the metrics", || {
-        metric(n1.http(), "steerdns_cluster_isolated 1")
+        metric(n1.http(), "steerdns_cluster_isolated", &[]) == Some(1.0)
     });
     assert_eq!(n1.answers(name), vec!["192.0.2.101", "192.0.2.102"]);
     let (_, page) = http(n1.http(), "GET", "/", &[]);
@@ -435,15 +430,15 @@ fn drain_reaches_every_node_survives_restart_and_is_no_alert() {
     // Still probed and up, drained as its own state: no "down" for alerts.
     let n1 = &f.nodes[1];
     wait_for(5, "n1 exports the drain", || {
-        metric(
-            n1.http(),
-            "steerdns_endpoint_admin_state{endpoint=\"192.0.2.102\",pool=\"web\",state=\"drain\"} 1",
-        )
+        let drain = [
+            ("endpoint", "192.0.2.102"),
+            ("pool", "web"),
+            ("state", "drain"),
+        ];
+        metric(n1.http(), "steerdns_endpoint_admin_state", &drain) == Some(1.0)
     });
-    assert!(metric(
-        n1.http(),
-        "steerdns_endpoint_up{endpoint=\"192.0.2.102\",pool=\"web\"} 1"
-    ));
+    let ep = [("endpoint", "192.0.2.102"), ("pool", "web")];
+    assert_eq!(metric(n1.http(), "steerdns_endpoint_up", &ep), Some(1.0));
     let (_, page) = http(n1.http(), "GET", "/", &[]);
     assert!(
         page.contains("DRAINED") && page.contains("Name hc.lb.example.com."),
@@ -512,26 +507,15 @@ pull_interval = "100ms"
 [zones."lb.example.com"]
 ns = ["ns1"]
 records = [{{ name = "ns1", type = "A", data = "192.0.2.53" }}]
-[monitors.web]
-type = "http"
-interval = "100ms"
-timeout = "90ms"
-rise = 1
-fall = 1
-[pools.slow]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.1", probe_address = "127.0.0.1", probe_port = {s} }}]
-[pools.fast]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.2", probe_address = "127.0.0.1", probe_port = {fa} }}]
-[names."lat.lb.example.com"]
+{}{}{}[names."lat.lb.example.com"]
 policy = "latency"
 pools = ["slow", "fast"]
 latency_margin_ms = 20
 latency_margin_pct = 25
 "#,
-        s = slow.addr.port(),
-        fa = fast.addr.port()
+        fast_monitor("web", "http", "90ms", ""),
+        probed_pool("slow", "web", "192.0.2.1", slow.addr.port()),
+        probed_pool("fast", "web", "192.0.2.2", fast.addr.port()),
     );
     let s = TestServer::start(&cfg);
     let name = "lat.lb.example.com.";
@@ -551,16 +535,15 @@ latency_margin_pct = 25
     // many probe rounds of both.
     slow.set(Mode::Delay(Duration::from_millis(8)));
     let start = slow.requests.load(std::sync::atomic::Ordering::SeqCst);
-    while slow.requests.load(std::sync::atomic::Ordering::SeqCst) < start + 15 {
+    // Asking all along (bounded: the probes come every 100 ms).
+    wait_for(10, "15 more probes of the slow pool", || {
         assert_eq!(ask(), vec!["192.0.2.2"], "flapped within the margin");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        slow.requests.load(std::sync::atomic::Ordering::SeqCst) >= start + 15
+    });
     // The RTT gauge exists for both endpoints, labelled from the config.
-    let (_, m) = http(s.running.http_addr, "GET", "/metrics", &[]);
-    assert!(
-        m.contains("steerdns_endpoint_probe_rtt_seconds{endpoint=\"192.0.2.1\",pool=\"slow\"}"),
-        "{m}"
-    );
+    let rtt = [("endpoint", "192.0.2.1"), ("pool", "slow")];
+    s.scrape()
+        .value("steerdns_endpoint_probe_rtt_seconds", &rtt);
     // Made much faster than the current leader: it switches.
     fast.set(Mode::Delay(Duration::from_millis(60)));
     slow.set(Mode::Reply(200, "OK".into()));
@@ -569,67 +552,9 @@ latency_margin_pct = 25
     });
 }
 
-/// A steerdns process (the real binary); killed on drop.
-struct Proc {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(config: &Path) -> Proc {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_steerdns"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .args(["--http-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn steerdns");
-        let stderr = child.stderr.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                l.lock().unwrap().push(line);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The address logged as `listening proto=PROTO addr=...`.
-    fn addr(&self, proto: &str) -> SocketAddr {
-        let mut found = None;
-        wait_for(20, &format!("{proto} listening line"), || {
-            let lines = self.lines.lock().unwrap();
-            found = lines.iter().find_map(|l| {
-                let plain: String = l.chars().filter(|c| !c.is_control()).collect();
-                let rest = plain.split(&format!("proto={proto} addr=")).nth(1)?;
-                let a: String = rest
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '[')
-                    .collect();
-                a.parse().ok()
-            });
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    fn cluster(&self, http: SocketAddr) -> Value {
-        serde_json::from_str(&crate::harness::http(http, "GET", "/api/v1/cluster", &[]).1)
-            .unwrap_or(Value::Null)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The cluster status of the process whose API is at `http`.
+fn cluster_of(http: SocketAddr) -> Value {
+    serde_json::from_str(&get(http, "/api/v1/cluster").body).unwrap_or(Value::Null)
 }
 
 #[test]
@@ -657,7 +582,9 @@ fn three_processes_agree_and_a_killed_one_goes_stale() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let mut procs: Vec<Option<Proc>> = (0..3).map(|i| Some(Proc::spawn(&write(i, &[])))).collect();
+    let mut procs: Vec<Option<Daemon>> = (0..3)
+        .map(|i| Some(Daemon::serve(&write(i, &[]), &[])))
+        .collect();
     let http: Vec<SocketAddr> = procs
         .iter()
         .map(|p| p.as_ref().unwrap().addr("http"))
@@ -672,19 +599,17 @@ fn three_processes_agree_and_a_killed_one_goes_stale() {
             .map(|j| (format!("p{j}"), http[j]))
             .collect();
         write(i, &peers);
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(p.as_ref().unwrap().child.id() as i32, libc::SIGHUP) };
+        p.as_ref().unwrap().signal(libc::SIGHUP);
     }
     let name = "hc.lb.example.com.";
     let answers = |i: usize| {
-        udp_raw(dns[i], &q(name, RecordType::A).to_vec().unwrap())
+        udp_raw(dns[i], &wire(&q(name, RecordType::A)))
             .map(|r| addrs(&decode(&r)))
             .unwrap_or_default()
     };
-    for i in 0..3 {
-        let p = procs[i].as_ref().unwrap();
+    for (i, &api) in http.iter().enumerate() {
         wait_for(20, &format!("p{i} sees 2 fresh peers"), || {
-            p.cluster(http[i])["peers"]
+            cluster_of(api)["peers"]
                 .as_array()
                 .is_some_and(|v| v.iter().filter(|x| x["fresh"] == true).count() == 2)
         });
@@ -694,7 +619,7 @@ fn three_processes_agree_and_a_killed_one_goes_stale() {
         20,
         "p0 has its own down verdict and still answers .101",
         || {
-            let c = procs[0].as_ref().unwrap().cluster(http[0]);
+            let c = cluster_of(http[0]);
             c["endpoints"].as_array().is_some_and(|e| {
                 e.iter().any(|x| {
                     x["endpoint"] == "192.0.2.101" && x["down_votes"] == 1 && x["voters"] == 3
@@ -707,10 +632,9 @@ fn three_processes_agree_and_a_killed_one_goes_stale() {
     }
     // SIGKILL p2: the others report it stale and keep answering the same.
     drop(procs[2].take());
-    for i in 0..2 {
-        let p = procs[i].as_ref().unwrap();
+    for (i, &api) in http.iter().enumerate().take(2) {
         wait_for(20, &format!("p{i} reports p2 stale"), || {
-            p.cluster(http[i])["peers"]
+            cluster_of(api)["peers"]
                 .as_array()
                 .is_some_and(|v| v.iter().any(|x| x["name"] == "p2" && x["fresh"] == false))
         });

@@ -20,13 +20,11 @@ const SECRET_B: &str = "00112233445566778899aabbccddeeff";
 const CC: [u8; 8] = [0xC1, 0x1E, 0x47, 0xC0, 0x0C, 0x1E, 0x00, 0x01];
 
 fn with_cookie(cookie: &[u8]) -> Message {
-    let mut m = qe("static.lb.example.com.", RecordType::A);
-    m.edns
-        .as_mut()
-        .unwrap()
-        .options_mut()
-        .insert(EdnsOption::Unknown(10, cookie.to_vec()));
-    m
+    qe_with(
+        "static.lb.example.com.",
+        RecordType::A,
+        EdnsOption::Unknown(10, cookie.to_vec()),
+    )
 }
 
 fn cookie_of(m: &Message) -> Option<Vec<u8>> {
@@ -41,21 +39,13 @@ fn start_with_secret(secrets: &str, extra: &str) -> TestServer {
         "{BASE}\n[cookies]\nsecret_file = \"cookie.secret\"\n{extra}"
     ));
     std::fs::write(config.with_file_name("cookie.secret"), secrets).unwrap();
-    let running = steerdns::app::start(&steerdns::app::Options {
-        config: config.clone(),
-        dns_listen: vec![],
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .expect("server starts");
-    TestServer::from_parts(running, config, dir)
+    TestServer::start_in(dir, config)
 }
 
-fn metric(s: &TestServer, name: &str) -> f64 {
-    let text = s.running.shared.metrics.render();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// `steerdns_dns_cookies_total{result}`, 0 before the first.
+fn cookies(s: &TestServer, result: &str) -> f64 {
+    s.metrics()
+        .sum("steerdns_dns_cookies_total", &[("result", result)])
 }
 
 #[test]
@@ -83,19 +73,13 @@ fn server_cookie_is_rfc9018_and_shared_secret_nodes_accept_each_other() {
         secrets.verify(&CC, sc, me, now),
         "verifies with the shared secret"
     );
-    assert_eq!(
-        metric(&a, "steerdns_dns_cookies_total{result=\"client_only\"}"),
-        1.0
-    );
+    assert_eq!(cookies(&a, "client_only"), 1.0);
 
     // The other node accepts it as valid.
     let r = b.udp(&with_cookie(&got));
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert_eq!(&cookie_of(&r).unwrap()[..8], &CC);
-    assert_eq!(
-        metric(&b, "steerdns_dns_cookies_total{result=\"valid\"}"),
-        1.0
-    );
+    assert_eq!(cookies(&b, "valid"), 1.0);
 
     // A cookie made with another secret is not valid, but still answered
     // (with a new cookie), as RFC 7873 5.2.3 allows.
@@ -103,14 +87,8 @@ fn server_cookie_is_rfc9018_and_shared_secret_nodes_accept_each_other() {
     let r = a.udp(&with_cookie(&[&CC[..], &other[..]].concat()));
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(secrets.verify(&CC, &cookie_of(&r).unwrap()[8..], me, now));
-    assert_eq!(
-        metric(&a, "steerdns_dns_cookies_total{result=\"client_only\"}"),
-        2.0
-    );
-    assert_eq!(
-        metric(&a, "steerdns_dns_cookies_total{result=\"valid\"}"),
-        0.0
-    );
+    assert_eq!(cookies(&a, "client_only"), 2.0);
+    assert_eq!(cookies(&a, "valid"), 0.0);
 }
 
 #[test]
@@ -122,10 +100,7 @@ fn rotation_accepts_the_previous_secret_until_it_is_removed() {
     std::fs::write(&file, format!("{SECRET_B}\n{SECRET_A}\n")).unwrap();
     s.running.reload().expect("reload");
     let r = s.udp(&with_cookie(&learnt));
-    assert_eq!(
-        metric(&s, "steerdns_dns_cookies_total{result=\"valid\"}"),
-        1.0
-    );
+    assert_eq!(cookies(&s, "valid"), 1.0);
     // The fresh cookie is made with the new secret.
     let fresh = cookie_of(&r).unwrap();
     let now = u32::from_be_bytes([fresh[12], fresh[13], fresh[14], fresh[15]]);
@@ -139,24 +114,15 @@ fn rotation_accepts_the_previous_secret_until_it_is_removed() {
     std::fs::write(&file, format!("{SECRET_B}\n")).unwrap();
     s.running.reload().expect("reload");
     s.udp(&with_cookie(&learnt));
-    assert_eq!(
-        metric(&s, "steerdns_dns_cookies_total{result=\"valid\"}"),
-        1.0
-    );
+    assert_eq!(cookies(&s, "valid"), 1.0);
     s.udp(&with_cookie(&fresh));
-    assert_eq!(
-        metric(&s, "steerdns_dns_cookies_total{result=\"valid\"}"),
-        2.0
-    );
+    assert_eq!(cookies(&s, "valid"), 2.0);
     // A broken secret file is refused on reload; the old config serves on.
     std::fs::write(&file, "not hex\n").unwrap();
     let err = s.running.reload().unwrap_err().to_string();
     assert!(err.contains("cookies.secret_file"), "{err}");
     s.udp(&with_cookie(&fresh));
-    assert_eq!(
-        metric(&s, "steerdns_dns_cookies_total{result=\"valid\"}"),
-        3.0
-    );
+    assert_eq!(cookies(&s, "valid"), 3.0);
 }
 
 #[test]
@@ -217,10 +183,7 @@ fn valid_cookie_exempts_from_rrl_and_limited_cookie_clients_get_badcookie() {
         }
     }
     assert!(bad >= 25, "{bad} BADCOOKIE of 30");
-    assert_eq!(
-        metric(&s, "steerdns_dns_cookies_total{result=\"badcookie\"}"),
-        bad as f64
-    );
+    assert_eq!(cookies(&s, "badcookie"), bad as f64);
     // With the valid server cookie: every one answered in full.
     for _ in 0..50 {
         let r = ask(&with_cookie(&learnt));
@@ -238,7 +201,7 @@ fn bad_secret_file_is_a_config_error_with_place() {
     let (_d, config) = write_config(&format!(
         "{BASE}\n[cookies]\nsecret_file = \"missing.secret\"\n"
     ));
-    let Err(err) = steerdns::app::load_snapshot(&config, 1) else {
+    let Err(err) = load(&config) else {
         panic!("a missing secret file is an error");
     };
     let err = err.to_string();

@@ -49,8 +49,7 @@ fn apex_soa_and_ns_with_glue() {
 fn static_records_case_insensitive_and_question_echoed() {
     let s = TestServer::base("");
     // raw bytes: the question must come back exactly as sent
-    let mut pkt = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    pkt.extend_from_slice(b"\x06StAtIc\x02LB\x07example\x03COM\x00\x00\x01\x00\x01");
+    let pkt = RawQuery::new("StAtIc.LB.example.COM", 1).rd().build();
     let raw = udp_raw(s.udp, &pkt).unwrap();
     assert_eq!(&raw[12..pkt.len()], &pkt[12..], "question echoed as sent");
     let m = decode(&raw);
@@ -191,17 +190,7 @@ fn delegation_gives_a_referral_without_aa() {
         assert!(m.answers.is_empty());
         assert_eq!(types(&m.authorities), vec![RecordType::NS]);
         assert_eq!(m.authorities[0].name.to_string(), "child.lb.example.com.");
-        assert_eq!(addrs(&Message2::from(&m.additionals)), vec!["192.0.2.200"]);
-    }
-}
-
-/// Helper to reuse `addrs` on a section.
-struct Message2;
-impl Message2 {
-    fn from(rs: &[hickory_proto::rr::Record]) -> hickory_proto::op::Message {
-        let mut m = hickory_proto::op::Message::query();
-        m.answers = rs.to_vec();
-        m
+        assert_eq!(addrs_in(&m.additionals), vec!["192.0.2.200"]);
     }
 }
 

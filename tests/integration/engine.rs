@@ -3,7 +3,6 @@
 //! respect the size limit.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::RecordType;
@@ -15,8 +14,7 @@ use crate::harness::*;
 
 #[test]
 fn random_and_mutated_packets_never_break_the_engine() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
-    let snap = steerdns::app::load_snapshot(&path, 1).expect("example config");
+    let snap = example_snapshot();
     let seeds: Vec<Vec<u8>> = vec![
         q_ecs("www.lb.example.com.", RecordType::A, "81.2.69.0/24")
             .to_vec()

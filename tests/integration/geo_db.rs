@@ -38,27 +38,23 @@ fn flat_db(version: IpVersion, nets: &[(&str, &str)]) -> Vec<u8> {
     w.to_bytes().unwrap()
 }
 
+/// A server on [`config_with_db`] with a copy of the sample database as
+/// `live.mmdb`; the server and that file's path.
+fn start_with_live_db(extra_server: &str) -> (TestServer, std::path::PathBuf) {
+    let (dir, config) = write_config(&config_with_db(extra_server));
+    let live = dir.path().join("live.mmdb");
+    std::fs::copy(sample_mmdb(), &live).unwrap();
+    (TestServer::start_in(dir, config), live)
+}
+
 fn answer_for(s: &TestServer, subnet: &str) -> Vec<String> {
     addrs(&s.udp(&q_ecs(WWW, RecordType::A, subnet)))
 }
 
 #[test]
 fn writing_to_the_database_file_cannot_crash_the_server() {
-    let (dir, config) = write_config(&config_with_db("watch_interval = \"0s\""));
-    let live = dir.path().join("live.mmdb");
-    std::fs::copy(sample_mmdb(), &live).unwrap();
-    let running = steerdns::app::start(&steerdns::app::Options {
-        config: config.clone(),
-        dns_listen: vec![],
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .expect("start");
-    let udp = running.udp_addrs[0];
-    let ask = |subnet: &str| {
-        addrs(&decode(
-            &udp_raw(udp, &q_ecs(WWW, RecordType::A, subnet).to_vec().unwrap()).expect("answer"),
-        ))
-    };
+    let (s, live) = start_with_live_db("watch_interval = \"0s\"");
+    let ask = |subnet: &str| answer_for(&s, subnet);
     // 216.160.83.0/24 is in the US in the sample: the na pool.
     assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"]);
 
@@ -71,7 +67,7 @@ fn writing_to_the_database_file_cannot_crash_the_server() {
         .set_len(64)
         .unwrap();
     let (code, body) = http(
-        running.http_addr,
+        s.api(),
         "GET",
         "/api/v1/explain?name=www.lb.example.com&type=A&client=216.160.83.9",
         &[],
@@ -79,7 +75,8 @@ fn writing_to_the_database_file_cannot_crash_the_server() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("198.51.100.10"), "{body}");
     assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"]);
-    let err = running
+    let err = s
+        .running
         .reload()
         .expect_err("truncated database")
         .to_string();
@@ -94,7 +91,11 @@ fn writing_to_the_database_file_cannot_crash_the_server() {
     // Overwrite in place with garbage of the original size.
     let size = std::fs::metadata(sample_mmdb()).unwrap().len() as usize;
     std::fs::write(&live, vec![0xA5u8; size]).unwrap();
-    let err = running.reload().expect_err("garbage database").to_string();
+    let err = s
+        .running
+        .reload()
+        .expect_err("garbage database")
+        .to_string();
     assert!(err.contains("live.mmdb"), "{err}");
     assert_eq!(
         ask("216.160.83.0/24"),
@@ -104,7 +105,7 @@ fn writing_to_the_database_file_cannot_crash_the_server() {
 
     // The safe update: write elsewhere, rename over. 216.160.83.0/24 is in
     // Germany in the new file: the eu pool.
-    let tmp = dir.path().join("live.mmdb.tmp");
+    let tmp = s.dir().join("live.mmdb.tmp");
     std::fs::write(
         &tmp,
         flat_db(
@@ -114,37 +115,24 @@ fn writing_to_the_database_file_cannot_crash_the_server() {
     )
     .unwrap();
     std::fs::rename(&tmp, &live).unwrap();
-    running.reload().expect("good database");
+    s.running.reload().expect("good database");
     assert_eq!(ask("216.160.83.0/24"), vec!["192.0.2.10"]);
-    running.stop();
+    s.running.stop();
 }
 
 #[test]
 fn the_file_watch_picks_up_a_renamed_database() {
-    let (dir, config) = write_config(&config_with_db("watch_interval = \"50ms\""));
-    let live = dir.path().join("live.mmdb");
-    std::fs::copy(sample_mmdb(), &live).unwrap();
-    let running = steerdns::app::start(&steerdns::app::Options {
-        config,
-        dns_listen: vec![],
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .expect("start");
-    let udp = running.udp_addrs[0];
-    let ask = |subnet: &str| {
-        addrs(&decode(
-            &udp_raw(udp, &q_ecs(WWW, RecordType::A, subnet).to_vec().unwrap()).expect("answer"),
-        ))
-    };
+    let (s, live) = start_with_live_db("watch_interval = \"50ms\"");
+    let ask = |subnet: &str| answer_for(&s, subnet);
     assert_eq!(ask("216.160.83.0/24"), vec!["198.51.100.10"]);
-    let tmp = dir.path().join("new.mmdb");
+    let tmp = s.dir().join("new.mmdb");
     std::fs::write(&tmp, flat_db(IpVersion::V6, &[("216.160.83.0/24", "JP")])).unwrap();
     std::fs::rename(&tmp, &live).unwrap();
     // JP is in Asia: the ap pool.
     wait_for(20, "the watcher reloads the renamed database", || {
         ask("216.160.83.0/24") == vec!["203.0.113.10"]
     });
-    running.stop();
+    s.running.stop();
 }
 
 #[test]
@@ -190,34 +178,16 @@ fn several_location_databases_are_consulted_in_order() {
         "databases = [\"v4.mmdb\", \"v6.mmdb\"]",
     ));
     // An IPv4 file and an IPv6 file, as ip-location-db ships them.
-    std::fs::write(
-        dir.path().join("v4.mmdb"),
-        flat_db(
-            IpVersion::V4,
-            &[("198.51.100.0/24", "US"), ("203.0.113.0/24", "JP")],
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("v6.mmdb"),
-        flat_db(
-            IpVersion::V6,
-            &[("2001:db8:100::/48", "AU"), ("2001:db8:200::/48", "US")],
-        ),
-    )
-    .unwrap();
-    let running = steerdns::app::start(&steerdns::app::Options {
-        config,
-        dns_listen: vec![],
-        http_listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .expect("start");
-    let udp = running.udp_addrs[0];
-    let ask = |subnet: &str| {
-        addrs(&decode(
-            &udp_raw(udp, &q_ecs(WWW, RecordType::A, subnet).to_vec().unwrap()).expect("answer"),
-        ))
-    };
+    let v4: &[(&str, &str)] = &[("198.51.100.0/24", "US"), ("203.0.113.0/24", "JP")];
+    let v6: &[(&str, &str)] = &[("2001:db8:100::/48", "AU"), ("2001:db8:200::/48", "US")];
+    for (file, version, nets) in [
+        ("v4.mmdb", IpVersion::V4, v4),
+        ("v6.mmdb", IpVersion::V6, v6),
+    ] {
+        std::fs::write(dir.path().join(file), flat_db(version, nets)).unwrap();
+    }
+    let s = TestServer::start_in(dir, config);
+    let ask = |subnet: &str| answer_for(&s, subnet);
     assert_eq!(
         ask("198.51.100.0/24"),
         vec!["198.51.100.10"],
@@ -243,7 +213,7 @@ fn several_location_databases_are_consulted_in_order() {
         vec!["192.0.2.10"],
         "unlocated: default"
     );
-    running.stop();
+    s.running.stop();
 }
 
 #[test]
@@ -257,7 +227,7 @@ fn check_warns_about_rules_the_databases_cannot_match() {
         flat_db(IpVersion::V6, &[("198.51.100.0/24", "US")]),
     )
     .unwrap();
-    let snap = steerdns::app::load_snapshot(&config, 1).expect("warnings are not errors");
+    let snap = load(&config).expect("warnings are not errors");
     let w = snap.geo_warnings.join("\n");
     assert!(
         w.contains("geo.subdivision.US-CA") && w.contains("subdivision rules never match"),
@@ -276,6 +246,6 @@ fn check_warns_about_rules_the_databases_cannot_match() {
         "continent = { EU = [\"eu\", \"na\"]",
         "subdivision = { \"US-CA\" = [\"na\"] }\ncontinent = { EU = [\"eu\", \"na\"]",
     ));
-    let snap = steerdns::app::load_snapshot(&config2, 1).unwrap();
+    let snap = load(&config2).unwrap();
     assert!(snap.geo_warnings.is_empty(), "{:?}", snap.geo_warnings);
 }

@@ -1,20 +1,26 @@
-//! Start a server from a TOML string; query it over UDP or TCP.
+//! Start a server from a TOML string; query it over UDP or TCP. Built on
+//! the shared support layer (`tests/support`), whose helpers it re-exports
+//! so a test needs only `use crate::harness::*`.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, Query};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::op::Message;
 use steerdns::app::{self, Running};
+use steerdns::config::ConfigError;
+use steerdns::snapshot::Snapshot;
 use tempfile::TempDir;
+
+pub use crate::support::http::{get, request};
+pub use crate::support::scrape::{self, Metrics};
+pub use crate::support::skip::{can_bind, skip};
+pub use crate::support::wait::{self, wait_for};
+pub use crate::support::wire::*;
+use crate::support::{logs, repo};
 
 /// Path of the shipped sample GeoIP database.
 pub fn sample_mmdb() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/sample.mmdb")
+    repo("geoip/sample.mmdb")
 }
 
 /// The test zone used by most tests; `{extra}` is appended.
@@ -76,6 +82,22 @@ default = ["eu", "na"]
 continent = { EU = ["eu", "na"], NA = ["na", "eu"], SA = ["na", "eu"], AS = ["ap", "eu"], OC = ["ap", "na"] }
 "#;
 
+/// `[monitors.NAME]` of type `kind` probing every 100 ms (`timeout`),
+/// one result to change state (rise 1, fall 1), then `extra` lines.
+pub fn fast_monitor(name: &str, kind: &str, timeout: &str, extra: &str) -> String {
+    format!(
+        "\n[monitors.{name}]\ntype = \"{kind}\"\ninterval = \"100ms\"\ntimeout = \"{timeout}\"\nrise = 1\nfall = 1\n{extra}\n"
+    )
+}
+
+/// `[pools.NAME]` checked by `monitor`, of one endpoint `address` probed
+/// at 127.0.0.1:`port`.
+pub fn probed_pool(name: &str, monitor: &str, address: &str, port: u16) -> String {
+    format!(
+        "\n[pools.{name}]\nmonitor = \"{monitor}\"\nendpoints = [{{ address = \"{address}\", probe_address = \"127.0.0.1\", probe_port = {port} }}]\n"
+    )
+}
+
 /// A running server and the temp dir holding its config.
 pub struct TestServer {
     /// The server.
@@ -87,6 +109,8 @@ pub struct TestServer {
     /// The config file.
     pub config: PathBuf,
     _dir: TempDir,
+    // Last: printed after the server stopped, when the test failed.
+    _log: logs::Window,
 }
 
 /// Write `toml` (with `@GEOIP@` replaced) into a temp dir.
@@ -98,6 +122,32 @@ pub fn write_config(toml: &str) -> (TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Start the in-process server on `config` (DNS as configured, the API on
+/// an ephemeral loopback port).
+pub fn start_app(config: &Path) -> anyhow::Result<Running> {
+    app::start(&app::Options {
+        config: config.to_path_buf(),
+        dns_listen: vec![],
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+    })
+}
+
+/// Compile the config file at `path` (generation 1).
+pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    steerdns::reload::load_snapshot(path, 1)
+}
+
+/// Compile `toml` (with `@GEOIP@` replaced); panics on config errors.
+pub fn snapshot_of(toml: &str) -> Snapshot {
+    let (_dir, path) = write_config(toml);
+    load(&path).unwrap_or_else(|e| panic!("config does not load: {e}"))
+}
+
+/// The shipped example config, compiled.
+pub fn example_snapshot() -> Snapshot {
+    load(&repo("config/example.toml")).expect("config/example.toml loads")
+}
+
 impl TestServer {
     /// Start on the base config plus `extra`.
     pub fn base(extra: &str) -> Self {
@@ -107,30 +157,54 @@ impl TestServer {
     /// Start from a full config.
     pub fn start(toml: &str) -> Self {
         let (dir, config) = write_config(toml);
-        let running = app::start(&app::Options {
-            config: config.clone(),
-            dns_listen: vec![],
-            http_listen: Some("127.0.0.1:0".parse().unwrap()),
-        })
-        .unwrap_or_else(|e| panic!("server did not start: {e:#}"));
+        Self::start_in(dir, config)
+    }
+
+    /// Start from a config already written at `config` inside `dir`.
+    pub fn start_in(dir: TempDir, config: PathBuf) -> Self {
+        let log = logs::window("in-process server");
+        let running = start_app(&config).unwrap_or_else(|e| panic!("server did not start: {e:#}"));
+        Self::with_log(running, config, dir, log)
+    }
+
+    fn with_log(running: Running, config: PathBuf, dir: TempDir, log: logs::Window) -> Self {
         TestServer {
             udp: running.udp_addrs[0],
             tcp: running.tcp_addrs[0],
             running,
             config,
             _dir: dir,
+            _log: log,
         }
     }
 
-    /// Wrap a server started elsewhere (its config in `dir`).
-    pub fn from_parts(running: Running, config: PathBuf, dir: TempDir) -> Self {
-        TestServer {
-            udp: running.udp_addrs[0],
-            tcp: running.tcp_addrs[0],
-            running,
-            config,
-            _dir: dir,
-        }
+    /// The temp dir holding the config.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The HTTP API address.
+    pub fn api(&self) -> SocketAddr {
+        self.running.http_addr
+    }
+
+    /// The metrics as the server holds them (no HTTP).
+    pub fn metrics(&self) -> Metrics {
+        scrape::parse(&self.running.shared.metrics.render())
+    }
+
+    /// `GET /metrics` over the API, parsed.
+    pub fn scrape(&self) -> Metrics {
+        let r = get(self.api(), "/metrics");
+        assert_eq!(r.status, 200, "{}", r.body);
+        scrape::parse(&r.body)
+    }
+
+    /// Replace `from` by `to` in the config file (panics if absent).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(text.contains(from), "{from:?} not in the config");
+        std::fs::write(&self.config, text.replace(from, to)).expect("write config");
     }
 
     /// Set an endpoint (by pool and address) up or down in the live health table.
@@ -147,155 +221,25 @@ impl TestServer {
 
     /// Query over UDP.
     pub fn udp(&self, m: &Message) -> Message {
-        decode(&udp_raw(self.udp, &m.to_vec().expect("encode")).expect("no UDP answer"))
+        udp_ask(self.udp, m)
     }
 
     /// Query over TCP.
     pub fn tcp(&self, m: &Message) -> Message {
-        decode(&tcp_raw(self.tcp, &m.to_vec().expect("encode")))
+        decode(&tcp_raw(self.tcp, &wire(m)))
     }
-}
-
-/// Decode a response, panicking with the bytes on failure.
-pub fn decode(b: &[u8]) -> Message {
-    Message::from_vec(b).unwrap_or_else(|e| panic!("bad response {e}: {b:02x?}"))
-}
-
-/// Send raw bytes over UDP; the answer, or None after a bounded wait.
-pub fn udp_raw(addr: SocketAddr, pkt: &[u8]) -> Option<Vec<u8>> {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.set_read_timeout(Some(Duration::from_millis(1500)))
-        .expect("timeout");
-    s.send_to(pkt, addr).expect("send");
-    let mut buf = vec![0u8; 65535];
-    match s.recv_from(&mut buf) {
-        Ok((n, _)) => Some(buf[..n].to_vec()),
-        Err(_) => None,
-    }
-}
-
-/// Send one length-prefixed message over TCP and read one answer.
-pub fn tcp_raw(addr: SocketAddr, pkt: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut framed = (pkt.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(pkt);
-    s.write_all(&framed).expect("write");
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).expect("read length");
-    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).expect("read body");
-    buf
-}
-
-/// A query without EDNS.
-pub fn q(name: &str, t: RecordType) -> Message {
-    let mut m = Message::query();
-    m.metadata.id = 0x4242;
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_str(name).expect("name"), t));
-    m
-}
-
-/// A query with EDNS (payload 1232).
-pub fn qe(name: &str, t: RecordType) -> Message {
-    let mut m = q(name, t);
-    let mut e = Edns::new();
-    e.set_max_payload(1232);
-    m.set_edns(e);
-    m
-}
-
-/// A query with EDNS and a Client Subnet option.
-pub fn q_ecs(name: &str, t: RecordType, subnet: &str) -> Message {
-    let (addr, len) = subnet.split_once('/').expect("subnet");
-    let mut m = qe(name, t);
-    let ip = IpAddr::from_str(addr).expect("ip");
-    let e = m.edns.as_mut().expect("edns");
-    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-        ip,
-        len.parse().expect("len"),
-        0,
-    )));
-    m
-}
-
-/// The ECS option of a response: (source, scope).
-pub fn ecs_of(m: &Message) -> Option<(u8, u8)> {
-    match m.edns.as_ref()?.option(EdnsCode::Subnet)? {
-        EdnsOption::Subnet(s) => Some((s.source_prefix(), s.scope_prefix())),
-        _ => None,
-    }
-}
-
-/// Addresses in the answer section, as strings, sorted.
-pub fn addrs(m: &Message) -> Vec<String> {
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            RData::AAAA(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// Record types of a section, in order.
-pub fn types(rs: &[Record]) -> Vec<RecordType> {
-    rs.iter().map(|r| r.record_type()).collect()
-}
-
-/// The class of a query made for CHAOS tests.
-pub fn q_class(name: &str, t: RecordType, class: DNSClass) -> Message {
-    let mut m = q(name, t);
-    let mut qq = Query::query(Name::from_str(name).expect("name"), t);
-    qq.set_query_class(class);
-    m.queries = vec![qq];
-    m
 }
 
 /// A minimal HTTP/1.1 request over a fresh connection: (status, body).
+/// Sends `Content-Length: 0` unless `headers` name a length.
 pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect API");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+    let mut all = headers.to_vec();
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        all.push(("Content-Length", "0"));
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("write");
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Chunked bodies: good enough to search in for these tests.
-    (status, body)
-}
-
-/// Poll `f` until it returns true, or panic after `secs` seconds (a bounded
-/// wait on a condition, not a sleep standing in for synchronisation).
-pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for: {what}");
+    let r = request(addr, method, path, &all);
+    (r.status, r.body)
 }

@@ -12,6 +12,12 @@ fn answers(s: &TestServer, name: &str) -> Vec<String> {
     addrs(&s.udp(&q(name, RecordType::A)))
 }
 
+/// Assert that the reason of the last probe of `label` contains `needle`.
+fn assert_reason(s: &TestServer, pool: &str, label: &str, needle: &str) {
+    let r = reason(s, pool, label);
+    assert!(r.contains(needle), "{pool} {label}: {r:?} lacks {needle:?}");
+}
+
 fn reason(s: &TestServer, pool: &str, label: &str) -> String {
     let snap = s.running.shared.current.load();
     let t = snap
@@ -24,6 +30,22 @@ fn reason(s: &TestServer, pool: &str, label: &str) -> String {
         .get(&t.key)
         .and_then(|h| h.reason)
         .unwrap_or_default()
+}
+
+/// `[pools.POOL]` of endpoints (address, monitor, port) probed on
+/// 127.0.0.1, and the failover name `POOL.lb.example.com` over it.
+fn probed_failover(pool: &str, endpoints: &[(&str, &str, u16)]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|(a, m, p)| {
+            format!(
+                "  {{ address = \"{a}\", monitor = \"{m}\", probe_address = \"127.0.0.1\", probe_port = {p} }},\n"
+            )
+        })
+        .collect();
+    format!(
+        "\n[pools.{pool}]\nendpoints = [\n{eps}]\n\n[names.\"{pool}.lb.example.com\"]\npolicy = \"failover\"\npools = [\"{pool}\"]\n"
+    )
 }
 
 const MON: &str = r#"
@@ -39,6 +61,10 @@ expect_body = "OK"
 
 #[test]
 fn http_failures_remove_endpoints_and_recovery_brings_them_back() {
+    // Backends on three loopback addresses.
+    if !can_bind("127.0.0.3") {
+        return;
+    }
     let a = HttpBackend::start("127.0.0.1");
     let b = HttpBackend::start("127.0.0.2");
     let gone = HttpBackend::start("127.0.0.3");
@@ -71,49 +97,33 @@ pools = ["web", "spare"]
     wait_for(5, "refused endpoint removed", || {
         answers(&s, name) == vec!["192.0.2.101", "192.0.2.102"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.103").contains("refused"),
-        "{}",
-        reason(&s, "web", "192.0.2.103")
-    );
+    assert_reason(&s, "web", "192.0.2.103", "refused");
 
     // wrong status
     a.set(Mode::Reply(503, "OK".into()));
     wait_for(5, "503 endpoint removed", || {
         answers(&s, name) == vec!["192.0.2.102"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.101").contains("503"),
-        "{}",
-        reason(&s, "web", "192.0.2.101")
-    );
+    assert_reason(&s, "web", "192.0.2.101", "503");
 
     // body mismatch
     b.set(Mode::Reply(200, "DEGRADED".into()));
     wait_for(5, "failover to spare", || {
         answers(&s, name) == vec!["192.0.2.200"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.102").contains("body"),
-        "{}",
-        reason(&s, "web", "192.0.2.102")
-    );
+    assert_reason(&s, "web", "192.0.2.102", "body");
 
     // recovery after `rise` successes
     a.set(Mode::Reply(200, "all OK".into()));
     wait_for(5, "recovered", || answers(&s, name) == vec!["192.0.2.101"]);
-    assert!(reason(&s, "web", "192.0.2.101").contains("200"));
+    assert_reason(&s, "web", "192.0.2.101", "200");
 
     // timeout: the backend accepts and never answers
     a.set(Mode::Hang);
     wait_for(5, "hung endpoint removed", || {
         answers(&s, name) == vec!["192.0.2.200"]
     });
-    assert!(
-        reason(&s, "web", "192.0.2.101").contains("timeout"),
-        "{}",
-        reason(&s, "web", "192.0.2.101")
-    );
+    assert_reason(&s, "web", "192.0.2.101", "timeout");
 }
 
 #[test]
@@ -121,13 +131,7 @@ fn fallback_then_fail_open_then_nodata() {
     let a = HttpBackend::start("127.0.0.1");
     let f = HttpBackend::start("127.0.0.1");
     let cfg = format!(
-        r#"{MON}
-[pools.main]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.111", probe_address = "127.0.0.1", probe_port = {pa} }}]
-[pools.fb]
-monitor = "web"
-endpoints = [{{ address = "192.0.2.112", probe_address = "127.0.0.1", probe_port = {pf} }}]
+        r#"{MON}{}{}
 
 [names."open.lb.example.com"]
 policy = "failover"
@@ -140,8 +144,8 @@ pools = ["main"]
 fallback = "fb"
 all_down = "nodata"
 "#,
-        pa = a.addr.port(),
-        pf = f.addr.port()
+        probed_pool("main", "web", "192.0.2.111", a.addr.port()),
+        probed_pool("fb", "web", "192.0.2.112", f.addr.port()),
     );
     let s = TestServer::base(&cfg);
     wait_for(5, "main answers", || {
@@ -186,19 +190,15 @@ rise = 1
 fall = 1
 sni = "backend.test"
 ca_file = "{ca}"
-
-[pools.tls]
-endpoints = [
-  {{ address = "192.0.2.121", monitor = "strict", probe_address = "127.0.0.1", probe_port = {p} }},
-  {{ address = "192.0.2.122", monitor = "trusted", probe_address = "127.0.0.1", probe_port = {p} }},
-]
-
-[names."tls.lb.example.com"]
-policy = "failover"
-pools = ["tls"]
-"#,
+{pool}"#,
         ca = ca.display(),
-        p = a.addr.port()
+        pool = probed_failover(
+            "tls",
+            &[
+                ("192.0.2.121", "strict", a.addr.port()),
+                ("192.0.2.122", "trusted", a.addr.port())
+            ]
+        ),
     );
     let s = TestServer::base(&cfg);
     wait_for(8, "untrusted certificate removed", || {
@@ -213,35 +213,21 @@ fn tcp_and_dns_monitors() {
     let web = HttpBackend::start("127.0.0.1");
     let dns = DnsBackend::start("127.0.0.1");
     let cfg = format!(
-        r#"
-[monitors.port]
-type = "tcp"
-interval = "100ms"
-timeout = "80ms"
-rise = 1
-fall = 1
-
-[monitors.resolver]
-type = "dns"
-interval = "100ms"
-timeout = "80ms"
-rise = 1
-fall = 1
-query_name = "probe.example."
-expect_answer = "192.0.2.1"
-
-[pools.mixed]
-endpoints = [
-  {{ address = "192.0.2.131", monitor = "port", probe_address = "127.0.0.1", probe_port = {pw} }},
-  {{ address = "192.0.2.132", monitor = "resolver", probe_address = "127.0.0.1", probe_port = {pd} }},
-]
-
-[names."mixed.lb.example.com"]
-policy = "failover"
-pools = ["mixed"]
-"#,
-        pw = web.addr.port(),
-        pd = dns.addr.port()
+        "{}{}{}",
+        fast_monitor("port", "tcp", "80ms", ""),
+        fast_monitor(
+            "resolver",
+            "dns",
+            "80ms",
+            "query_name = \"probe.example.\"\nexpect_answer = \"192.0.2.1\""
+        ),
+        probed_failover(
+            "mixed",
+            &[
+                ("192.0.2.131", "port", web.addr.port()),
+                ("192.0.2.132", "resolver", dns.addr.port())
+            ]
+        ),
     );
     let s = TestServer::base(&cfg);
     let name = "mixed.lb.example.com.";
@@ -350,7 +336,7 @@ fn probes_of_removed_endpoints_stop() {
         b0,
         count(&b)
     );
-    assert!(reason(&s, "web", "192.0.2.151").contains("200"));
+    assert_reason(&s, "web", "192.0.2.151", "200");
 }
 
 #[test]
@@ -379,12 +365,8 @@ endpoints = [
         )
     ));
     let skipped = || {
-        let (_, m) = http(s.running.http_addr, "GET", "/metrics", &[]);
-        m.lines()
-            .find(|l| l.starts_with(r#"steerdns_probes_skipped_total{reason="busy"}"#))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        s.scrape()
+            .sum("steerdns_probes_skipped_total", &[("reason", "busy")])
     };
     wait_for(5, "busy waits counted", || skipped() >= 2.0);
     // one probe slot, two endpoints: both still get probed (FIFO line)

@@ -2,14 +2,14 @@
 //! SIGHUP and file change, and reloads under continuous queries.
 
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 
 use crate::harness::*;
+use crate::support::daemon::Daemon;
 
 #[test]
 fn metrics_count_queries_with_bounded_labels() {
@@ -25,47 +25,40 @@ fn metrics_count_queries_with_bounded_labels() {
         "216.160.83.0/24",
     ));
     assert!(udp_raw(s.udp, &[0u8; 5]).is_none());
-    let (code, text) = http(s.running.http_addr, "GET", "/metrics", &[]);
-    assert_eq!(code, 200);
-    let line = |prefix: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"))
+    let m = s.scrape();
+    let queries = |qtype, rcode, transport, zone| {
+        let labels = [
+            ("qtype", qtype),
+            ("rcode", rcode),
+            ("transport", transport),
+            ("zone", zone),
+        ];
+        m.value("steerdns_dns_queries_total", &labels)
     };
-    assert_eq!(
-        line(
-            r#"steerdns_dns_queries_total{qtype="A",rcode="NOERROR",transport="udp",zone="lb.example.com."}"#
-        ),
-        4.0
+    let zone = "lb.example.com.";
+    assert_eq!(queries("A", "NOERROR", "udp", zone), 4.0);
+    assert_eq!(queries("AAAA", "NXDOMAIN", "tcp", zone), 1.0);
+    assert_eq!(queries("MX", "REFUSED", "udp", "(none)"), 1.0);
+    let answer = [
+        ("mode", "normal"),
+        ("name", "www.lb.example.com."),
+        ("pool", "na"),
+    ];
+    assert_eq!(m.value("steerdns_balancer_answers_total", &answer), 1.0);
+    assert!(m.value("steerdns_dns_dropped_total", &[("reason", "malformed")]) >= 1.0);
+    assert!(
+        m.samples("steerdns_build_info", &[])
+            .any(|s| s.labels.get("version").is_some()),
+        "build info with its version"
     );
-    assert_eq!(
-        line(
-            r#"steerdns_dns_queries_total{qtype="AAAA",rcode="NXDOMAIN",transport="tcp",zone="lb.example.com."}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        line(
-            r#"steerdns_dns_queries_total{qtype="MX",rcode="REFUSED",transport="udp",zone="(none)"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        line(
-            r#"steerdns_balancer_answers_total{mode="normal",name="www.lb.example.com.",pool="na"}"#
-        ),
-        1.0
-    );
-    assert!(line(r#"steerdns_dns_dropped_total{reason="malformed"}"#) >= 1.0);
-    assert!(text.contains("steerdns_build_info{version="));
     // never a client address or an unconfigured name in a label
     for bad in ["127.0.0.1", "example.org", "nope.lb", "216.160"] {
-        assert!(
-            !text.lines().any(|l| !l.starts_with('#') && l.contains(bad)),
-            "{bad} leaked into metrics"
-        );
+        for sample in m.all() {
+            assert!(
+                !sample.labels.values().any(|v| v.contains(bad)),
+                "{bad} leaked into metrics: {sample:?}"
+            );
+        }
     }
 }
 
@@ -127,10 +120,10 @@ fn api_status_explain_readiness_and_reload() {
         addrs(&s.udp(&q("static.lb.example.com.", RecordType::A))),
         vec!["192.0.2.1", "192.0.2.2"]
     );
-    let (_, metrics) = http(api, "GET", "/metrics", &[]);
-    assert!(
-        metrics.contains(r#"steerdns_config_reloads_total{result="failure"} 1"#),
-        "{metrics}"
+    assert_eq!(
+        s.scrape()
+            .value("steerdns_config_reloads_total", &[("result", "failure")]),
+        1.0
     );
 }
 
@@ -188,21 +181,12 @@ endpoints = [{ address = "192.0.2.90", name = "dead-one", probe_address = "127.0
     assert!(page.contains("dead-one"), "{page}");
     assert!(page.contains("DOWN"), "{page}");
     assert!(page.contains("refused"), "{page}");
-    let (_, metrics) = http(api, "GET", "/metrics", &[]);
-    assert!(
-        metrics.contains(r#"steerdns_endpoint_up{endpoint="dead-one",pool="probe"} 0"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            r#"steerdns_probe_failures_total{endpoint="dead-one",pool="probe",reason="refused"}"#
-        ),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"steerdns_pool_usable{pool="probe"} 0"#),
-        "{metrics}"
-    );
+    let m = s.scrape();
+    let ep = [("endpoint", "dead-one"), ("pool", "probe")];
+    assert_eq!(m.value("steerdns_endpoint_up", &ep), 0.0);
+    let refused = [ep[0], ep[1], ("reason", "refused")];
+    m.value("steerdns_probe_failures_total", &refused);
+    assert_eq!(m.value("steerdns_pool_usable", &[("pool", "probe")]), 0.0);
 }
 
 /// Two configs whose `v` record sets share nothing: a half-applied config
@@ -260,14 +244,6 @@ fn no_query_lost_or_half_answered_during_many_reloads() {
     assert!(a > 0 && b > 0, "both configs answered: {a} / {b}");
 }
 
-struct Child2(Child);
-impl Drop for Child2 {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn sighup_reloads_the_binary() {
     // Fixed loopback ports are avoided: bind port 0 and read the log lines.
@@ -275,66 +251,9 @@ fn sighup_reloads_the_binary() {
         "udp_workers = 1",
         "udp_workers = 1\nwatch_interval = \"0s\"",
     ));
-    let mut child = Child2(
-        Command::new(env!("CARGO_BIN_EXE_steerdns"))
-            .args([
-                "serve",
-                "--config",
-                path.to_str().unwrap(),
-                "--dns-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn"),
-    );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut udp = None;
-    let mut http_addr = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (udp.is_none() || http_addr.is_none()) && Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
-            continue;
-        };
-        let addr_of = |l: &str| {
-            l.split("addr=")
-                .nth(1)
-                .and_then(|a| a.split_whitespace().next())
-                .and_then(|a| a.parse().ok())
-        };
-        if line.contains("proto=udp") {
-            udp = addr_of(&line);
-        }
-        if line.contains("proto=http") {
-            http_addr = addr_of(&line);
-        }
-    }
-    let (udp, http_addr): (std::net::SocketAddr, std::net::SocketAddr) =
-        (udp.expect("udp line"), http_addr.expect("http line"));
-    let ask = || {
-        addrs(&decode(
-            &udp_raw(
-                udp,
-                &q("static.lb.example.com.", RecordType::A).to_vec().unwrap(),
-            )
-            .expect("answer"),
-        ))
-    };
+    let child = Daemon::serve(&path, &["--dns-listen", "127.0.0.1:0"]);
+    let (udp, http_addr) = (child.addr("udp"), child.addr("http"));
+    let ask = || addrs(&udp_ask(udp, &q("static.lb.example.com.", RecordType::A)));
     assert_eq!(ask(), vec!["192.0.2.1", "192.0.2.2"]);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
@@ -342,8 +261,7 @@ fn sighup_reloads_the_binary() {
         text.replace("data = \"192.0.2.2\"", "data = \"192.0.2.8\""),
     )
     .unwrap();
-    // SAFETY: kill(2) with a valid pid and signal number.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    child.signal(libc::SIGHUP);
     wait_for(10, "SIGHUP reload", || {
         ask() == vec!["192.0.2.1", "192.0.2.8"]
     });
@@ -365,14 +283,8 @@ fn tcp_connection_limit_drops_are_counted() {
     // (bounded) until the server closes one at accept and counts it.
     wait_for(10, "connection_limit drop counted", || {
         let _extra = std::net::TcpStream::connect(s.tcp);
-        let (_, m) = http(s.running.http_addr, "GET", "/metrics", &[]);
-        m.lines().any(|l| {
-            l.starts_with(r#"steerdns_dns_dropped_total{reason="connection_limit"}"#)
-                && l.rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .is_some_and(|v| v >= 1.0)
-        })
+        let limit = [("reason", "connection_limit")];
+        s.scrape().sum("steerdns_dns_dropped_total", &limit) >= 1.0
     });
     drop(held);
 }

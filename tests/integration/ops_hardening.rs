@@ -2,55 +2,45 @@
 //! that slow clients cannot starve.
 
 use crate::harness::*;
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
+use crate::support::http::try_request;
 
 #[test]
 fn a_clean_start_records_the_initial_load() {
     let s = TestServer::base("");
-    let api = s.running.http_addr;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let (code, text) = http(api, "GET", "/metrics", &[]);
-    assert_eq!(code, 200);
-    let loaded = metric(
-        &text,
-        "steerdns_config_last_reload_success_timestamp_seconds",
-    );
+    let m = s.scrape();
+    let loaded = m.value("steerdns_config_last_reload_success_timestamp_seconds", &[]);
     assert!(
         (now - loaded).abs() < 120.0,
         "loaded at {loaded}, now {now}"
     );
-    assert_eq!(metric(&text, "steerdns_config_last_reload_successful"), 1.0);
+    assert_eq!(m.value("steerdns_config_last_reload_successful", &[]), 1.0);
     // The start is not a reload.
-    assert!(
-        text.contains(r#"steerdns_config_reloads_total{result="success"} 0"#),
-        "{text}"
+    assert_eq!(
+        m.value("steerdns_config_reloads_total", &[("result", "success")]),
+        0.0
     );
 
     // A failed reload clears the success flag, keeps the timestamp.
     let good = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(&s.config, good.replace("serial = 7", "serial = \"x\"")).unwrap();
     assert!(s.running.reload().is_err());
-    let (_, text) = http(api, "GET", "/metrics", &[]);
-    assert_eq!(metric(&text, "steerdns_config_last_reload_successful"), 0.0);
+    let m = s.scrape();
+    assert_eq!(m.value("steerdns_config_last_reload_successful", &[]), 0.0);
     assert_eq!(
-        metric(
-            &text,
-            "steerdns_config_last_reload_success_timestamp_seconds"
-        ),
+        m.value("steerdns_config_last_reload_success_timestamp_seconds", &[]),
         loaded
     );
     std::fs::write(&s.config, good).unwrap();
     s.running.reload().expect("good config reloads");
-    let (_, text) = http(api, "GET", "/metrics", &[]);
-    assert_eq!(metric(&text, "steerdns_config_last_reload_successful"), 1.0);
+    assert_eq!(
+        s.scrape()
+            .value("steerdns_config_last_reload_successful", &[]),
+        1.0
+    );
 }
 
 /// Raise the soft open-file limit toward the hard one; returns the limit.
@@ -78,28 +68,12 @@ fn raise_fd_limit() -> u64 {
     l.rlim_cur
 }
 
-/// One GET on a fresh connection with a hard deadline: status and time.
+/// One GET on a fresh connection with a hard deadline: status (0 when it
+/// failed) and time.
 fn timed_get(addr: std::net::SocketAddr, path: &str) -> (u16, std::time::Duration) {
-    use std::io::{Read, Write};
     let start = std::time::Instant::now();
-    let deadline = std::time::Duration::from_secs(5);
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, deadline) else {
-        return (0, start.elapsed());
-    };
-    s.set_read_timeout(Some(deadline)).unwrap();
-    s.set_write_timeout(Some(deadline)).unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, start.elapsed());
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let status = String::from_utf8_lossy(&buf)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, start.elapsed())
+    let r = try_request(addr, "GET", path, &[], std::time::Duration::from_secs(5));
+    (r.map_or(0, |r| r.status), start.elapsed())
 }
 
 /// Slow clients hold many API connections and reconnect when closed
@@ -117,7 +91,12 @@ fn slow_clients_do_not_starve_healthz_and_metrics() {
     // Each slow client costs one fd here and, while admitted, one in the
     // server (same process); keep room for everything else.
     let n = (limit.saturating_sub(300) / 2).min(1000) as usize;
-    assert!(n >= 100, "open-file limit {limit} too low for this test");
+    if n < 100 {
+        skip(&format!(
+            "open-file limit {limit}: room for {n} slow clients, 100 needed"
+        ));
+        return;
+    }
     let s = TestServer::base("");
     let api = s.running.http_addr;
     let stop = Arc::new(AtomicBool::new(false));

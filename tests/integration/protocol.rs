@@ -40,7 +40,8 @@ records = [
 ]
 "#;
 
-fn ref_zone() -> String {
+/// [`REF_ZONE`] with its 13-NS delegation filled in.
+pub fn ref_zone() -> String {
     let mut big = String::new();
     for i in 1..=13 {
         big.push_str(&format!(
@@ -51,8 +52,7 @@ fn ref_zone() -> String {
 }
 
 fn snapshot(extra: &str) -> Snapshot {
-    let (_dir, path) = write_config(&format!("{BASE}\n{extra}"));
-    steerdns::app::load_snapshot(&path, 1).expect("config loads")
+    snapshot_of(&format!("{BASE}\n{extra}"))
 }
 
 fn ask(snap: &Snapshot, pkt: &[u8], transport: Transport) -> Option<Vec<u8>> {
@@ -86,24 +86,13 @@ fn owners(rs: &[Record]) -> Vec<String> {
     rs.iter().map(|r| r.name.to_string()).collect()
 }
 
-/// A raw query for `a.lb.example.com. A` with the given OPT options.
+/// A raw query for `static.lb.example.com. A` with the given OPT options.
 fn raw_with_opt(options: &[u8], dnssec_ok: bool) -> Vec<u8> {
-    let mut p = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
-    p.extend_from_slice(b"\x06static\x02lb\x07example\x03com\x00\x00\x01\x00\x01");
-    p.extend_from_slice(&[
-        0,
-        0,
-        41,
-        0x04,
-        0xD0,
-        0,
-        0,
-        if dnssec_ok { 0x80 } else { 0 },
-        0,
-    ]);
-    p.extend_from_slice(&(options.len() as u16).to_be_bytes());
-    p.extend_from_slice(options);
-    p
+    let q = RawQuery::new("static.lb.example.com", 1)
+        .id(0xABCD)
+        .rd()
+        .options(options);
+    if dnssec_ok { q.dnssec_ok() } else { q }.build()
 }
 
 #[test]

@@ -1,8 +1,7 @@
-//! The HTTP API over real TCP on loopback, with a fake backend and a tiny
-//! hand-written HTTP/1.1 client.
+//! The HTTP API over real TCP on loopback, with a fake backend and the
+//! support layer's HTTP/1.1 client.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +13,9 @@ use steerdns::api::{
 };
 use steerdns::metrics::{Metrics, Transport};
 use tokio_util::sync::CancellationToken;
+
+use crate::support::http::{Reply, get, request};
+use crate::support::{scrape, wait};
 
 const HOSTILE: &str = "<script>alert(\"pwned\")</script>&";
 
@@ -180,49 +182,8 @@ impl Drop for Server {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a full response");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-fn get(addr: SocketAddr, path: &str) -> Reply {
-    request(addr, "GET", path, &[])
-}
-
 fn json(r: &Reply) -> serde_json::Value {
-    assert_eq!(
-        r.headers.get("content-type").map(String::as_str),
-        Some("application/json")
-    );
-    serde_json::from_str(&r.body).unwrap()
+    r.json()
 }
 
 #[test]
@@ -246,20 +207,24 @@ fn metrics_route() {
     let r = get(s.addr, "/metrics");
     assert_eq!(r.status, 200);
     assert_eq!(
-        r.headers.get("content-type").map(String::as_str),
+        r.header("content-type"),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
-    assert!(r.body.contains(
-        "steerdns_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\",transport=\"udp\",zone=\"lb.example.com.\"} 1"
-    ), "{}", r.body);
-    assert!(
-        r.body
-            .contains("steerdns_endpoint_up{endpoint=\"eu-2\",pool=\"eu\"} 0"),
-        "{}",
-        r.body
+    let m = scrape::parse(&r.body);
+    let query = [
+        ("qtype", "A"),
+        ("rcode", "NOERROR"),
+        ("transport", "udp"),
+        ("zone", "lb.example.com."),
+    ];
+    assert_eq!(m.value("steerdns_dns_queries_total", &query), 1.0);
+    assert_eq!(
+        m.value(
+            "steerdns_endpoint_up",
+            &[("endpoint", "eu-2"), ("pool", "eu")]
+        ),
+        0.0
     );
-    let lines = r.body.lines().map(|l| Ok(l.to_string()));
-    prometheus_parse::Scrape::parse(lines).expect("exposition parses");
 }
 
 #[test]
@@ -393,14 +358,11 @@ fn unknown_paths_and_wrong_methods() {
     }
     let r = get(s.addr, "/api/v1/reload");
     assert_eq!(r.status, 405);
-    assert_eq!(r.headers.get("allow").map(String::as_str), Some("POST"));
+    assert_eq!(r.header("allow"), Some("POST"));
     for p in ["/", "/healthz", "/readyz", "/metrics", "/api/v1/status"] {
         let r = request(s.addr, "POST", p, &[]);
         assert_eq!(r.status, 405, "{p}");
-        assert_eq!(
-            r.headers.get("allow").map(String::as_str),
-            Some("GET, HEAD")
-        );
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
     }
     assert_eq!(request(s.addr, "DELETE", "/api/v1/reload", &[]).status, 405);
 }
@@ -410,10 +372,7 @@ fn status_page() {
     let s = Server::start(None);
     let r = get(s.addr, "/");
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.headers.get("content-type").map(String::as_str),
-        Some("text/html; charset=utf-8")
-    );
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert!(
         r.headers
             .get("content-security-policy")
@@ -452,16 +411,11 @@ fn shutdown_stops_accepting() {
     let s = Server::start(None);
     assert_eq!(get(s.addr, "/healthz").status, 200);
     s.shutdown.cancel();
-    // Bounded wait for the listener to close.
-    let mut closed = false;
-    for _ in 0..50 {
-        if TcpStream::connect_timeout(&s.addr, Duration::from_millis(200)).is_err() {
-            closed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(closed, "listener still accepting after shutdown");
+    wait::until(Duration::from_secs(10), "the listener closed", || {
+        TcpStream::connect_timeout(&s.addr, Duration::from_millis(200))
+            .is_err()
+            .then_some(())
+    });
 }
 
 #[test]
@@ -474,4 +428,41 @@ fn a_stalled_client_does_not_block_others() {
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     assert_eq!(get(s.addr, "/healthz").status, 200);
+}
+
+/// The stalled client itself is cut off after [`api::HEADER_READ_TIMEOUT`]:
+/// on tokio's paused clock (the runtime jumps to the next timer whenever
+/// it would wait), so the test does not wait those seconds.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_client_is_cut_off_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let std_listener = api::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let backend: Arc<dyn ApiBackend> = Arc::new(Fake::new());
+    let opts = ApiOptions {
+        token: None,
+        listen: addr,
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, backend, opts, shutdown.clone()));
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(3 * api::HEADER_READ_TIMEOUT, c.read_to_end(&mut got)).await;
+    let waited = start.elapsed();
+    assert!(read.is_ok(), "still open after {waited:?}");
+    assert!(
+        waited >= api::HEADER_READ_TIMEOUT - Duration::from_secs(1),
+        "cut off after {waited:?}, before the header timeout"
+    );
+    assert!(
+        !String::from_utf8_lossy(&got).contains(" 200 "),
+        "a half request was served: {got:?}"
+    );
+    shutdown.cancel();
+    server.await.unwrap();
 }

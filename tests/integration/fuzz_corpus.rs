@@ -5,15 +5,15 @@
 //! Inputs that libFuzzer finds and that are worth keeping go into the
 //! corpus and are replayed here from then on.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod targets;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::support::repo;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let dir = repo("fuzz/corpus").join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("corpus entry").path())
@@ -48,7 +48,7 @@ fn wire_corpus() {
 
 #[test]
 fn answer_corpus() {
-    let snap = targets::example_snapshot(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let snap = targets::example_snapshot(&repo(""));
     replay("answer", |d| targets::answer(&snap, d));
 }
 

@@ -92,6 +92,7 @@ impl Control {
                 || old.settings.http_listen != snap.settings.http_listen
                 || old.settings.udp_workers != snap.settings.udp_workers
                 || old.settings.anycast != snap.settings.anycast
+                || old.settings.xdp_interface != snap.settings.xdp_interface
         };
         if listen_changed {
             warn!(
@@ -185,6 +186,9 @@ pub struct Running {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// The anycast gate, when `[anycast]` is configured.
     pub anycast: Option<Arc<crate::anycast::Handle>>,
+    /// The AF_XDP listener when `server.xdp_interface` is set: running, or
+    /// why it refused (the sockets serve either way).
+    pub xdp: Option<Result<crate::xdp::XdpServer, crate::xdp::XdpError>>,
     udp: Vec<UdpServer>,
     shutdown: CancellationToken,
     rt: Option<Runtime>,
@@ -301,6 +305,7 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         backend: backend.clone(),
         cluster: cluster.clone(),
         anycast: None,
+        xdp: None,
         udp: Vec::new(),
         shutdown: shutdown.clone(),
         rt: None,
@@ -333,6 +338,13 @@ pub fn start(opts: &Options) -> anyhow::Result<Running> {
         info!("listening proto=tcp addr={tcp_local}");
         running.udp_addrs.push(local);
         running.tcp_addrs.push(tcp_local);
+    }
+    if let Some(interface) = &settings.xdp_interface {
+        let started = crate::xdp::start(interface, &running.udp_addrs, shared.clone());
+        if let Err(e) = &started {
+            error!("AF_XDP listener refused to start: {e}; answering through the sockets only");
+        }
+        running.xdp = Some(started);
     }
     {
         // UDP workers count oversize datagrams and TCP listeners refused
@@ -622,6 +634,9 @@ impl Running {
     fn stop_inner(&mut self) {
         self.backend.set_ready(false);
         self.shutdown.cancel();
+        if let Some(Ok(x)) = self.xdp.take() {
+            x.shutdown();
+        }
         for u in self.udp.drain(..) {
             u.shutdown();
         }

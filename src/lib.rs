@@ -21,4 +21,5 @@ pub mod rrl;
 pub mod sdnotify;
 pub mod select;
 pub mod snapshot;
+pub mod xdp;
 pub mod zone;

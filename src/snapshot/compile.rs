@@ -358,6 +358,17 @@ fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Settings {
             r.clamp(0.0, 1.0)
         },
         watch_interval: s.watch_interval.get_ref().0,
+        xdp_interface: s.xdp_interface.as_ref().map(|n| {
+            let name = n.get_ref();
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                d.error(
+                    n.span(),
+                    "server.xdp_interface",
+                    "not a network interface name",
+                );
+            }
+            name.clone()
+        }),
         anycast: crate::anycast::settings::compile(file, d),
         rrl: super::protect::compile_rrl(file, d),
         tcp_max_per_client: tcp.0,

@@ -50,6 +50,8 @@ pub struct Settings {
     pub query_log_sample: f64,
     /// File watch period (zero: off).
     pub watch_interval: Duration,
+    /// `server.xdp_interface`: answer UDP through AF_XDP there too.
+    pub xdp_interface: Option<String>,
     /// `[anycast]`, when configured (read at start only).
     pub anycast: Option<crate::anycast::AnycastSettings>,
     /// Response rate limiting (`[rrl]`), when on.

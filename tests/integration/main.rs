@@ -23,3 +23,4 @@ mod rrl;
 mod signals;
 mod steering;
 mod tcp_fair;
+mod xdp;

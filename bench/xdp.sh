@@ -13,7 +13,7 @@
 #   -n  do not install missing packages (dnsperf, gdnsd, dnsutils)
 #
 # Environment: SERVER_CPU (0), CLIENT_CPU (1), DNSPERF_CLIENTS (4),
-# DNSPERF_OUTSTANDING (256).
+# DNSPERF_OUTSTANDING (256), NO_BUILD (1: skip the release build).
 #
 # Each server runs pinned to SERVER_CPU with one UDP worker (steerdns:
 # udp_workers = 1; the veth has one queue, so one AF_XDP worker), dnsperf
@@ -75,8 +75,10 @@ trap 'exit 130' INT TERM
 # shellcheck source=bench/peers.sh
 source "$ROOT/bench/peers.sh"
 
-log "building steerdns and dnsload (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload)
+if [[ ${NO_BUILD:-0} != 1 ]]; then # NO_BUILD=1: use the release binaries as they are
+    log "building steerdns and dnsload (release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload)
+fi
 STEERDNS=$ROOT/target/release/steerdns
 DNSLOAD=$ROOT/target/release/examples/dnsload
 MMDB=$ROOT/geoip/sample.mmdb

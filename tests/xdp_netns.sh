@@ -170,5 +170,26 @@ else
   fail "restart:"; cat "$log2"
 fi
 
+# Without root: the listener refuses with the reason, the sockets answer.
+if command -v setpriv >/dev/null; then
+  chmod 755 "$work"
+  sed -e 's#^dns_listen = .*#dns_listen = ["10.77.0.1:5300"]#' -e 's#^http_listen = .*##' \
+      -e 's#^\[server\]$#[server]\nhttp_listen = "127.0.0.1:9300"#' "$cfg" >"$work/user.toml"
+  chmod 644 "$work/user.toml"
+  ulog=$work/user.log
+  ip netns exec "$S" setpriv --reuid=65534 --regid=65534 --clear-groups env NO_COLOR=1 "$bin" serve --config "$work/user.toml" >"$ulog" 2>&1 &
+  spid=$!
+  for _ in $(seq 1 100); do grep -q 'AF_XDP listener refused\|listening proto=udp-xdp' "$ulog" && break; kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+  if grep -q 'AF_XDP listener refused to start: .*needs root' "$ulog"; then
+    ok "not root: $(grep -o 'AF_XDP listener refused.*' "$ulog" | head -1)"
+  else
+    fail "not root: no clear refusal:"; cat "$ulog"
+  fi
+  expect "not root: sockets answer" 'IN\s+A\s+192\.0\.2\.1$' -- @10.77.0.1 -p 5300 static.lb.example.com
+  kill -TERM "$spid"; wait "$spid" 2>/dev/null || true; spid=""
+else
+  echo "     (no setpriv: the unprivileged refusal is not checked)"
+fi
+
 if [ "$fails" -ne 0 ]; then echo "xdp_netns: $fails checks failed"; cat "$log"; exit 1; fi
 echo "xdp_netns: all checks passed"

@@ -75,7 +75,9 @@ pub enum XdpError {
 
 fn hint(what: &str, e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) if what != "load XDP program" => {
+        // EACCES from the loader is the verifier's verdict, not privileges.
+        Some(libc::EPERM) => " (AF_XDP needs root: CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF)",
+        Some(libc::EACCES) if what != "load XDP program" => {
             " (AF_XDP needs root: CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF)"
         }
         Some(libc::EAFNOSUPPORT) => " (the kernel has no AF_XDP: CONFIG_XDP_SOCKETS)",
@@ -198,12 +200,14 @@ pub fn start(
     }
     let queues = rx_queues(interface);
     let mtu = mtu(interface);
-    let map = bpf::create_xskmap(queues).map_err(sys("create XSKMAP"))?;
+    // Sockets first: a kernel without AF_XDP says so here most clearly.
     let mut sockets = Vec::with_capacity(queues as usize);
     for q in 0..queues {
-        let x = xsk::Xsk::open(index, q).map_err(|(what, e)| sys(what)(e))?;
-        bpf::map_set(&map, q, x.raw_fd()).map_err(sys("XSKMAP update"))?;
-        sockets.push(x);
+        sockets.push(xsk::Xsk::open(index, q).map_err(|(what, e)| sys(what)(e))?);
+    }
+    let map = bpf::create_xskmap(queues).map_err(sys("create XSKMAP"))?;
+    for (q, x) in sockets.iter().enumerate() {
+        bpf::map_set(&map, q as u32, x.raw_fd()).map_err(sys("XSKMAP update"))?;
     }
     let insns = prog::assemble(listen, map.as_raw_fd(), prog::XDP_PASS);
     let prog_fd = bpf::load_xdp(&insns).map_err(sys("load XDP program"))?;

@@ -393,12 +393,21 @@ impl Xsk {
         }
     }
 
-    /// Publish the tx and fill rings' new slots; kick the kernel to send
-    /// when it asks for it (copy mode always does). Bounded: the kernel
-    /// sends a limited batch per call.
-    pub(crate) fn flush(&mut self) {
+    /// Publish the tx and fill rings' new slots.
+    pub(crate) fn submit(&mut self) {
         self.fill.submit();
         self.tx.submit();
+    }
+
+    /// Replies on the tx ring the kernel has not taken yet.
+    pub(crate) fn tx_outstanding(&self) -> u32 {
+        self.tx.outstanding()
+    }
+
+    /// Kick the kernel to send what the tx ring holds, when it asks for it
+    /// (copy mode always does). Bounded: the kernel sends a limited batch
+    /// per call.
+    pub(crate) fn kick(&mut self) {
         for _ in 0..8 {
             if self.tx.outstanding() == 0 || !self.tx.needs_wakeup() {
                 return;
@@ -428,7 +437,9 @@ impl Xsk {
         }
     }
 
-    /// Wait up to `timeout_ms` for received packets.
+    /// Wait up to `timeout_ms` for received packets. poll(2) on an AF_XDP
+    /// socket also sends what the tx ring holds (copy mode) or wakes the
+    /// driver (zero-copy), so replies never wait for the next packet.
     pub(crate) fn wait(&self, timeout_ms: i32) {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),

@@ -37,7 +37,7 @@ bin=$(realpath "$bin")
 tag=$$
 S=sdxs$tag; C=sdxc$tag
 VS=sdxs$tag; VC=sdxc$tag   # veth ends (names live in different namespaces)
-work=$(mktemp -d /tmp/steerdns-xdp.XXXXXX)
+work=$(mktemp -d -t steerdns-xdp.XXXXXX)
 spid=""
 
 cleanup() {

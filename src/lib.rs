@@ -26,4 +26,5 @@ pub mod sdnotify;
 pub mod select;
 pub mod serving;
 pub mod snapshot;
+pub mod xdp;
 pub mod zone;

@@ -142,6 +142,7 @@ impl Control {
                 || old.settings.http_listen != snap.settings.http_listen
                 || old.settings.udp_workers != snap.settings.udp_workers
                 || old.settings.anycast != snap.settings.anycast
+                || old.settings.xdp_interface != snap.settings.xdp_interface
         };
         if listen_changed {
             warn!(

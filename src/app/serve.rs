@@ -42,6 +42,9 @@ pub struct Server {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// The anycast gate, when `[anycast]` is configured.
     pub anycast: Option<Arc<crate::anycast::Handle>>,
+    /// The AF_XDP listener when `server.xdp_interface` is set: running, or
+    /// why it refused (the sockets serve either way).
+    pub xdp: Option<Result<crate::xdp::XdpServer, crate::xdp::XdpError>>,
     udp: Vec<UdpServer>,
     shutdown: CancellationToken,
 }
@@ -74,6 +77,13 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
     };
     for (sockets, listener) in dns {
         serve_dns(&mut server, sockets, listener, workers, &tcp_opts)?;
+    }
+    if let Some(interface) = &settings.xdp_interface {
+        let started = crate::xdp::start(interface, &server.udp_addrs, server.shared.clone());
+        if let Err(e) = &started {
+            error!("AF_XDP listener refused to start: {e}; answering through the sockets only");
+        }
+        server.xdp = Some(started);
     }
     tokio::spawn(carry_drops(
         server.udp.iter().map(UdpServer::stats_reader).collect(),
@@ -179,6 +189,7 @@ fn start_state(
         backend,
         cluster,
         anycast: None,
+        xdp: None,
         udp: Vec::new(),
         shutdown: shutdown.clone(),
     }
@@ -287,6 +298,9 @@ impl Server {
     pub fn stop(&mut self) {
         self.backend.set_ready(false);
         self.shutdown.cancel();
+        if let Some(Ok(x)) = self.xdp.take() {
+            x.shutdown();
+        }
         for u in self.udp.drain(..) {
             u.shutdown();
         }

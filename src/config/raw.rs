@@ -217,6 +217,8 @@ pub struct ServerConfig {
     /// (`"0s"` turns the file watch off).
     #[serde(default = "default_watch")]
     pub watch_interval: Spanned<Duration>,
+    /// Also answer UDP through AF_XDP on this network interface (opt-in).
+    pub xdp_interface: Option<SString>,
 }
 
 fn default_max_probes() -> Spanned<usize> {
@@ -250,6 +252,7 @@ impl Default for ServerConfig {
             max_concurrent_probes: default_max_probes(),
             query_log_sample: unspanned(0.0),
             watch_interval: default_watch(),
+            xdp_interface: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Settings {
     pub query_log_sample: f64,
     /// File watch period (zero: off).
     pub watch_interval: Duration,
+    /// `server.xdp_interface`: answer UDP through AF_XDP there too.
+    pub xdp_interface: Option<String>,
     /// `[anycast]`, when configured (read at start only).
     pub anycast: Option<super::anycast::AnycastSettings>,
     /// Response rate limiting (`[rrl]`), when on.
@@ -154,6 +156,17 @@ pub(super) fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Se
             r.clamp(0.0, 1.0)
         },
         watch_interval: s.watch_interval.get_ref().0,
+        xdp_interface: s.xdp_interface.as_ref().map(|n| {
+            let name = n.get_ref();
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                d.error(
+                    n.span(),
+                    "server.xdp_interface",
+                    "not a network interface name",
+                );
+            }
+            name.clone()
+        }),
         anycast: super::anycast::compile(file, d),
         rrl: super::protect::compile_rrl(file, d),
         tcp_max_per_client: tcp.0,

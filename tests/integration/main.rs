@@ -33,3 +33,4 @@ mod serving_alloc;
 mod signals;
 mod steering;
 mod tcp_fair;
+mod xdp;

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# AF_XDP listener vs socket path vs gdnsd, on a veth pair between two network
+# namespaces this script creates (and always removes):
+#
+#   client ns (dnsperf, 10.78.0.2)  <-- veth -->  server ns (10.78.0.1): one server at a time
+#
+#   bench/xdp.sh [-d SECONDS] [-r ROUNDS] [-s "socket xdp gdnsd"] [-n]
+#
+#   -d  seconds per measurement (default 10)
+#   -r  rounds; servers interleaved inside each round (default 2)
+#   -s  servers (default all three): steerdns socket path, steerdns with
+#       server.xdp_interface (AF_XDP), gdnsd
+#   -n  do not install missing packages (dnsperf, gdnsd, dnsutils)
+#
+# Environment: SERVER_CPU (0), CLIENT_CPU (1), DNSPERF_CLIENTS (4),
+# DNSPERF_OUTSTANDING (256), NO_BUILD (1: skip the release build).
+#
+# Each server runs pinned to SERVER_CPU with one UDP worker (steerdns:
+# udp_workers = 1; the veth has one queue, so one AF_XDP worker), dnsperf
+# on CLIENT_CPU in the other namespace, the same zone and geo+ECS query mix
+# as bench/compare.sh (bench/dnsload gen). Per server and round: one run at
+# full speed (max q/s), then one at 50 % of that rate (dnsperf -Q), whose
+# lost queries are reported. "q per server cpu-s" is answers divided by the
+# user+system time of the server process (/proc/PID/stat) during the run.
+# Where the packet work is charged: with veth, the receive side of a query
+# (netif_rx / native XDP in NAPI) runs on the sending CPU, so neither path
+# pays for it; the transmit side of the reply (and the client's receive in
+# softirq) is charged to the server, for every server alike.
+set -euo pipefail
+
+DURATION=10
+ROUNDS=2
+SERVERS="socket xdp gdnsd"
+INSTALL=1
+while getopts "d:r:s:nh" opt; do
+    case "$opt" in
+        d) DURATION=$OPTARG ;;
+        r) ROUNDS=$OPTARG ;;
+        s) SERVERS=$OPTARG ;;
+        n) INSTALL=0 ;;
+        *) sed -n '2,28p' "$0"; exit 2 ;;
+    esac
+done
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 600 ]] || { echo "bad -d" >&2; exit 2; }
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 && $ROUNDS -le 50 ]] || { echo "bad -r" >&2; exit 2; }
+[[ $(id -u) -eq 0 ]] || { echo "bench/xdp.sh: needs root (network namespaces, XDP)" >&2; exit 1; }
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+DNSPERF_CLIENTS=${DNSPERF_CLIENTS:-4}
+DNSPERF_OUTSTANDING=${DNSPERF_OUTSTANDING:-256}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TMP=$(mktemp -d -t steerdns-xdp-bench.XXXXXX)
+PIDS=()
+SKIPPED=()
+tag=$$
+NS_S=sdbs$tag; NS_C=sdbc$tag
+VETH_S=sdbs$tag; VETH_C=sdbc$tag
+ADDR=10.78.0.1
+
+cleanup() {
+    set +e
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for ns in "$NS_S" "$NS_C"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    for ns in "$NS_S" "$NS_C"; do ip netns del "$ns" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# shellcheck source=bench/peers.sh
+source "$ROOT/bench/peers.sh"
+
+if [[ ${NO_BUILD:-0} != 1 ]]; then # NO_BUILD=1: use the release binaries as they are
+    log "building steerdns and dnsload (release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload)
+fi
+STEERDNS=$ROOT/target/release/steerdns
+DNSLOAD=$ROOT/target/release/examples/dnsload
+MMDB=$ROOT/geoip/sample.mmdb
+STEERDNS_BENCH_CONFIG=1
+
+ensure_pkg dnsperf dnsperf || { echo "dnsperf not installable" >&2; exit 1; }
+ensure_pkg dig dnsutils || { echo "dig not installable" >&2; exit 1; }
+ACTIVE=()
+for s in $SERVERS; do
+    case "$s" in
+        socket | xdp) ACTIVE+=("$s") ;;
+        gdnsd) if ensure_pkg gdnsd gdnsd; then ACTIVE+=(gdnsd); else SKIPPED+=("gdnsd: not installable"); fi ;;
+        *) echo "unknown server $s" >&2; exit 2 ;;
+    esac
+done
+
+# --- namespaces ---------------------------------------------------------------
+ip netns add "$NS_S"
+ip netns add "$NS_C"
+ip link add "$VETH_S" netns "$NS_S" type veth peer name "$VETH_C" netns "$NS_C"
+ip -n "$NS_S" addr add "$ADDR/24" dev "$VETH_S"
+ip -n "$NS_C" addr add 10.78.0.2/24 dev "$VETH_C"
+for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
+ip -n "$NS_S" link set "$VETH_S" up
+ip -n "$NS_C" link set "$VETH_C" up
+
+# --- configs: the peers' (bench/peers.sh), listening on the veth address ---------
+write_steerdns
+write_gdnsd
+sed -i "s|127.0.0.1:$(port_of steerdns)|$ADDR:$(port_of steerdns)|" "$TMP/steerdns/steerdns.toml"
+sed -i "s|127.0.0.1:$(port_of gdnsd)|$ADDR:$(port_of gdnsd)|" "$TMP/gdnsd/config"
+mkdir -p "$TMP/socket" "$TMP/xdp"
+cp "$TMP/steerdns/sample.mmdb" "$TMP/socket/" && cp "$TMP/steerdns/sample.mmdb" "$TMP/xdp/"
+cp "$TMP/steerdns/steerdns.toml" "$TMP/socket/steerdns.toml"
+sed "s|^\[server\]$|[server]\nxdp_interface = \"$VETH_S\"|" "$TMP/steerdns/steerdns.toml" >"$TMP/xdp/steerdns.toml"
+"$DNSLOAD" gen --out "$TMP/queries.bin" --count 10000
+
+port() { case "$1" in socket | xdp) port_of steerdns ;; gdnsd) port_of gdnsd ;; esac; }
+
+start() { # start NAME; sets SERVER_PID
+    local s=$1 d=$TMP/$1
+    local wrap=(ip netns exec "$NS_S" env NO_COLOR=1 taskset -c "$SERVER_CPU")
+    case "$s" in
+        socket | xdp) "${wrap[@]}" "$STEERDNS" serve --config "$d/steerdns.toml" >"$d/log" 2>&1 & ;;
+        gdnsd) "${wrap[@]}" gdnsd -c "$d" start >"$d/log" 2>&1 & ;;
+    esac
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+}
+
+dig_c() { ip netns exec "$NS_C" dig +time=1 +tries=1 -p "$(port "$1")" "@$ADDR" "${@:2}" 2>&1 || true; }
+
+# The same answers from every server, asked from the client namespace.
+check() { # check NAME -> 0 when right
+    local s=$1 out
+    for _ in $(seq 1 40); do
+        dig_c "$s" +short static.lb.example.com | grep -q '^192\.0\.2\.1$' && break
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        sleep 0.25
+    done
+    out=$(dig_c "$s" +short www.lb.example.com +subnet=81.2.69.0/24)
+    [[ $out == 192.0.2.10 ]] || { log "$s: EU ECS answered '$out'"; return 1; }
+    out=$(dig_c "$s" +short www.lb.example.com +subnet=216.160.83.0/24)
+    [[ $out == 198.51.100.10 ]] || { log "$s: US ECS answered '$out'"; return 1; }
+    dig_c "$s" nope.lb.example.com | grep -q 'status: NXDOMAIN' || { log "$s: no NXDOMAIN"; return 1; }
+    if [[ $s == xdp ]]; then
+        grep -q 'listening proto=udp-xdp' "$TMP/xdp/log" || { log "xdp: listener not running"; tail -5 "$TMP/xdp/log" >&2; return 1; }
+    fi
+    return 0
+}
+
+proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# One dnsperf run; prints "qps completed lost q_per_server_cpu_s".
+measure() { # measure NAME PID [RATE]
+    local s=$1 pid=$2 rate=${3:-} out=$TMP/$1/dnsperf.out p0 p1 qps done_ lost
+    local limit=()
+    [[ -n $rate ]] && limit=(-Q "$rate")
+    p0=$(proc_ticks "$pid")
+    timeout $((DURATION + 30)) ip netns exec "$NS_C" taskset -c "$CLIENT_CPU" dnsperf -B -d "$TMP/queries.bin" \
+        -s "$ADDR" -p "$(port "$s")" -l "$DURATION" -c "$DNSPERF_CLIENTS" \
+        -q "$DNSPERF_OUTSTANDING" -t 2 "${limit[@]}" >"$out" 2>&1 || true
+    p1=$(proc_ticks "$pid")
+    qps=$(awk '/Queries per second:/ { printf "%.0f", $4 }' "$out")
+    done_=$(awk '/Queries completed:/ { print $3 }' "$out")
+    lost=$(awk '/Queries lost:/ { print $3 }' "$out")
+    awk -v q="${qps:-0}" -v a="${done_:-0}" -v l="${lost:-?}" -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%s %s %s %.0f\n", q, a, l, (t > 0 ? a * hz / t : 0) }'
+}
+
+RESULTS=$TMP/results.tsv
+: >"$RESULTS"
+declare -A BAD
+for round in $(seq 1 "$ROUNDS"); do
+    for s in "${ACTIVE[@]}"; do
+        [[ ${BAD[$s]:-0} == 1 ]] && continue
+        start "$s"
+        if ! check "$s"; then
+            log "$s answers wrong or not at all: not measured"
+            SKIPPED+=("$s: failed the answer check")
+            BAD[$s]=1
+            stop_server "$SERVER_PID"
+            continue
+        fi
+        read -r qps done_ lost eff < <(measure "$s" "$SERVER_PID")
+        half=$((qps / 2))
+        read -r hqps hdone hlost heff < <(measure "$s" "$SERVER_PID" "$half")
+        log "round $round $s: max $qps q/s (lost $lost), $eff q per server cpu-s; at 50 % ($half q/s): $hqps q/s, lost $hlost of $((hdone + hlost)), $heff q per server cpu-s"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$s" "$qps" "$lost" "$eff" "$half" "$hlost" "$heff" >>"$RESULTS"
+        check "$s" || log "$s failed the answer check after load"
+        stop_server "$SERVER_PID"
+        if [[ $s == xdp ]]; then
+            grep -o 'xdp listener stopped.*' "$TMP/xdp/log" | sed 's/^/   /' >&2 || true
+            if ip -n "$NS_S" link show "$VETH_S" | grep -q 'prog/xdp'; then log "xdp: program still attached after stop"; fi
+        fi
+    done
+done
+
+echo
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); kernel $(uname -r)"
+echo "commit:  $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "runs:    $ROUNDS x ${DURATION}s per server (max, then 50 %), server on cpu $SERVER_CPU, dnsperf on cpu $CLIENT_CPU, veth"
+echo
+awk -F'\t' '
+    { k = $2; n[k]++; q[k, n[k]] = $3; e[k, n[k]] = $5; hl[k, n[k]] = $7; he[k, n[k]] = $8
+      if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+    function median(arr, k,   i, j, t, a, c) {
+        c = n[k]; for (i = 1; i <= c; i++) a[i] = arr[k, i] + 0
+        for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }
+    END {
+        printf "%-7s %12s %18s %18s %14s  runs\n", "server", "max q/s", "q/server-cpu-s", "@50%: q/cpu-s", "@50%: lost"
+        for (i = 1; i <= m; i++) {
+            k = order[i]; lost = 0
+            for (j = 1; j <= n[k]; j++) lost += hl[k, j]
+            mq[k] = median(q, k); me[k] = median(e, k); mh[k] = median(he, k)
+            printf "%-7s %12.0f %18.0f %18.0f %14d  %d\n", k, mq[k], me[k], mh[k], lost, n[k]
+        }
+        print ""
+        print "ratios of medians (q per server cpu-second at max; at 50 %):"
+        for (i = 1; i <= m; i++) for (j = 1; j <= m; j++) {
+            a = order[i]; b = order[j]
+            if (a == b || a == "gdnsd" || (a == "socket" && b == "xdp")) continue
+            if (me[b] > 0 && mh[b] > 0) printf "  %s/%s: %.2f  %.2f\n", a, b, me[a] / me[b], mh[a] / mh[b]
+        }
+    }' "$RESULTS"
+echo
+echo "raw (round server max_qps lost_at_max q_per_cpu_s_at_max rate_50 lost_at_50 q_per_cpu_s_at_50):"
+cat "$RESULTS"
+if [[ ${#SKIPPED[@]} -gt 0 ]]; then
+    echo
+    echo "skipped:"
+    printf '  %s\n' "${SKIPPED[@]}"
+fi

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# End-to-end test of the AF_XDP listener (server.xdp_interface) on a veth
+# pair between two network namespaces:
+#
+#   client ns: veth 10.77.0.2 fd77::2  <---->  server ns: veth 10.77.0.1 fd77::1
+#                                               steerdns, xdp_interface = veth
+#
+# The server namespace drops UDP to port 53 in its netfilter input chain
+# (nft), so a UDP answer can only have come through AF_XDP (XDP runs before
+# netfilter). Checks: static, geo by client address (no ECS; that address
+# comes from the IP header the XDP path parses), geo + ECS, NXDOMAIN, AAAA
+# over IPv6, TCP (the kernel path) still served, ping (v4 and v6) passes
+# the program, the listener's own count of answers at stop, and that SIGTERM
+# and SIGKILL both leave the interface without an XDP program.
+#
+# Needs root; installs iproute2, dnsutils, nftables and iputils-ping with
+# apt-get when missing. Skips (exit 0, "skipped: ...") only when the kernel
+# has no AF_XDP. Every namespace and process it creates is removed on exit,
+# also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "xdp_netns: FAIL: needs root (network namespaces, XDP)" >&2
+  exit 1
+fi
+if ! command -v dig >/dev/null || ! command -v ip >/dev/null || ! command -v nft >/dev/null || ! command -v ping >/dev/null; then
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 dnsutils nftables iputils-ping >/dev/null
+fi
+bin=${STEERDNS_BIN:-target/debug/steerdns}
+if [ -z "${STEERDNS_BIN:-}" ]; then
+  cargo build --quiet
+fi
+bin=$(realpath "$bin")
+
+tag=$$
+S=sdxs$tag; C=sdxc$tag
+VS=sdxs$tag; VC=sdxc$tag   # veth ends (names live in different namespaces)
+work=$(mktemp -d -t steerdns-xdp.XXXXXX)
+spid=""
+
+cleanup() {
+  set +e
+  for ns in "$S" "$C"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  done
+  [ -n "$spid" ] && wait "$spid" 2>/dev/null
+  # Deleting the namespaces deletes the veth pair (and with it any program).
+  for ns in "$S" "$C"; do ip netns del "$ns" 2>/dev/null; done
+  if [ "${KEEP_LOGS:-}" = "" ]; then rm -rf "$work"; else echo "logs kept in $work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fails=0
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+ok() { echo "ok   $*"; }
+
+ip netns add "$S"
+ip netns add "$C"
+ip link add "$VS" netns "$S" type veth peer name "$VC" netns "$C"
+ip -n "$S" addr add 10.77.0.1/24 dev "$VS"
+ip -n "$S" addr add fd77::1/64 dev "$VS" nodad
+ip -n "$C" addr add 10.77.0.2/24 dev "$VC"
+ip -n "$C" addr add fd77::2/64 dev "$VC" nodad
+for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
+ip -n "$S" link set "$VS" up
+ip -n "$C" link set "$VC" up
+
+# The shipped example, listening on the veth addresses with AF_XDP on, and
+# overrides that place the client's own addresses (no ECS) in the US / JP.
+cfg=$work/steerdns.toml
+sed -e "s#^dns_listen = .*#dns_listen = [\"10.77.0.1:53\", \"[fd77::1]:53\"]\nxdp_interface = \"$VS\"#" \
+    -e "s#\"../geoip/sample.mmdb\"#\"$(pwd)/geoip/sample.mmdb\"#" \
+    config/example.toml >"$cfg"
+cat >>"$cfg" <<'EOF'
+
+[[geoip.override]]
+cidr = "10.77.0.0/24"
+country = "US"
+
+[[geoip.override]]
+cidr = "fd77::/64"
+country = "JP"
+EOF
+"$bin" check --config "$cfg" >/dev/null 2>&1 || { "$bin" check --config "$cfg"; exit 1; }
+
+start_server() { # start_server LOG: starts steerdns in $S, sets spid
+  ip netns exec "$S" env NO_COLOR=1 "$bin" serve --config "$cfg" >"$1" 2>&1 &
+  spid=$!
+  for _ in $(seq 1 100); do
+    if grep -q 'listening proto=udp-xdp' "$1"; then return 0; fi
+    if grep -q 'AF_XDP listener refused' "$1"; then return 1; fi
+    if ! kill -0 "$spid" 2>/dev/null; then return 1; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+log=$work/server.log
+if ! start_server "$log"; then
+  if grep -q 'the kernel has no AF_XDP' "$log"; then
+    echo "xdp_netns: skipped: the kernel has no AF_XDP ($(grep -o 'xdp_interface.*' "$log" | head -1))"
+    exit 0
+  fi
+  echo "FAIL: the AF_XDP listener did not start:"; cat "$log"; exit 1
+fi
+grep -o 'listening proto=udp-xdp.*' "$log" | sed 's/^/     /'
+if ip -n "$S" link show "$VS" | grep -Eq 'xdp(generic)?.*prog/xdp id|prog/xdp id'; then
+  ok "XDP program attached to $VS"
+else
+  fail "no XDP program on $VS:"; ip -n "$S" link show "$VS"
+fi
+
+# From here on UDP to port 53 never reaches a socket in the server ns.
+ip netns exec "$S" nft -f - <<'EOF'
+table inet sdxdp {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    udp dport 53 counter drop
+  }
+}
+EOF
+
+queries=0
+expect() { # expect DESCRIPTION PATTERN -- dig args...
+  local what=$1 pattern=$2; shift 3
+  local out
+  out=$(ip netns exec "$C" dig +time=2 +tries=2 "$@" 2>&1) || true
+  queries=$((queries + 1))
+  if grep -Eq "$pattern" <<<"$out"; then ok "$what"; else fail "$what: expected /$pattern/ in:"; echo "$out"; fi
+}
+expect "static A"               'static\.lb\.example\.com\.\s+300\s+IN\s+A\s+192\.0\.2\.1$' -- @10.77.0.1 static.lb.example.com
+expect "aa flag"                'flags: qr aa'                                              -- @10.77.0.1 static.lb.example.com
+expect "geo by client address"  'www\.lb\.example\.com\.\s+30\s+IN\s+A\s+198\.51\.100\.10'  -- @10.77.0.1 www.lb.example.com
+expect "geo + ECS -> eu"        'www\.lb\.example\.com\.\s+30\s+IN\s+A\s+192\.0\.2\.10'     -- @10.77.0.1 www.lb.example.com +subnet=81.2.69.0/24
+expect "ECS scope echoed"       'CLIENT-SUBNET: 81\.2\.69\.0/24/[1-9][0-9]*$'                  -- @10.77.0.1 www.lb.example.com +subnet=81.2.69.0/24
+expect "geo + ECS -> ap"        'IN\s+A\s+203\.0\.113\.10'                                  -- @10.77.0.1 www.lb.example.com +subnet=203.2.218.0/24
+expect "NXDOMAIN"               'status: NXDOMAIN'                                          -- @10.77.0.1 nope.lb.example.com
+expect "IPv6: geo by address"   'IN\s+AAAA\s+2001:db8:f::10'                                -- @fd77::1 www.lb.example.com AAAA
+expect "IPv6: static"           'IN\s+A\s+192\.0\.2\.1$'                                    -- @fd77::1 static.lb.example.com
+expect "IPv6: NXDOMAIN"         'status: NXDOMAIN'                                          -- @fd77::1 nope.lb.example.com
+expect "NSID"                   'NSID: .*example-node-1'                                    -- @10.77.0.1 +nsid static.lb.example.com
+udp_queries=$queries
+expect "TCP (kernel path)"      'IN\s+A\s+192\.0\.2\.1$'                                    -- @10.77.0.1 +tcp static.lb.example.com
+if ip netns exec "$C" ping -c 2 -W 2 -q 10.77.0.1 >/dev/null; then ok "ping passes the program"; else fail "ping 10.77.0.1"; fi
+if ip netns exec "$C" ping -6 -c 2 -W 2 -q fd77::1 >/dev/null; then ok "ping -6 passes the program"; else fail "ping -6 fd77::1"; fi
+dropped=$(ip netns exec "$S" nft list chain inet sdxdp input | grep -o 'packets [0-9]*' | awk '{print $2}')
+if [ "${dropped:-0}" -eq 0 ]; then ok "no UDP query reached the kernel's input (nft counter 0)"; else fail "$dropped UDP packets reached netfilter"; fi
+
+# SIGTERM: stops, logs its count, detaches.
+kill -TERM "$spid"
+for _ in $(seq 1 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$spid" 2>/dev/null; then fail "steerdns did not stop on SIGTERM"; fi
+wait "$spid" 2>/dev/null || true
+spid=""
+answered=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'xdp listener stopped.*' | grep -o 'answered=[0-9]*' | cut -d= -f2 || true)
+if [ "${answered:-0}" -ge "$udp_queries" ]; then ok "AF_XDP answered $answered UDP queries (>= $udp_queries asked)"; else fail "AF_XDP answered ${answered:-none} of $udp_queries"; grep -i xdp "$log"; fi
+if ip -n "$S" link show "$VS" | grep -q 'prog/xdp'; then fail "XDP program still attached after SIGTERM"; else ok "SIGTERM detached the program"; fi
+
+# SIGKILL: the kernel closes the BPF link with the process.
+log2=$work/server2.log
+if start_server "$log2"; then
+  expect "restarted: static A"  'IN\s+A\s+192\.0\.2\.1$'                                    -- @10.77.0.1 static.lb.example.com
+  kill -KILL "$spid"; wait "$spid" 2>/dev/null || true; spid=""
+  if ip -n "$S" link show "$VS" | grep -q 'prog/xdp'; then fail "XDP program still attached after SIGKILL"; else ok "SIGKILL detached the program"; fi
+  if ip netns exec "$C" ping -c 1 -W 2 -q 10.77.0.1 >/dev/null; then ok "ping after the server is gone"; else fail "ping after kill"; fi
+else
+  fail "restart:"; cat "$log2"
+fi
+
+# Without root: the listener refuses with the reason, the sockets answer.
+if command -v setpriv >/dev/null; then
+  chmod 755 "$work"
+  sed -e 's#^dns_listen = .*#dns_listen = ["10.77.0.1:5300"]#' -e 's#^http_listen = .*##' \
+      -e 's#^\[server\]$#[server]\nhttp_listen = "127.0.0.1:9300"#' "$cfg" >"$work/user.toml"
+  chmod 644 "$work/user.toml"
+  ulog=$work/user.log
+  ip netns exec "$S" setpriv --reuid=65534 --regid=65534 --clear-groups env NO_COLOR=1 "$bin" serve --config "$work/user.toml" >"$ulog" 2>&1 &
+  spid=$!
+  for _ in $(seq 1 100); do grep -q 'AF_XDP listener refused\|listening proto=udp-xdp' "$ulog" && break; kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+  if grep -q 'AF_XDP listener refused to start: .*needs root' "$ulog"; then
+    ok "not root: $(grep -o 'AF_XDP listener refused.*' "$ulog" | head -1)"
+  else
+    fail "not root: no clear refusal:"; cat "$ulog"
+  fi
+  expect "not root: sockets answer" 'IN\s+A\s+192\.0\.2\.1$' -- @10.77.0.1 -p 5300 static.lb.example.com
+  kill -TERM "$spid"; wait "$spid" 2>/dev/null || true; spid=""
+else
+  echo "     (no setpriv: the unprivileged refusal is not checked)"
+fi
+
+if [ "$fails" -ne 0 ]; then echo "xdp_netns: $fails checks failed"; cat "$log"; exit 1; fi
+echo "xdp_netns: all checks passed"

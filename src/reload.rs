@@ -135,7 +135,7 @@ impl Control {
         };
         // Health carries over for endpoints whose probe did not change.
         self.health.seed(&snap);
-        self.notifier.set_urls(snap.notify.urls.clone());
+        self.notifier.set_webhooks(snap.notify.webhooks.clone());
         let listen_changed = {
             let old = self.shared.current.load();
             old.settings.dns_listen != snap.settings.dns_listen

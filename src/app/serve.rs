@@ -125,7 +125,7 @@ fn start_state(
         let snap = shared.current.load();
         Notifier::spawn(
             NotifyOptions {
-                urls: snap.notify.urls.clone(),
+                webhooks: snap.notify.webhooks.clone(),
                 queue_size: snap.notify.queue_size,
                 attempts: snap.notify.attempts,
                 timeout: Duration::from_secs(5),

@@ -164,6 +164,11 @@ impl<'a> Diagnostics<'a> {
         }
     }
 
+    /// The file being compiled (for paths relative to it).
+    pub fn source(&self) -> &'a Source {
+        self.source
+    }
+
     /// Record an error at `span` (byte range into the file) for `key`.
     pub fn error(&mut self, span: Range<usize>, key: impl fmt::Display, msg: impl fmt::Display) {
         let (line, col) = if span == (0..0) {

@@ -158,6 +158,16 @@ pub struct NotifyConfig {
     pub queue_size: Option<usize>,
     /// Attempts per event and URL.
     pub retries: Option<u32>,
+    /// Extra HTTP headers on every webhook request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, SString>,
+    /// Sent as `Authorization: Bearer <token>` with every webhook request.
+    pub bearer_token: Option<SString>,
+    /// Verify the certificates of `https://` webhooks (default true).
+    pub tls_verify: Option<Spanned<bool>>,
+    /// Extra CA certificates (PEM) for `https://` webhooks, relative to the
+    /// config file.
+    pub ca_file: Option<SString>,
 }
 
 /// `[server]`

@@ -3,7 +3,7 @@
 //! [`transport::Handler`] and know nothing about DNS semantics.
 
 pub mod tcp;
-pub mod tcp_fair;
+pub(crate) mod tcp_fair;
 pub mod transport;
 pub mod udp;
 

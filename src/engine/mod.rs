@@ -4,5 +4,5 @@
 //! the protections around it ([`guard`]: RRL and cookies). No sockets.
 
 pub mod answer;
-pub mod guard;
+pub(crate) mod guard;
 pub mod wire;

@@ -34,8 +34,9 @@ mod verdict;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use prober::{ProberOptions, run};
-pub use status::{EndpointHealth, HealthStatus, RTT_EWMA_ALPHA, Resolver};
+pub(crate) use prober::{ProberOptions, run};
+pub(crate) use status::Resolver;
+pub use status::{EndpointHealth, HealthStatus};
 
 fn unix_now() -> u64 {
     SystemTime::now()

@@ -1,19 +1,29 @@
 //! Webhook notifier: health changes POSTed as JSON to configured URLs, from
 //! a bounded queue, with retries. The prober never waits for it: when the
 //! queue is full, events are dropped and counted.
+//!
+//! Delivery uses the health checks' HTTP client (hyper, bounded response
+//! head, rustls for `https://`), with optional extra headers and a bearer
+//! token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use rustls::pki_types::ServerName;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::check::client::{self, Exchange};
+use super::check::{Phase, tls};
 use crate::health::state::Verdict;
 
 /// One health change.
@@ -76,11 +86,89 @@ impl Event {
     }
 }
 
+/// Where and how webhooks are delivered; replaced as a whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    /// Target URLs.
+    pub urls: Vec<WebhookUrl>,
+    /// Extra request headers, sent after the fixed ones.
+    pub headers: Vec<(String, String)>,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// TLS client configuration for `https://` URLs (built by
+    /// [`build_tls_config`](crate::probe::check::build_tls_config)).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A parsed webhook URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    /// The URL as configured (for logs).
+    pub url: String,
+    /// `https://` (else `http://`).
+    pub https: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 80 or 443).
+    pub port: u16,
+    /// Request target in origin form (`/path?query`).
+    pub path: String,
+}
+
+impl WebhookUrl {
+    /// The `Host` header: the host, bracketed if IPv6, with the port when it
+    /// is not the scheme's default.
+    fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.https { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Headers the webhook sender sets itself.
+const RESERVED_HEADERS: [&str; 6] = [
+    "host",
+    "user-agent",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
+
+/// Check one configured webhook header; `bearer` says whether a bearer
+/// token is configured (then `Authorization` is taken).
+pub fn validate_header(name: &str, value: &str, bearer: bool) -> Result<(), String> {
+    if !client::is_token(name) {
+        return Err(format!("header name {name:?} is not a token"));
+    }
+    if RESERVED_HEADERS
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r))
+    {
+        return Err(format!("header {name:?} is set by the webhook sender"));
+    }
+    if bearer && name.eq_ignore_ascii_case("authorization") {
+        return Err("Authorization is set by bearer_token; use one of them".to_string());
+    }
+    if !client::is_field_value(value) {
+        return Err(format!("header {name} has control characters"));
+    }
+    Ok(())
+}
+
 /// Notifier settings.
 #[derive(Debug, Clone)]
 pub struct NotifyOptions {
-    /// Target URLs (`http://host:port/path`).
-    pub urls: Vec<String>,
+    /// Targets and how to reach them.
+    pub webhooks: Webhooks,
     /// Queue length.
     pub queue_size: usize,
     /// Attempts per event and URL.
@@ -97,7 +185,7 @@ pub struct Notifier {
     tx: mpsc::Sender<Event>,
     node: Arc<str>,
     dropped: Arc<AtomicU64>,
-    urls: Arc<ArcSwap<Vec<String>>>,
+    webhooks: Arc<ArcSwap<Webhooks>>,
 }
 
 impl Notifier {
@@ -105,19 +193,19 @@ impl Notifier {
     pub fn spawn(opts: NotifyOptions, shutdown: CancellationToken) -> Notifier {
         let (tx, rx) = mpsc::channel(opts.queue_size.max(1));
         let node: Arc<str> = Arc::from(opts.node.as_str());
-        let urls = Arc::new(ArcSwap::from_pointee(opts.urls.clone()));
-        tokio::spawn(deliver(rx, urls.clone(), opts, shutdown));
+        let webhooks = Arc::new(ArcSwap::from_pointee(opts.webhooks.clone()));
+        tokio::spawn(deliver(rx, webhooks.clone(), opts, shutdown));
         Notifier {
             tx,
             node,
             dropped: Arc::new(AtomicU64::new(0)),
-            urls,
+            webhooks,
         }
     }
 
-    /// Replace the target URLs (on reload).
-    pub fn set_urls(&self, urls: Vec<String>) {
-        self.urls.store(Arc::new(urls));
+    /// Replace the targets and their settings (on reload).
+    pub fn set_webhooks(&self, webhooks: Webhooks) {
+        self.webhooks.store(Arc::new(webhooks));
     }
 
     /// Queue an event; drops it (and counts) when the queue is full.
@@ -136,7 +224,7 @@ impl Notifier {
 
 async fn deliver(
     mut rx: mpsc::Receiver<Event>,
-    urls: Arc<ArcSwap<Vec<String>>>,
+    webhooks: Arc<ArcSwap<Webhooks>>,
     opts: NotifyOptions,
     shutdown: CancellationToken,
 ) {
@@ -146,14 +234,15 @@ async fn deliver(
             e = rx.recv() => match e { Some(e) => e, None => return },
         };
         let body = match serde_json::to_vec(&e) {
-            Ok(b) => b,
+            Ok(b) => Bytes::from(b),
             Err(_) => continue,
         };
-        let urls = urls.load_full();
-        for url in urls.iter() {
+        let hooks = webhooks.load_full();
+        for target in &hooks.urls {
+            let url = target.url.as_str();
             let mut backoff = Duration::from_millis(500);
             for attempt in 1..=opts.attempts.max(1) {
-                match tokio::time::timeout(opts.timeout, post(url, &body)).await {
+                match tokio::time::timeout(opts.timeout, post(&hooks, target, body.clone())).await {
                     Ok(Ok(())) => break,
                     Ok(Err(err)) if attempt == opts.attempts.max(1) => {
                         warn!(url, event = e.event, "webhook failed, giving up: {err}");
@@ -174,119 +263,250 @@ async fn deliver(
     }
 }
 
-/// Split `http://host[:port]/path`.
-pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// webhook URLs are supported"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+/// Parse `http[s]://host[:port][/path]`.
+pub fn parse_webhook_url(url: &str) -> Result<WebhookUrl, String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!(
+            "{url:?}: webhook URLs start with http:// or https://"
+        ));
     };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (hostport, path) = rest.split_at(split);
+    let path = if path.starts_with('?') || path.is_empty() {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    if hostport.contains('@') {
+        return Err(format!(
+            "{url:?}: user info in webhook URLs is not supported"
+        ));
+    }
+    let default_port = if https { "443" } else { "80" };
     let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
         let (h, p) = h
             .split_once(']')
             .ok_or_else(|| format!("{url:?}: bad IPv6 host"))?;
-        (h.to_string(), p.strip_prefix(':').unwrap_or("80"))
+        let port = match p.strip_prefix(':') {
+            Some(port) => port,
+            None if p.is_empty() => default_port,
+            None => return Err(format!("{url:?}: bad IPv6 host")),
+        };
+        (h.to_string(), port)
     } else {
         match hostport.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p),
-            None => (hostport.to_string(), "80"),
+            None => (hostport.to_string(), default_port),
         }
     };
     let port: u16 = port.parse().map_err(|_| format!("{url:?}: bad port"))?;
     if host.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    Ok((host, port, path.to_string()))
+    let target: hyper::Uri = path.parse().map_err(|_| format!("{url:?}: bad path"))?;
+    if target.path_and_query().map(|p| p.as_str()) != Some(path.as_str()) {
+        return Err(format!("{url:?}: bad path"));
+    }
+    if https {
+        ServerName::try_from(host.as_str())
+            .map_err(|_| format!("{url:?}: {host:?} is not a valid TLS server name"))?;
+    }
+    Ok(WebhookUrl {
+        url: url.to_string(),
+        https,
+        host,
+        port,
+        path,
+    })
 }
 
-async fn post(url: &str, body: &[u8]) -> Result<(), String> {
-    let (host, port, path) = parse_http_url(url)?;
-    let mut s = TcpStream::connect((host.as_str(), port))
+/// One POST of `body` to `target`, on the probes' HTTP client.
+async fn post(hooks: &Webhooks, target: &WebhookUrl, body: Bytes) -> Result<(), String> {
+    let authority = target.authority();
+    let user_agent = format!("steerdns/{}", env!("CARGO_PKG_VERSION"));
+    let bearer = hooks.bearer_token.as_ref().map(|t| format!("Bearer {t}"));
+    let fixed = [
+        ("Host", authority.as_str()),
+        ("User-Agent", user_agent.as_str()),
+        ("Content-Type", "application/json"),
+        ("Connection", "close"),
+    ];
+    let auth = bearer.as_deref().map(|b| ("Authorization", b));
+    let extra = hooks.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let req = client::request(
+        "POST",
+        &target.path,
+        fixed.into_iter().chain(auth).chain(extra),
+        body,
+    )?;
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: steerdns/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    s.write_all(body).await.map_err(|e| format!("write: {e}"))?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-    let line = String::from_utf8_lossy(&buf[..n]);
-    let code = line.split(' ').nth(1).and_then(|c| c.parse::<u16>().ok());
-    match code {
-        Some(c) if (200..300).contains(&c) => Ok(()),
-        Some(c) => Err(format!("status {c}")),
-        None => Err("malformed response".into()),
+    let _ = tcp.set_nodelay(true);
+    let phase = Phase::default();
+    let status = if target.https {
+        let config = hooks
+            .tls
+            .clone()
+            .ok_or("no TLS configuration for an https:// webhook")?;
+        // Validated by parse_webhook_url.
+        let name = ServerName::try_from(target.host.clone())
+            .map_err(|_| format!("{:?} is not a valid TLS server name", target.host))?;
+        let tls = TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| tls::handshake_error(&e).detail)?;
+        status_of(tls, req, &phase).await?
+    } else {
+        status_of(tcp, req, &phase).await?
+    };
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
     }
+}
+
+/// Send `req` and return the response status; the body is not read.
+async fn status_of<S>(io: S, req: hyper::Request<Full<Bytes>>, phase: &Phase) -> Result<u16, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (_conn, resp) = Exchange::start(io, req, phase)
+        .await
+        .map_err(|f| f.detail)?;
+    Ok(resp.status().as_u16())
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
+    use crate::probe::check::build_tls_config;
+    use crate::probe::check::tests::pki;
+
+    fn url(host: &str, port: u16, path: &str, https: bool) -> WebhookUrl {
+        WebhookUrl {
+            url: String::new(),
+            https,
+            host: host.into(),
+            port,
+            path: path.into(),
+        }
+    }
 
     #[test]
     fn parses_urls() {
+        let p = |u: &str| parse_webhook_url(u).map(|w| (w.https, w.host, w.port, w.path));
         assert_eq!(
-            parse_http_url("http://127.0.0.1:9000/hook").unwrap(),
-            ("127.0.0.1".into(), 9000, "/hook".into())
+            p("http://127.0.0.1:9000/hook").unwrap(),
+            (false, "127.0.0.1".into(), 9000, "/hook".into())
         );
         assert_eq!(
-            parse_http_url("http://[::1]/x").unwrap(),
-            ("::1".into(), 80, "/x".into())
+            p("http://[::1]/x").unwrap(),
+            (false, "::1".into(), 80, "/x".into())
+        );
+        assert_eq!(p("http://h").unwrap(), (false, "h".into(), 80, "/".into()));
+        assert_eq!(
+            p("https://hooks.example.com/services/T0/B1?x=1").unwrap(),
+            (
+                true,
+                "hooks.example.com".into(),
+                443,
+                "/services/T0/B1?x=1".into()
+            )
         );
         assert_eq!(
-            parse_http_url("http://h").unwrap(),
-            ("h".into(), 80, "/".into())
+            p("https://[::1]:8443?q").unwrap(),
+            (true, "::1".into(), 8443, "/?q".into())
         );
-        assert!(parse_http_url("https://h/").is_err());
-        assert!(parse_http_url("http://h:99999/").is_err());
+        for bad in [
+            "ftp://h/",
+            "h/",
+            "http://h:99999/",
+            "http://:80/",
+            "http://user@h/",
+            "http://h/a b",
+            "http://h/a#frag",
+            "https://bad_name!/",
+            "http://[::1/",
+        ] {
+            assert!(parse_webhook_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(url("::1", 80, "/", false).authority(), "[::1]");
+        assert_eq!(url("h", 8443, "/", true).authority(), "h:8443");
+        assert_eq!(url("h", 443, "/", true).authority(), "h");
+    }
+
+    #[test]
+    fn header_validation() {
+        assert!(validate_header("X-Team", "dns", true).is_ok());
+        assert!(validate_header("Authorization", "Basic eDp5", false).is_ok());
+        assert!(validate_header("Authorization", "Basic eDp5", true).is_err());
+        assert!(validate_header("Content-Type", "text/plain", false).is_err());
+        assert!(validate_header("Host", "x", false).is_err());
+        assert!(validate_header("Bad Name", "x", false).is_err());
+        assert!(validate_header("X-A", "v\r\nInjected: 1", false).is_err());
+    }
+
+    /// Reads one request (head and `Content-Length` body) from `s`,
+    /// answers `status`, and returns the request text.
+    async fn receive<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, status: &str) -> String {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        let mut need = None;
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                need = Some(end + 4 + len);
+            }
+            if need.is_some_and(|n| buf.len() >= n) {
+                break;
+            }
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+        let _ = s
+            .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+            .await;
+        let _ = s.shutdown().await;
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     #[tokio::test]
     async fn delivers_with_retry_and_drops_when_full() {
-        use tokio::net::TcpListener;
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (got_tx, mut got_rx) = mpsc::channel::<String>(8);
         tokio::spawn(async move {
             // First connection: fail with 503, then accept.
             let mut first = true;
-            loop {
-                let Ok((mut c, _)) = l.accept().await else {
-                    return;
-                };
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                // read until the JSON body is complete (ends with '}')
-                loop {
-                    let m = c.read(&mut buf[n..]).await.unwrap_or(0);
-                    if m == 0 {
-                        break;
-                    }
-                    n += m;
-                    if buf[..n].ends_with(b"}") {
-                        break;
-                    }
-                }
+            while let Ok((c, _)) = l.accept().await {
                 let status = if first { "503 Busy" } else { "204 No Content" };
                 first = false;
-                let _ = c
-                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
-                let text = String::from_utf8_lossy(&buf[..n]).to_string();
-                let _ = got_tx.send(text).await;
+                let _ = got_tx.send(receive(c, status).await).await;
             }
         });
         let shutdown = CancellationToken::new();
         let n = Notifier::spawn(
             NotifyOptions {
-                urls: vec![format!("http://{addr}/hook")],
+                webhooks: Webhooks {
+                    urls: vec![parse_webhook_url(&format!("http://{addr}/hook")).unwrap()],
+                    ..Webhooks::default()
+                },
                 queue_size: 4,
                 attempts: 3,
                 timeout: Duration::from_secs(2),
@@ -310,7 +530,13 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(first.starts_with("POST /hook HTTP/1.1"));
+        assert!(first.starts_with("POST /hook HTTP/1.1\r\n"), "{first}");
+        assert!(first.contains(&format!("\r\nHost: {addr}\r\n")), "{first}");
+        assert!(
+            first.contains("\r\nContent-Type: application/json\r\n"),
+            "{first}"
+        );
+        assert!(!first.contains("Authorization"), "{first}");
         for body in [&first, &second] {
             assert!(body.contains("\"event\":\"endpoint_down\""), "{body}");
             assert!(body.contains("\"reason\":\"status 503\""), "{body}");
@@ -321,6 +547,70 @@ mod tests {
             n.send(Event::pool("eu", false));
         }
         assert!(n.dropped() > 0);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn https_webhook_with_headers_and_bearer_token() {
+        let pki = pki();
+        let acceptor = pki.acceptor(&["localhost", "127.0.0.1"], false);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (got_tx, mut got_rx) = mpsc::channel::<String>(8);
+        tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                // A failed handshake (the untrusting client below) is no
+                // request.
+                if let Ok(tls) = acceptor.accept(c).await {
+                    let _ = got_tx.send(receive(tls, "200 OK").await).await;
+                }
+            }
+        });
+        let hooks = Webhooks {
+            urls: vec![parse_webhook_url(&format!("https://127.0.0.1:{port}/hook?k=1")).unwrap()],
+            headers: vec![("X-Team".into(), "dns ops".into())],
+            bearer_token: Some("s3cr3t-token".into()),
+            tls: Some(build_tls_config(true, Some(pki.ca_file.path())).unwrap()),
+        };
+
+        // Without the test CA: a TLS failure, nothing delivered.
+        let untrusting = Webhooks {
+            tls: Some(build_tls_config(true, None).unwrap()),
+            ..hooks.clone()
+        };
+        let e = post(&untrusting, &untrusting.urls[0], Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "tls: unknown issuer");
+
+        let shutdown = CancellationToken::new();
+        let n = Notifier::spawn(
+            NotifyOptions {
+                webhooks: hooks,
+                queue_size: 4,
+                attempts: 1,
+                timeout: Duration::from_secs(5),
+                node: "node-b".into(),
+            },
+            shutdown.clone(),
+        );
+        n.send(Event::pool("eu", false));
+        let got = tokio::time::timeout(Duration::from_secs(10), got_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got.starts_with("POST /hook?k=1 HTTP/1.1\r\n"), "{got}");
+        assert!(
+            got.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+            "{got}"
+        );
+        assert!(
+            got.contains("\r\nAuthorization: Bearer s3cr3t-token\r\n"),
+            "{got}"
+        );
+        assert!(got.contains("\r\nX-Team: dns ops\r\n"), "{got}");
+        assert!(got.contains("\r\n\r\n{\"event\":\"pool_down\""), "{got}");
+        assert!(got.contains("\"node\":\"node-b\""), "{got}");
         shutdown.cancel();
     }
 }

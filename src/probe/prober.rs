@@ -21,9 +21,9 @@ use crate::snapshot::Snapshot;
 
 /// Prober settings.
 #[derive(Debug, Clone)]
-pub struct ProberOptions {
+pub(crate) struct ProberOptions {
     /// Probes in flight at once.
-    pub max_concurrency: usize,
+    pub(crate) max_concurrency: usize,
 }
 
 impl Default for ProberOptions {
@@ -40,7 +40,7 @@ impl Default for ProberOptions {
 /// time and its probe in flight (whose result then counts), so reloads,
 /// however frequent, never delay or drop a probe; new endpoints fire at
 /// their fixed offset.
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     status: Arc<HealthStatus>,
     notifier: Option<Notifier>,

@@ -19,25 +19,25 @@ pub struct EndpointHealth {
     /// Why the last probe failed or what it saw (`status 200`, `timeout after 2s`).
     pub reason: Option<String>,
     /// Whether the last probe succeeded.
-    pub last_ok: Option<bool>,
+    pub(crate) last_ok: Option<bool>,
     /// When the last probe finished (unix seconds).
-    pub last_probe_at: Option<u64>,
+    pub(crate) last_probe_at: Option<u64>,
     /// When the verdict last changed (unix seconds).
-    pub last_change_at: Option<u64>,
+    pub(crate) last_change_at: Option<u64>,
     /// Probe results seen for this endpoint (across reloads).
-    pub probes: u64,
+    pub(crate) probes: u64,
     /// Smoothed round-trip time of successful probes (EWMA, ms).
-    pub rtt_ms: Option<f64>,
+    pub(crate) rtt_ms: Option<f64>,
     /// When the last probe finished, on the monotonic clock.
-    pub last_probe: Option<Instant>,
+    pub(crate) last_probe: Option<Instant>,
 }
 
 /// Weight of the newest sample in [`EndpointHealth::rtt_ms`].
-pub const RTT_EWMA_ALPHA: f64 = 0.3;
+pub(crate) const RTT_EWMA_ALPHA: f64 = 0.3;
 
 impl EndpointHealth {
     /// Fold one probe into the RTT average (failed probes carry no RTT).
-    pub fn observe_rtt(&mut self, ok: bool, took: Duration) {
+    pub(crate) fn observe_rtt(&mut self, ok: bool, took: Duration) {
         if ok {
             let ms = took.as_secs_f64() * 1000.0;
             self.rtt_ms = Some(match self.rtt_ms {
@@ -51,7 +51,7 @@ impl EndpointHealth {
 /// Decides what the hot path sees for an endpoint from this node's own
 /// verdict: the cluster (peers' verdicts, quorum, drain and forced states).
 /// Without one, the own verdict is written as is.
-pub trait Resolver: Send + Sync {
+pub(crate) trait Resolver: Send + Sync {
     /// `(up, drained)` for `target` of `snap` when this node says `own`.
     fn resolve(
         &self,
@@ -78,12 +78,12 @@ impl HealthStatus {
     }
 
     /// Route health writes through `r` from now on (set once).
-    pub fn set_resolver(&self, r: Arc<dyn Resolver>) {
+    pub(crate) fn set_resolver(&self, r: Arc<dyn Resolver>) {
         let _ = self.resolver.set(r);
     }
 
     /// Run `f` over every known endpoint's state, under one lock.
-    pub fn with_all<T>(&self, f: impl FnOnce(&HashMap<String, EndpointHealth>) -> T) -> T {
+    pub(crate) fn with_all<T>(&self, f: impl FnOnce(&HashMap<String, EndpointHealth>) -> T) -> T {
         f(&self.lock())
     }
 
@@ -106,7 +106,7 @@ impl HealthStatus {
     /// Write every known verdict into `snap`'s health table, so a freshly
     /// compiled snapshot starts with the health of the old one (endpoints
     /// whose probe key is unchanged keep their state across a reload).
-    pub fn seed(&self, snap: &Snapshot) {
+    pub(crate) fn seed(&self, snap: &Snapshot) {
         let map = self.lock();
         for t in &snap.probes {
             if let Some(h) = map.get(&t.key) {

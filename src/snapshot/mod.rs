@@ -101,8 +101,8 @@ pub struct Snapshot {
 /// `[notify]` compiled.
 #[derive(Debug, Clone, Default)]
 pub struct NotifySettings {
-    /// Webhook URLs.
-    pub urls: Vec<String>,
+    /// Webhook targets, headers, token and TLS settings.
+    pub webhooks: crate::probe::notify::Webhooks,
     /// Queue length.
     pub queue_size: usize,
     /// Attempts per event and URL.

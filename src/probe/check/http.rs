@@ -1,19 +1,18 @@
-//! A small, strict HTTP/1.1 client: one request per fresh connection,
-//! `Connection: close`, bounded reads.
+//! HTTP and HTTPS checks: the request, redirects and what the response must
+//! look like. The wire work is done by the shared hyper-based client
+//! ([`super::client`]): one request per fresh connection, `Connection:
+//! close`, bounded reads.
 
-use std::io;
 use std::net::IpAddr;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::LOCATION;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Fail, HttpCheck, Phase, PhaseName, ProbeErrorKind, Target, TlsCheck, tcp, tls};
+use super::client::{self, Exchange, is_field_value, is_token, protocol};
+use super::{Fail, HttpCheck, Phase, ProbeErrorKind, Target, TlsCheck, tcp, tls};
 
-/// Most bytes of response head (status line and headers) accepted.
-pub(super) const HEAD_LIMIT: usize = 16 * 1024;
-/// Most bytes of a chunk-size line (with extensions) accepted.
-const CHUNK_LINE_LIMIT: usize = 1024;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 8 * 1024;
 /// Most redirects followed.
 pub(super) const MAX_REDIRECTS: usize = 5;
 
@@ -126,22 +125,13 @@ fn host_header(
     }
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_tchar)
-}
-
-/// Header value: no control characters except tab.
-fn is_field_value(s: &str) -> bool {
-    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-/// Origin-form request target: `/` then visible ASCII.
+/// Origin-form request target: `/` then visible ASCII that hyper sends as
+/// is (no fragment, nothing its URI parser rewrites or refuses).
 fn is_origin_form(s: &str) -> bool {
-    s.starts_with('/') && s.bytes().all(|b| (0x21..0x7f).contains(&b))
+    s.starts_with('/')
+        && s.bytes().all(|b| (0x21..0x7f).contains(&b))
+        && s.parse::<hyper::Uri>()
+            .is_ok_and(|u| u.path_and_query().is_some_and(|p| p.as_str() == s))
 }
 
 /// Headers the client sets itself.
@@ -195,65 +185,55 @@ pub(super) fn validate(h: &HttpCheck) -> Result<(), String> {
     Ok(())
 }
 
-fn request_bytes(h: &HttpCheck, req: &Request<'_>) -> Vec<u8> {
-    let mut s = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nAccept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
-        req.method, req.path, req.authority, h.user_agent
-    );
-    for (name, value) in &h.headers {
-        s.push_str(name);
-        s.push_str(": ");
-        s.push_str(value);
-        s.push_str("\r\n");
-    }
-    s.push_str("\r\n");
-    s.into_bytes()
+/// The request as hyper sends it: the fixed headers in the order this
+/// client has always sent them, then the configured ones.
+fn build_request(h: &HttpCheck, req: &Request<'_>) -> Result<hyper::Request<Full<Bytes>>, Fail> {
+    let fixed = [
+        ("Host", req.authority),
+        ("User-Agent", h.user_agent.as_str()),
+        ("Accept", "*/*"),
+        ("Accept-Encoding", "identity"),
+        ("Connection", "close"),
+    ];
+    let extra = h.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    client::request(
+        req.method,
+        req.path,
+        fixed.into_iter().chain(extra),
+        Bytes::new(),
+    )
+    .map_err(|e| protocol(format!("invalid request: {e}")))
 }
 
 /// Send the request and read the response on `stream`.
 async fn exchange<S>(
-    mut stream: S,
+    stream: S,
     h: &HttpCheck,
     req: &Request<'_>,
     phase: &Phase,
 ) -> Result<Outcome, Fail>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    phase.set(PhaseName::Request);
-    let bytes = request_bytes(h, req);
-    stream
-        .write_all(&bytes)
-        .await
-        .map_err(|e| tcp::io_error("sending request", &e))?;
-    stream
-        .flush()
-        .await
-        .map_err(|e| tcp::io_error("sending request", &e))?;
+    let request = build_request(h, req)?;
+    let (mut ex, resp) = Exchange::start(stream, request, phase).await?;
+    let status = resp.status().as_u16();
+    if status == 101 {
+        return Err(protocol("unexpected 101 switching protocols"));
+    }
+    if status > 599 {
+        return Err(protocol(format!(
+            "malformed status line {}",
+            ex.first_line()
+        )));
+    }
 
-    phase.set(PhaseName::ResponseHead);
-    let mut r = Reader::new(stream);
-    let head = loop {
-        let head = r.read_head().await?;
-        match head.status {
-            101 => {
-                return Err(Fail::new(
-                    ProbeErrorKind::Protocol,
-                    "protocol: unexpected 101 switching protocols",
-                ));
-            }
-            100..=199 => continue, // informational (103 early hints, ...)
-            _ => break head,
-        }
-    };
-
-    let status = head.status;
     let mut redirect_note = String::new();
     if h.follow_redirects
         && matches!(status, 301 | 302 | 303 | 307 | 308)
-        && let Some(loc) = &head.location
+        && let Some(loc) = resp.headers().get(LOCATION)
     {
-        match resolve_redirect(loc, req) {
+        match resolve_redirect(&String::from_utf8_lossy(loc.as_bytes()), req) {
             Ok(path) => return Ok(Outcome::Redirect { status, path }),
             Err(why) => redirect_note = format!(" (redirect {why} not followed)"),
         }
@@ -265,14 +245,9 @@ where
         ));
     }
 
+    // hyper knows HEAD, 204 and 304 have no body.
     let marker = h.expect_body.as_deref().map(str::as_bytes);
-    let framing = if req.method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 {
-        Framing::Length(0)
-    } else {
-        head.framing
-    };
-    phase.set(PhaseName::ResponseBody);
-    let body = r.read_body(framing, h.body_limit, marker).await?;
+    let body = ex.read_body(resp, h.body_limit, marker, phase).await?;
     if let Some(m) = &h.expect_body
         && !body.found
     {
@@ -359,462 +334,12 @@ fn same_authority(a: &str, ours: &str, default_port: u16) -> bool {
             .is_some_and(|x| split_authority(ours, default_port) == Some(x))
 }
 
-/// How the body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
-    /// Exactly this many bytes.
-    Length(u64),
-    /// Chunked transfer coding.
-    Chunked,
-    /// Until the server closes.
-    UntilClose,
-}
-
-/// A parsed response head.
-#[derive(Debug)]
-pub(super) struct Head {
-    pub(super) status: u16,
-    pub(super) framing: Framing,
-    pub(super) location: Option<String>,
-}
-
-/// What was read of a body.
-#[derive(Debug)]
-pub(super) struct BodyRead {
-    /// Body bytes read (never more than the limit).
-    pub(super) len: usize,
-    /// Whether the marker was seen.
-    pub(super) found: bool,
-}
-
-fn protocol(detail: impl Into<String>) -> Fail {
-    Fail::new(
-        ProbeErrorKind::Protocol,
-        format!("protocol: {}", detail.into()),
-    )
-}
-
-/// A snippet of peer bytes for an error message.
-fn snippet(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(32)]).into_owned();
-    format!("{s:?}")
-}
-
-/// Buffered reads with explicit bounds.
-pub(super) struct Reader<S> {
-    s: S,
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl<S: AsyncRead + Unpin> Reader<S> {
-    pub(super) fn new(s: S) -> Self {
-        Reader {
-            s,
-            buf: Vec::new(),
-            start: 0,
-        }
-    }
-
-    fn available(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start >= self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-    }
-
-    /// Read up to `READ_CHUNK` more bytes; 0 at end of stream. A TLS peer
-    /// that closes without close_notify counts as end of stream.
-    async fn fill(&mut self) -> Result<usize, Fail> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let r = self.s.read(&mut self.buf[old..]).await;
-        let n = match r {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => {
-                self.buf.truncate(old);
-                return Err(tcp::io_error("reading response", &e));
-            }
-        };
-        self.buf.truncate(old + n);
-        Ok(n)
-    }
-
-    /// Read and parse one response head, at most `HEAD_LIMIT` bytes.
-    pub(super) async fn read_head(&mut self) -> Result<Head, Fail> {
-        loop {
-            if let Some(end) = find_head_end(self.available()) {
-                if end > HEAD_LIMIT {
-                    break;
-                }
-                let head = parse_head(&self.available()[..end])?;
-                self.consume(end);
-                return Ok(head);
-            }
-            if self.available().len() >= HEAD_LIMIT {
-                break;
-            }
-            if self.fill().await? == 0 {
-                return Err(protocol(if self.available().is_empty() {
-                    "connection closed before status line".to_string()
-                } else {
-                    format!(
-                        "connection closed in response head after {} bytes",
-                        self.available().len()
-                    )
-                }));
-            }
-        }
-        Err(protocol(format!(
-            "response head larger than {HEAD_LIMIT} bytes"
-        )))
-    }
-
-    /// Read the body: keep at most `limit` bytes, stop early once `marker`
-    /// is seen or `limit` bytes are kept.
-    pub(super) async fn read_body(
-        &mut self,
-        framing: Framing,
-        limit: usize,
-        marker: Option<&[u8]>,
-    ) -> Result<BodyRead, Fail> {
-        let mut sink = Sink::new(limit, marker);
-        if sink.done() {
-            return Ok(sink.result());
-        }
-        match framing {
-            Framing::Length(mut left) => {
-                while left > 0 {
-                    if self.available().is_empty() && self.fill().await? == 0 {
-                        return Err(protocol(format!("body truncated ({left} bytes missing)")));
-                    }
-                    let n = self
-                        .available()
-                        .len()
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let done = sink.push(&self.available()[..n]);
-                    self.consume(n);
-                    left -= n as u64;
-                    if done {
-                        break;
-                    }
-                }
-            }
-            Framing::UntilClose => loop {
-                if self.available().is_empty() && self.fill().await? == 0 {
-                    break;
-                }
-                let n = self.available().len();
-                let done = sink.push(&self.available()[..n]);
-                self.consume(n);
-                if done {
-                    break;
-                }
-            },
-            Framing::Chunked => 'chunks: loop {
-                let line = self.read_line(CHUNK_LINE_LIMIT, "chunk size").await?;
-                let size = parse_chunk_size(&line)?;
-                if size == 0 {
-                    break; // trailers are not read: the connection closes
-                }
-                let mut left = size;
-                while left > 0 {
-                    if self.available().is_empty() && self.fill().await? == 0 {
-                        return Err(protocol("connection closed in chunked body"));
-                    }
-                    let n = self
-                        .available()
-                        .len()
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let done = sink.push(&self.available()[..n]);
-                    self.consume(n);
-                    left -= n as u64;
-                    if done {
-                        break 'chunks;
-                    }
-                }
-                let crlf = self.read_line(2, "chunk end").await?;
-                if !crlf.is_empty() {
-                    return Err(protocol(
-                        "malformed chunked body (missing CRLF after chunk)",
-                    ));
-                }
-            },
-        }
-        Ok(sink.result())
-    }
-
-    /// One line without its CRLF (or bare LF), at most `cap` bytes.
-    async fn read_line(&mut self, cap: usize, what: &str) -> Result<Vec<u8>, Fail> {
-        loop {
-            if let Some(i) = self.available().iter().position(|&b| b == b'\n') {
-                let mut line = self.available()[..i].to_vec();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                self.consume(i + 1);
-                if line.len() > cap {
-                    return Err(protocol(format!("{what} line too long")));
-                }
-                return Ok(line);
-            }
-            if self.available().len() > cap + 1 {
-                return Err(protocol(format!("{what} line too long")));
-            }
-            if self.fill().await? == 0 {
-                return Err(protocol("connection closed in chunked body"));
-            }
-        }
-    }
-}
-
-/// Counts body bytes up to a limit, watching for a marker. Only a window of
-/// the latest bytes is kept (one read plus the marker's length), whatever
-/// the limit.
-struct Sink<'m> {
-    len: usize,
-    limit: usize,
-    marker: Option<&'m [u8]>,
-    window: Vec<u8>,
-    found: bool,
-}
-
-impl<'m> Sink<'m> {
-    fn new(limit: usize, marker: Option<&'m [u8]>) -> Self {
-        Sink {
-            len: 0,
-            limit,
-            marker,
-            window: Vec::new(),
-            found: marker.is_some_and(<[u8]>::is_empty),
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.found || self.len >= self.limit
-    }
-
-    /// Take what fits under the limit; true when reading can stop.
-    fn push(&mut self, data: &[u8]) -> bool {
-        let take = &data[..data.len().min(self.limit - self.len)];
-        self.len += take.len();
-        if let Some(m) = self.marker {
-            self.window.extend_from_slice(take);
-            if contains(&self.window, m) {
-                self.found = true;
-            }
-            // Keep only what a match spanning the next read could start in.
-            let keep = m.len().saturating_sub(1);
-            if self.window.len() > keep {
-                self.window.drain(..self.window.len() - keep);
-            }
-        }
-        self.done()
-    }
-
-    fn result(self) -> BodyRead {
-        BodyRead {
-            len: self.len,
-            found: self.found,
-        }
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Offset just past the blank line ending the head (CRLF or bare LF).
-fn find_head_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(p) = b[i..].iter().position(|&c| c == b'\n') {
-        let nl = i + p;
-        let next = &b[nl + 1..];
-        if next.starts_with(b"\n") {
-            return Some(nl + 2);
-        }
-        if next.starts_with(b"\r\n") {
-            return Some(nl + 3);
-        }
-        i = nl + 1;
-    }
-    None
-}
-
-fn parse_status_line(line: &[u8]) -> Option<u16> {
-    let rest = line.strip_prefix(b"HTTP/1.")?;
-    let (&minor, rest) = rest.split_first()?;
-    if !minor.is_ascii_digit() {
-        return None;
-    }
-    let rest = rest.strip_prefix(b" ")?;
-    if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if rest.len() > 3 && rest[3] != b' ' {
-        return None;
-    }
-    let code = u16::from(rest[0] - b'0') * 100
-        + u16::from(rest[1] - b'0') * 10
-        + u16::from(rest[2] - b'0');
-    (100..=599).contains(&code).then_some(code)
-}
-
-pub(super) fn parse_head(head: &[u8]) -> Result<Head, Fail> {
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let status_line = lines.next().unwrap_or_default();
-    let status = parse_status_line(status_line)
-        .ok_or_else(|| protocol(format!("malformed status line {}", snippet(status_line))))?;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = None;
-    let mut location = None;
-    for line in lines {
-        if line.is_empty() {
-            continue; // the terminating blank line
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Err(protocol("obsolete header line folding"));
-        }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or_else(|| protocol(format!("malformed header line {}", snippet(line))))?;
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(protocol(format!("malformed header name {}", snippet(name))));
-        }
-        let value = line[colon + 1..].trim_ascii();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            for part in value.split(|&b| b == b',') {
-                let part = part.trim_ascii();
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| protocol(format!("bad content-length {}", snippet(value))))?;
-                if content_length.is_some_and(|c| c != n) {
-                    return Err(protocol("conflicting content-length headers"));
-                }
-                content_length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // The last coding decides; an earlier header is superseded.
-            let last = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"location") {
-            location = Some(String::from_utf8_lossy(value).into_owned());
-        }
-    }
-    let framing = match (chunked, content_length) {
-        (Some(true), _) => Framing::Chunked,
-        (Some(false), _) => Framing::UntilClose,
-        (None, Some(n)) => Framing::Length(n),
-        (None, None) => Framing::UntilClose,
-    };
-    Ok(Head {
-        status,
-        framing,
-        location,
-    })
-}
-
-fn parse_chunk_size(line: &[u8]) -> Result<u64, Fail> {
-    let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
-    let hex = line[..end].trim_ascii();
-    if hex.is_empty() || hex.len() > 15 || !hex.iter().all(u8::is_ascii_hexdigit) {
-        return Err(protocol(format!("malformed chunk size {}", snippet(line))));
-    }
-    let s = std::str::from_utf8(hex).map_err(|_| protocol("malformed chunk size"))?;
-    u64::from_str_radix(s, 16).map_err(|_| protocol("malformed chunk size"))
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
     use super::*;
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK"), Some(200));
-        assert_eq!(parse_status_line(b"HTTP/1.0 503"), Some(503));
-        assert_eq!(parse_status_line(b"HTTP/1.1 404 Not Found here"), Some(404));
-        for bad in [
-            &b"HTTP/2 200 OK"[..],
-            b"HTTP/1.1 20 OK",
-            b"HTTP/1.1 2000 OK",
-            b"HTTP/1.1  200 OK",
-            b"http/1.1 200 OK",
-            b"SSH-2.0-OpenSSH_9.6",
-            b"HTTP/1.1 099 x",
-            b"HTTP/1.1 600 x",
-            b"",
-        ] {
-            assert_eq!(
-                parse_status_line(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn heads() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n").unwrap();
-        assert_eq!((h.status, h.framing), (200, Framing::Length(12)));
-        let h = parse_head(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(h.framing, Framing::Chunked);
-        let h = parse_head(b"HTTP/1.1 302 Found\nLocation: /x\n\n").unwrap();
-        assert_eq!(h.location.as_deref(), Some("/x"));
-        assert_eq!(h.framing, Framing::UntilClose);
-        let e = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
-            .unwrap_err();
-        assert!(e.detail.contains("conflicting"), "{}", e.detail);
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n").is_err());
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n").is_err());
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").is_err());
-        let e = parse_head(b"garbage\r\n\r\n").unwrap_err();
-        assert_eq!(e.kind, ProbeErrorKind::Protocol);
-        assert!(
-            e.detail.starts_with("protocol: malformed status line"),
-            "{}",
-            e.detail
-        );
-    }
-
-    #[test]
-    fn head_end() {
-        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(19));
-        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\n\nbody"), Some(17));
-        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\r\nX: y\r\n"), None);
-    }
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
-        assert_eq!(parse_chunk_size(b"0;ext=1").unwrap(), 0);
-        assert!(parse_chunk_size(b"").is_err());
-        assert!(parse_chunk_size(b"zz").is_err());
-        assert!(parse_chunk_size(b"ffffffffffffffffff").is_err());
-    }
+    use crate::probe::check::PhaseName;
 
     fn req<'a>(path: &'a str, authority: &'a str, https: bool) -> Request<'a> {
         Request {
@@ -903,12 +428,224 @@ mod tests {
         }
     }
 
+    /// Run one exchange against a peer that answers `response` (then
+    /// closes) on an in-memory pipe; also returns what the client sent.
+    async fn against(h: &HttpCheck, response: &'static [u8]) -> (Result<Outcome, Fail>, String) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = tokio::spawn(serve_once(server, response));
+        let r = req(&h.path, "example.test", false);
+        let phase = Phase::default();
+        let out = exchange(client, h, &r, &phase).await;
+        (out, peer.await.unwrap())
+    }
+
+    async fn serve_once(mut s: DuplexStream, response: &'static [u8]) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s.write_all(response).await;
+        let _ = s.shutdown().await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    fn done(r: Result<Outcome, Fail>) -> String {
+        match r {
+            Ok(Outcome::Done(d)) => d,
+            Ok(Outcome::Redirect { status, path }) => panic!("redirect {status} to {path}"),
+            Err(f) => panic!("failed: {:?} {}", f.kind, f.detail),
+        }
+    }
+
+    fn failed(r: Result<Outcome, Fail>) -> Fail {
+        match r {
+            Ok(_) => panic!("passed unexpectedly"),
+            Err(f) => f,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_request_on_the_wire() {
+        let h = HttpCheck {
+            headers: vec![("X-Probe".into(), "yes".into())],
+            ..HttpCheck::default()
+        };
+        let (out, sent) = against(&h, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(done(out), "status 200");
+        let ua = crate::probe::check::default_user_agent();
+        assert_eq!(
+            sent,
+            format!(
+                "GET / HTTP/1.1\r\nHost: example.test\r\nUser-Agent: {ua}\r\nAccept: */*\r\n\
+                 Accept-Encoding: identity\r\nConnection: close\r\nX-Probe: yes\r\n\r\n"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn status_lines() {
+        for (resp, status) in [
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..], "status 200"),
+            (b"HTTP/1.0 204\r\n\r\n", "status 204"),
+            (b"HTTP/1.1 204 No Content here\r\n\r\n", "status 204"),
+            // Informational responses before the final one are skipped.
+            (
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                "status 200",
+            ),
+        ] {
+            let (out, _) = against(&HttpCheck::default(), resp).await;
+            assert_eq!(done(out), status, "{:?}", String::from_utf8_lossy(resp));
+        }
+        for bad in [
+            &b"HTTP/2 200 OK\r\n\r\n"[..],
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"http/1.1 200 OK\r\n\r\n",
+            b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+            b"HTTP/1.1 099 x\r\n\r\n",
+            b"HTTP/1.1 600 x\r\n\r\n",
+        ] {
+            let (out, _) = against(&HttpCheck::default(), bad).await;
+            let e = failed(out);
+            assert_eq!(e.kind, ProbeErrorKind::Protocol);
+            let line = String::from_utf8_lossy(bad.split(|&b| b == b'\r').next().unwrap());
+            assert_eq!(
+                e.detail,
+                format!("protocol: malformed status line {line:?}"),
+                "{line}"
+            );
+        }
+        let (out, _) = against(&HttpCheck::default(), b"").await;
+        assert_eq!(
+            failed(out).detail,
+            "protocol: connection closed before status line"
+        );
+        let (out, _) = against(&HttpCheck::default(), b"HTTP/1.1 200 OK\r\nX: y\r\n").await;
+        assert_eq!(
+            failed(out).detail,
+            "protocol: connection closed in response head after 23 bytes"
+        );
+        let (out, _) = against(
+            &HttpCheck::default(),
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            failed(out).detail,
+            "protocol: unexpected 101 switching protocols"
+        );
+    }
+
+    #[tokio::test]
+    async fn heads() {
+        // The last transfer coding decides; chunked wins over a length.
+        let h = HttpCheck {
+            expect_body: Some("hello".into()),
+            ..HttpCheck::default()
+        };
+        let (out, _) = against(
+            &h,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(done(out), "status 200");
+        // Bare LF line ends.
+        let (out, _) = against(&h, b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello").await;
+        assert_eq!(done(out), "status 200");
+        for (bad, why) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"[..],
+                "protocol: bad content-length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                "protocol: bad content-length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+                "protocol: malformed header line",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n",
+                "protocol: malformed header line",
+            ),
+        ] {
+            let (out, _) = against(&HttpCheck::default(), bad).await;
+            let e = failed(out);
+            assert_eq!(e.kind, ProbeErrorKind::Protocol, "{}", e.detail);
+            assert_eq!(e.detail, why);
+        }
+        // Many small header lines within the size limit.
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..=client::MAX_HEADERS {
+            many.extend_from_slice(b"X: y\r\n");
+        }
+        many.extend_from_slice(b"\r\n");
+        let (out, _) = against(&HttpCheck::default(), many.leak()).await;
+        assert_eq!(
+            failed(out).detail,
+            format!(
+                "protocol: more than {} response header lines",
+                client::MAX_HEADERS
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_body_with_marker_across_chunks() {
+        let h = HttpCheck {
+            expect_body: Some("marker".into()),
+            ..HttpCheck::default()
+        };
+        let (out, _) = against(
+            &h,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext\r\nhello\r\n4\r\n mar\r\n3\r\nker\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(done(out), "status 200");
+        for (bad, why) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+                "protocol: malformed chunked body",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nhello",
+                "protocol: connection closed in chunked body",
+            ),
+        ] {
+            let (out, _) = against(&h, bad).await;
+            let e = failed(out);
+            assert_eq!(e.kind, ProbeErrorKind::Protocol);
+            assert!(e.detail.starts_with(why), "{}", e.detail);
+        }
+    }
+
+    #[tokio::test]
+    async fn truncated_length_body_is_a_protocol_error() {
+        let (out, _) = against(
+            &HttpCheck::default(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+        )
+        .await;
+        let e = failed(out);
+        assert_eq!(e.kind, ProbeErrorKind::Protocol);
+        assert_eq!(e.detail, "protocol: body truncated (95 bytes missing)");
+    }
+
     #[tokio::test]
     async fn endless_body_is_bounded_by_the_limit() {
-        // A peer that never stops sending: the reader keeps at most `limit`
+        // A peer that never stops sending: the client keeps at most `limit`
         // bytes and returns as soon as it has them.
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         let writer = tokio::spawn(async move {
+            let mut head = [0u8; 1024];
+            let _ = server.read(&mut head).await;
+            let _ = server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
             let chunk = vec![b'a'; 4096];
             let mut sent = 0usize;
             while server.write_all(&chunk).await.is_ok() {
@@ -916,54 +653,44 @@ mod tests {
             }
             sent
         });
-        let mut r = Reader::new(client);
         let limit = 100_000;
-        let body = r
-            .read_body(Framing::UntilClose, limit, Some(b"never"))
-            .await
-            .unwrap();
-        assert_eq!(body.len, limit);
-        assert!(!body.found);
-        assert!(
-            r.buf.capacity() <= 2 * READ_CHUNK,
-            "read buffer grew to {}",
-            r.buf.capacity()
+        let h = HttpCheck {
+            expect_body: Some("never".into()),
+            body_limit: limit,
+            ..HttpCheck::default()
+        };
+        let phase = Phase::default();
+        let e = failed(exchange(client, &h, &req("/", "example.test", false), &phase).await);
+        assert_eq!(
+            e.detail,
+            format!("body: \"never\" not found in {limit} bytes")
         );
-        drop(r);
         let sent = writer.await.unwrap();
-        // The writer stopped because the reader went away, not because it
-        // ran out: it got at most the limit plus what the pipe buffers.
-        assert!(sent <= limit + 64 * 1024 + 4096, "sent {sent}");
+        // The writer stopped because the client went away, not because it
+        // ran out: it got at most the limit plus what hyper and the pipe
+        // buffer.
+        assert!(
+            sent <= limit + client::HEAD_LIMIT + 64 * 1024 + 4096,
+            "sent {sent}"
+        );
     }
 
-    #[tokio::test]
-    async fn chunked_body_with_marker_across_chunks() {
+    #[tokio::test(start_paused = true)]
+    async fn phases_name_where_a_timeout_hit() {
+        // A peer that reads the request and never answers: once everything
+        // is idle (paused time advances only then), the client is waiting
+        // in "response head", not "request".
         let (client, mut server) = tokio::io::duplex(4096);
         tokio::spawn(async move {
-            let _ = server
-                .write_all(b"5;ext\r\nhello\r\n4\r\n mar\r\n3\r\nker\r\n0\r\n\r\n")
-                .await;
+            let mut buf = [0u8; 1024];
+            while matches!(server.read(&mut buf).await, Ok(n) if n > 0) {}
         });
-        let mut r = Reader::new(client);
-        let body = r
-            .read_body(Framing::Chunked, 1024, Some(b"marker"))
-            .await
-            .unwrap();
-        assert!(body.found);
-    }
-
-    #[tokio::test]
-    async fn truncated_length_body_is_a_protocol_error() {
-        let (client, mut server) = tokio::io::duplex(4096);
-        tokio::spawn(async move {
-            let _ = server.write_all(b"short").await;
-        });
-        let mut r = Reader::new(client);
-        let e = r
-            .read_body(Framing::Length(100), 1024, None)
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind, ProbeErrorKind::Protocol);
-        assert!(e.detail.contains("truncated"), "{}", e.detail);
+        let phase = Phase::default();
+        let h = HttpCheck::default();
+        let r = req("/", "example.test", false);
+        let run = exchange(client, &h, &r, &phase);
+        let timed_out = tokio::time::timeout(std::time::Duration::from_secs(1), run).await;
+        assert!(timed_out.is_err());
+        assert!(phase.is(PhaseName::ResponseHead), "{}", phase.name());
     }
 }

@@ -11,15 +11,19 @@
 //! deadline and never more. Reads are bounded (16 KiB of response head,
 //! [`HttpCheck::body_limit`] of body, 64 KiB per DNS message), so memory per
 //! probe is bounded by design.
+//!
+//! HTTP goes through [`client`], the crate's one HTTP/1.1 client (hyper's
+//! client connection API), which the webhook notifier uses too.
 
+pub(crate) mod client;
 mod dns;
 mod http;
 mod status;
 mod tcp;
-mod tls;
+pub(crate) mod tls;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -259,12 +263,12 @@ impl fmt::Display for ProbeErrorKind {
 /// A failure inside a probe, before the duration is stamped on.
 #[derive(Debug)]
 pub(crate) struct Fail {
-    kind: ProbeErrorKind,
-    detail: String,
+    pub(crate) kind: ProbeErrorKind,
+    pub(crate) detail: String,
 }
 
 impl Fail {
-    fn new(kind: ProbeErrorKind, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ProbeErrorKind, detail: impl Into<String>) -> Self {
         Fail {
             kind,
             detail: detail.into(),
@@ -292,6 +296,10 @@ pub(crate) enum PhaseName {
 impl Phase {
     fn set(&self, p: PhaseName) {
         self.0.store(p as u8, Ordering::Relaxed);
+    }
+
+    fn is(&self, p: PhaseName) -> bool {
+        self.0.load(Ordering::Relaxed) == p as u8
     }
 
     fn name(&self) -> &'static str {

@@ -318,9 +318,18 @@ async fn http_request_headers() {
 
 #[tokio::test]
 async fn http_over_ipv6_loopback_brackets_the_host() {
-    let Ok(l) = TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).await else {
-        eprintln!("skipped: ::1 cannot be bound here (no IPv6 loopback)");
-        return;
+    let l = match TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).await {
+        Ok(l) => l,
+        Err(e) => {
+            // Written past the test harness's output capture (which only
+            // takes `eprintln!`), so the skip shows in every run.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: http_over_ipv6_loopback_brackets_the_host: ::1 cannot be bound here ({e})"
+            );
+            return;
+        }
     };
     let addr = l.local_addr().unwrap();
     let srv = serve_http_on(l, addr, None);
@@ -510,14 +519,15 @@ async fn tcp_check_connects_or_is_refused() {
 
 // ---------------------------------------------------------------- TLS
 
-/// A test CA and certificates it signs.
-struct Pki {
+/// A test CA and certificates it signs (the webhook tests use it too).
+pub(crate) struct Pki {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
-    ca_file: tempfile::NamedTempFile,
+    /// The CA certificate, PEM.
+    pub(crate) ca_file: tempfile::NamedTempFile,
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -556,7 +566,8 @@ impl Pki {
         (vec![cert.der().clone(), self.ca_der.clone()], key)
     }
 
-    fn acceptor(&self, names: &[&str], expired: bool) -> TlsAcceptor {
+    /// A TLS acceptor with a certificate for `names`.
+    pub(crate) fn acceptor(&self, names: &[&str], expired: bool) -> TlsAcceptor {
         let (chain, key) = self.leaf(names, expired);
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

@@ -165,7 +165,7 @@ pub(super) async fn handshake(
 }
 
 /// Classify a handshake failure.
-pub(super) fn handshake_error(e: &io::Error) -> Fail {
+pub(crate) fn handshake_error(e: &io::Error) -> Fail {
     if let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return Fail::new(ProbeErrorKind::Tls, format!("tls: {}", rustls_reason(err)));
     }

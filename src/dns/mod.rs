@@ -5,6 +5,7 @@ pub mod guard;
 pub mod server;
 pub mod tcp;
 pub mod tcp_fair;
+pub mod template;
 pub mod transport;
 pub mod udp;
 pub mod wire;

@@ -80,6 +80,8 @@ pub struct Query<'a> {
     pub qname_lc: [u8; 255],
     /// Length of the name in `qname_lc`.
     pub qname_len: usize,
+    /// [`name_hash`] of the lower-cased name, computed once while parsing.
+    pub name_hash: u64,
     /// QTYPE.
     pub qtype: u16,
     /// QCLASS.
@@ -238,6 +240,7 @@ pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
         rd: flags & 0x0100 != 0,
         cd: flags & 0x0010 != 0,
         question: &pkt[12..question_end],
+        name_hash: name_hash(&qname_lc[..n]),
         qname_lc,
         qname_len: n,
         qtype,
@@ -276,6 +279,26 @@ pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
         q.edns = Some(parse_opt(class, ttl, rdata).ok_or(bad(opt))?);
     }
     Ok(q)
+}
+
+/// A fast hash of a (lower-cased wire) name, eight bytes at a time. Not
+/// keyed: it indexes per-thread caches whose entries are checked byte by
+/// byte, so collisions cost a miss, never a wrong answer.
+pub fn name_hash(name: &[u8]) -> u64 {
+    const K: u64 = 0xF135_7AEA_2E62_A9C5;
+    let mut h = name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(K).rotate_left(26);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(26);
+    }
+    h
 }
 
 /// Find an OPT record in a packet whose question section did not parse as

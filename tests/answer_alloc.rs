@@ -7,7 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
 
-use steerdns::dns::answer::{Client, Outcome, answer};
+use steerdns::dns::answer::{AnswerInfo, Client, Outcome, answer};
+use steerdns::dns::template::{Templates, answer_templated, next_snapshot_id};
 use steerdns::dns::transport::Transport;
 use steerdns::select::Rng;
 
@@ -61,6 +62,13 @@ records = [
   { name = "a.child", type = "A", data = "192.0.2.1" },
   { name = "b.child", type = "AAAA", data = "2001:db8::2" },
 ]
+
+[pools.one]
+endpoints = [{ address = "192.0.2.80" }, { address = "2001:db8::80" }]
+
+[names."lb.ref.example"]
+policy = "failover"
+pools = ["one"]
 "#;
 
 fn query(name: &str, qtype: u16, opcode: u8, opt: &[u8]) -> Vec<u8> {
@@ -115,6 +123,40 @@ fn answers_do_not_allocate() {
         }
         assert_eq!(allocs() - before, 0, "{what} allocated");
         assert!(out.len() > 12, "{what}");
+    }
+    // Through the response templates: the first answer builds one (a
+    // single copy into the preallocated table), every later one replays it.
+    let mut templates = Templates::new();
+    let id = next_snapshot_id();
+    let ecs = [0, 8, 0, 7, 0, 1, 24, 0, 81, 2, 69];
+    let templated = [
+        ("static A", query("mail.ref.example", 1, 0, &[]), 0),
+        ("balanced A with ECS", query("lb.ref.example", 1, 0, &ecs), 0),
+        ("balanced AAAA", query("lb.ref.example", 28, 0, &[]), 0),
+        ("NXDOMAIN", query("nope.ref.example", 1, 0, &[]), 3),
+        ("apex NS with glue", query("ref.example", 2, 0, &[]), 0),
+    ];
+    for (what, pkt, rcode) in &templated {
+        let mut info = AnswerInfo::default();
+        answer_templated(&mut templates, &snap, id, pkt, client, &mut rng, &mut out, &mut info);
+        let (hits, _) = templates.stats();
+        let before = allocs();
+        for _ in 0..1000 {
+            let mut info = AnswerInfo::default();
+            let o = answer_templated(
+                &mut templates,
+                &snap,
+                id,
+                std::hint::black_box(pkt),
+                client,
+                &mut rng,
+                &mut out,
+                &mut info,
+            );
+            assert_eq!(o, Outcome::Answered { rcode: *rcode }, "{what}");
+        }
+        assert_eq!(allocs() - before, 0, "{what} allocated (templates)");
+        assert_eq!(templates.stats().0 - hits, 1000, "{what}: not replayed");
     }
     // The counter does count.
     let before = allocs();

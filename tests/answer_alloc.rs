@@ -7,9 +7,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
 
-use steerdns::dns::answer::{AnswerInfo, Client, Outcome, answer};
-use steerdns::dns::template::{Templates, answer_templated, next_snapshot_id};
 use steerdns::dns::transport::Transport;
+use steerdns::engine::answer::{AnswerInfo, Client, Outcome, answer};
+use steerdns::engine::template::{Templates, answer_templated, next_snapshot_id};
 use steerdns::select::Rng;
 
 thread_local! {
@@ -131,14 +131,27 @@ fn answers_do_not_allocate() {
     let ecs = [0, 8, 0, 7, 0, 1, 24, 0, 81, 2, 69];
     let templated = [
         ("static A", query("mail.ref.example", 1, 0, &[]), 0),
-        ("balanced A with ECS", query("lb.ref.example", 1, 0, &ecs), 0),
+        (
+            "balanced A with ECS",
+            query("lb.ref.example", 1, 0, &ecs),
+            0,
+        ),
         ("balanced AAAA", query("lb.ref.example", 28, 0, &[]), 0),
         ("NXDOMAIN", query("nope.ref.example", 1, 0, &[]), 3),
         ("apex NS with glue", query("ref.example", 2, 0, &[]), 0),
     ];
     for (what, pkt, rcode) in &templated {
         let mut info = AnswerInfo::default();
-        answer_templated(&mut templates, &snap, id, pkt, client, &mut rng, &mut out, &mut info);
+        answer_templated(
+            &mut templates,
+            &snap,
+            id,
+            pkt,
+            client,
+            &mut rng,
+            &mut out,
+            &mut info,
+        );
         let (hits, _) = templates.stats();
         let before = allocs();
         for _ in 0..1000 {

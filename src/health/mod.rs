@@ -1,6 +1,6 @@
 //! Endpoint health as the hot path sees it: one atomic per endpoint.
 //!
-//! The prober ([`prober`]) is each slot's only writer; endpoints start up
+//! The prober ([`crate::probe`]) is each slot's only writer; endpoints start up
 //! ("unknown, answered as if up") until their first probe result.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -89,9 +89,6 @@ impl HealthTable {
     }
 }
 
-pub mod check;
-pub mod notify;
-pub mod prober;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -108,7 +105,7 @@ pub struct Monitor {
     /// Kind, for logs and metrics labels.
     pub kind: MonitorKind,
     /// What one probe does.
-    pub spec: Arc<check::CheckSpec>,
+    pub spec: Arc<crate::probe::check::CheckSpec>,
     /// Time between probes of one endpoint.
     pub interval: Duration,
     /// Consecutive successes to become up.

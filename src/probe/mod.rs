@@ -1,4 +1,7 @@
-//! The prober: one scheduler for every probe of every endpoint.
+//! Health's runtime: the prober, one scheduler for every probe of every
+//! endpoint, the probes themselves ([`check`]) and the webhooks ([`notify`]).
+//! What a verdict is (table, hysteresis, monitor specs) lives in
+//! [`crate::health`], which knows nothing of sockets or tasks.
 //!
 //! Each probed endpoint fires once per interval at a fixed offset derived
 //! from a hash of its identity, so 10,000 endpoints at 10 s spread evenly
@@ -8,8 +11,8 @@
 //! rounds rather than piling up. When every slot is busy, due endpoints wait
 //! in a FIFO line (an index each, no parked task), so none starves, and the
 //! wait is counted (`steerdns_probes_skipped_total{reason="busy"}`). Results go through hysteresis
-//! ([`super::state`]) and verdict changes are written to the current
-//! snapshot's [`HealthTable`](super::HealthTable) — the hot path only ever
+//! ([`crate::health::state`]) and verdict changes are written to the current
+//! snapshot's [`HealthTable`](crate::health::HealthTable) — the hot path only ever
 //! reads those atomics.
 
 use std::cmp::Reverse;
@@ -23,11 +26,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::check::{self, Target};
-use super::notify::{Event, Notifier};
-use super::state::{Hysteresis, Verdict};
-use crate::dns::server::Shared;
+pub mod check;
+pub mod notify;
+
+use check::Target;
+use notify::{Event, Notifier};
+
+use crate::health::state::{Hysteresis, Verdict};
 use crate::select::Inputs;
+use crate::serving::Shared;
 use crate::snapshot::Snapshot;
 
 /// What is known about one probed endpoint, for the API and `explain`.

@@ -7,8 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::transport::Transport;
 use super::wire::{self, Ecs, Edns, ParseError, Query};
+use crate::dns::transport::Transport;
 use crate::geo::Location;
 use crate::select::{self, Decision, Family, Inputs, Rng, Target};
 use crate::snapshot::Snapshot;
@@ -509,7 +509,7 @@ pub fn client_address(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> C
             };
             let len = e.source_prefix.min(max);
             ClientAddress {
-                lookup_ip: wire::mask(e.addr, len),
+                lookup_ip: crate::net::mask(e.addr, len),
                 max_scope: len,
                 anonymous: false,
             }

@@ -206,12 +206,14 @@ pub fn answer_templated(
     out: &mut Vec<u8>,
     info: &mut AnswerInfo,
 ) -> Outcome {
-    let q = match wire::parse(pkt) {
+    // Borrowed, not moved out of the result: a query is a few hundred bytes.
+    let parsed = wire::parse(pkt);
+    let q = match &parsed {
         Ok(q) => q,
-        Err(e) => return answer::answer_parse_error(snap, pkt, e, out),
+        Err(e) => return answer::answer_parse_error(snap, pkt, *e, out),
     };
-    let Some(shape) = shape_of(snap, &q, client) else {
-        return answer::answer_query(snap, &q, client, rng, out, info);
+    let Some(shape) = shape_of(snap, q, client) else {
+        return answer::answer_query(snap, q, client, rng, out, info);
     };
     let hash = mix(
         mix(q.name_hash, shape),
@@ -219,17 +221,17 @@ pub fn answer_templated(
     );
     let base = cache.slot(hash);
     let e = &cache.entries[base];
-    if e.matches(Kind::Plain, hash, snapshot_id, shape, &q) {
+    if e.matches(Kind::Plain, hash, snapshot_id, shape, q) {
         cache.hits += 1;
-        return replay(&cache.entries[base], &q, None, out, info);
+        return replay(&cache.entries[base], q, None, out, info);
     }
-    if e.matches(Kind::Steered, hash, snapshot_id, shape, &q) {
+    if e.matches(Kind::Steered, hash, snapshot_id, shape, q) {
         let bid = e.balancer;
         let s = steer(snap, bid, q.edns.as_ref(), client);
         let variant = variant_of(s.d.pool, s.d.mode);
         let vhash = mix(hash, variant);
         let v = &cache.entries[cache.slot(vhash)];
-        if v.matches(Kind::Variant, vhash, snapshot_id, shape, &q)
+        if v.matches(Kind::Variant, vhash, snapshot_id, shape, q)
             && v.variant == variant
             && v.balancer == bid
             && v.health == snap.health.generation()
@@ -242,7 +244,7 @@ pub fn answer_templated(
             info.steered = 1;
             // As `resolve` computes it for one decision.
             let scope = s.d.scope.min(s.max_scope);
-            return replay(v, &q, Some(scope), out, info);
+            return replay(v, q, Some(scope), out, info);
         }
     }
     cache.misses += 1;

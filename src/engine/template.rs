@@ -252,7 +252,7 @@ pub fn answer_templated(
         cache,
         snap,
         snapshot_id,
-        &q,
+        q,
         shape,
         hash,
         client,

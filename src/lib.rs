@@ -18,7 +18,7 @@ pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod metrics;
-pub(crate) mod net;
+pub mod net;
 pub mod probe;
 pub mod reload;
 pub mod rrl;

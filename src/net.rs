@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Zero the bits of `ip` past `len`.
-pub(crate) fn mask(ip: IpAddr, len: u8) -> IpAddr {
+pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(a) => {
             let m = if len == 0 {

@@ -17,8 +17,9 @@ use tracing::info;
 pub mod labels;
 
 use crate::dns::transport::{Handler, Transport};
-use crate::engine::answer::{self, AnswerInfo, Client, CookieState, Outcome};
+use crate::engine::answer::{AnswerInfo, Client, CookieState, Outcome};
 use crate::engine::guard::{self, GuardMetrics, RrlVerdict};
+use crate::engine::template::{self, Templates};
 use crate::metrics::{DropReason, GeoResult, LabelSlots, Metrics};
 use crate::select::Rng;
 use crate::snapshot::Snapshot;
@@ -28,6 +29,9 @@ use crate::snapshot::Snapshot;
 pub struct Served {
     /// The snapshot.
     pub snapshot: Snapshot,
+    /// Process-unique id of this publication: response templates built
+    /// from it carry it.
+    pub id: u64,
     /// Metric slots of its zones and balanced names.
     pub slots: LabelSlots,
 }
@@ -60,6 +64,7 @@ impl Shared {
         Arc::new(Shared {
             current: ArcSwap::from_pointee(Served {
                 snapshot: snap,
+                id: template::next_snapshot_id(),
                 slots,
             }),
             guard: GuardMetrics::new(&metrics),
@@ -74,13 +79,20 @@ impl Shared {
         let slots = labels::slots(&self.metrics, &snap);
         self.current.store(Arc::new(Served {
             snapshot: snap,
+            id: template::next_snapshot_id(),
             slots,
         }));
     }
 }
 
+/// Per thread: the random number generator and the response templates.
+struct Local {
+    rng: Rng,
+    templates: Templates,
+}
+
 thread_local! {
-    static RNG: RefCell<Option<Rng>> = const { RefCell::new(None) };
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
 }
 
 fn random_seed() -> u64 {
@@ -101,16 +113,26 @@ impl Handler for Shared {
         let start = self.metrics.queries().sample_duration().then(Instant::now);
         let served = self.current.load();
         let mut info = AnswerInfo::default();
-        let outcome = RNG.with(|cell| {
+        let outcome = LOCAL.with(|cell| {
             let mut slot = cell.borrow_mut();
-            let rng = slot.get_or_insert_with(|| {
-                Rng::seeded(served.settings.random_seed.unwrap_or_else(random_seed))
+            let local = slot.get_or_insert_with(|| Local {
+                rng: Rng::seeded(served.settings.random_seed.unwrap_or_else(random_seed)),
+                templates: Templates::new(),
             });
             let c = Client {
                 addr: client,
                 transport,
             };
-            answer::answer_with_info(&served, query, c, rng, out, &mut info)
+            template::answer_templated(
+                &mut local.templates,
+                &served,
+                served.id,
+                query,
+                c,
+                &mut local.rng,
+                out,
+                &mut info,
+            )
         });
         let m = &self.metrics;
         match outcome {
@@ -162,10 +184,10 @@ impl Handler for Shared {
                 }
                 let rate = served.settings.query_log_sample;
                 if rate > 0.0
-                    && RNG.with(|c| {
-                        c.borrow_mut()
-                            .as_mut()
-                            .map_or(0.0, |r| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+                    && LOCAL.with(|c| {
+                        c.borrow_mut().as_mut().map_or(0.0, |l| {
+                            (l.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+                        })
                     }) < rate
                 {
                     let name = crate::engine::wire::parse(query)

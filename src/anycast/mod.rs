@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use gate::{AnycastError, Handle, start};
 pub use crate::snapshot::anycast::AnycastSettings;
+pub use gate::{AnycastError, Handle, start};
 pub use status::{AnycastStatus, SelfCheck};
 
 fn now_unix() -> u64 {

@@ -76,8 +76,8 @@ pub struct Client {
 
 /// What a query touched, for metrics (no allocation; label values are
 /// indices resolved against the snapshot).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct AnswerInfo {
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AnswerInfo {
     /// Index of the zone that answered.
     pub(crate) zone: Option<u32>,
     /// QTYPE of a parsed query.
@@ -87,12 +87,15 @@ pub(crate) struct AnswerInfo {
     /// Where the client's location came from, when a GeoIP lookup ran.
     pub(crate) geo: Option<crate::geo::LocationSource>,
     /// The query's DNS Cookie, when it sent one and cookies are on.
-    pub(crate) cookie: Option<CookieState>,
+    pub cookie: Option<CookieState>,
+    /// Balanced-name decisions taken (a CNAME chain may take several);
+    /// answers of at most one are cached as templates.
+    pub(crate) steered: u8,
 }
 
 /// What a query's DNS Cookie proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CookieState {
+pub enum CookieState {
     /// A server cookie of ours (current or previous secret) for this client
     /// and fresh: the client is who its address says.
     Valid,
@@ -113,7 +116,7 @@ pub fn answer(
 }
 
 /// [`answer`], also reporting what the query touched into `info`.
-pub(crate) fn answer_with_info(
+pub fn answer_with_info(
     snap: &Snapshot,
     pkt: &[u8],
     client: Client,
@@ -121,20 +124,43 @@ pub(crate) fn answer_with_info(
     out: &mut Vec<u8>,
     info: &mut AnswerInfo,
 ) -> Outcome {
+    match wire::parse(pkt) {
+        Ok(q) => answer_query(snap, &q, client, rng, out, info),
+        Err(e) => answer_parse_error(snap, pkt, e, out),
+    }
+}
+
+/// The answer to a packet [`wire::parse`] rejected with `e`.
+pub(crate) fn answer_parse_error(
+    snap: &Snapshot,
+    pkt: &[u8],
+    e: ParseError,
+    out: &mut Vec<u8>,
+) -> Outcome {
     out.clear();
-    let q = match wire::parse(pkt) {
-        Ok(q) => q,
-        Err(ParseError::Drop) => return Outcome::Dropped,
-        Err(ParseError::NotImp { opt }) => {
-            return minimal(snap, pkt, 0, rcode::NOTIMP, opt, out);
+    match e {
+        ParseError::Drop => Outcome::Dropped,
+        ParseError::NotImp { opt } => minimal(snap, pkt, 0, rcode::NOTIMP, opt, out),
+        ParseError::FormErr { question_end, opt } => {
+            minimal(snap, pkt, question_end, rcode::FORMERR, opt, out)
         }
-        Err(ParseError::FormErr { question_end, opt }) => {
-            return minimal(snap, pkt, question_end, rcode::FORMERR, opt, out);
-        }
-    };
+    }
+}
+
+/// The answer to a parsed query (the engine proper: [`answer`] is parse and
+/// this; response templates cache its output).
+pub(crate) fn answer_query(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    client: Client,
+    rng: &mut Rng,
+    out: &mut Vec<u8>,
+    info: &mut AnswerInfo,
+) -> Outcome {
+    out.clear();
     info.qtype = q.qtype;
-    let mut r = Response::start(snap, &q, client.transport, out);
-    r.cookie(&q, client, info);
+    let mut r = Response::start(snap, q, client.transport, out);
+    r.cookie(q, client, info);
     if q.opcode != 0 {
         // We implement QUERY only. NOTIFY and UPDATE for a zone we do not
         // serve get NOTAUTH (as Knot answers them); for our own zones and
@@ -155,7 +181,7 @@ pub(crate) fn answer_with_info(
     }
     match q.qclass {
         CLASS_IN | CLASS_ANY => {}
-        CLASS_CH => return chaos(snap, &q, r),
+        CLASS_CH => return chaos(snap, q, r),
         _ => return r.finish(rcode::REFUSED, None),
     }
     match q.qtype {
@@ -171,8 +197,70 @@ pub(crate) fn answer_with_info(
     };
     r.set_aa(true);
     info.zone = Some(zone.index);
-    let (code, scope) = resolve(snap, zone, &q, client, rng, &mut r, info);
+    let (code, scope) = resolve(snap, zone, q, client, rng, &mut r, info);
     r.finish(code, scope)
+}
+
+/// Largest response a query may get over `transport` (UDP: its EDNS
+/// payload size, capped by ours, at least 512).
+pub(crate) fn size_limit(snap: &Snapshot, q: &Query<'_>, transport: Transport) -> usize {
+    match transport {
+        Transport::Tcp => 65535,
+        Transport::Udp => match &q.edns {
+            Some(e) => (e.udp_size.min(snap.settings.max_udp_payload) as usize).max(512),
+            None => 512,
+        },
+    }
+}
+
+/// How a balanced name steers one client: shared by [`answer`] and the
+/// response templates, which re-decide before replaying an answer.
+pub(crate) struct Steered<'s> {
+    /// The decision.
+    pub(crate) d: Decision<'s>,
+    /// Cap on the ECS scope (the truncated source prefix).
+    pub(crate) max_scope: u8,
+    /// Where the location came from, when the client had to be located.
+    pub(crate) geo: Option<crate::geo::LocationSource>,
+}
+
+/// Decide balanced name `bid` for this client (ECS address when present
+/// and enabled, else the source).
+pub(crate) fn steer<'s>(
+    snap: &'s Snapshot,
+    bid: u32,
+    edns: Option<&Edns>,
+    client: Client,
+) -> Steered<'s> {
+    let b = &snap.balancers[bid as usize];
+    let who = client_address(snap, edns, client);
+    let inputs = Inputs {
+        pools: &snap.pools,
+        health: &snap.health,
+    };
+    let compiled = snap.decisions.get(bid as usize).and_then(Option::as_ref);
+    // A compiled trie (or a location-independent policy) decides without
+    // locating the client; else evaluate the rules.
+    let fast = if who.anonymous {
+        None
+    } else {
+        select::choose_fast(b, compiled, &inputs, who.lookup_ip)
+    };
+    let (d, geo) = match fast {
+        Some(d) => (d, None),
+        None => {
+            let loc = who.locate(snap);
+            (
+                select::choose(b, &inputs, &loc, who.lookup_ip),
+                Some(loc.source),
+            )
+        }
+    };
+    Steered {
+        d,
+        max_scope: who.max_scope,
+        geo,
+    }
 }
 
 /// Answer `pkt` with BADCOOKIE (RFC 7873 5.2.3): the question and an OPT
@@ -290,29 +378,18 @@ fn resolve(
         let mut next: Option<&[u8]> = None;
         if let Some(bid) = node.balancer.filter(|_| is_balanced_type(q.qtype)) {
             let b = &snap.balancers[bid as usize];
-            let who = client_address(snap, q.edns.as_ref(), client);
+            let s = steer(snap, bid, q.edns.as_ref(), client);
+            if s.geo.is_some() {
+                info.geo = s.geo;
+            }
+            let d = s.d;
+            info.balancer = Some((bid, d.pool, d.mode));
+            info.steered = info.steered.saturating_add(1);
+            scope = Some(scope.unwrap_or(0).max(d.scope).min(s.max_scope));
             let inputs = Inputs {
                 pools: &snap.pools,
                 health: &snap.health,
             };
-            let compiled = snap.decisions.get(bid as usize).and_then(Option::as_ref);
-            // A compiled trie (or a location-independent policy) decides
-            // without locating the client; else evaluate the rules.
-            let fast = if who.anonymous {
-                None
-            } else {
-                select::choose_fast(b, compiled, &inputs, who.lookup_ip)
-            };
-            let d: Decision<'_> = match fast {
-                Some(d) => d,
-                None => {
-                    let loc = who.locate(snap);
-                    info.geo = Some(loc.source);
-                    select::choose(b, &inputs, &loc, who.lookup_ip)
-                }
-            };
-            info.balancer = Some((bid, d.pool, d.mode));
-            scope = Some(scope.unwrap_or(0).max(d.scope).min(who.max_scope));
             let family = if q.qtype == rtype::AAAA {
                 Family::V6
             } else {
@@ -563,13 +640,7 @@ impl<'a> Response<'a> {
         let f2 = if q.cd { 0x10 } else { 0 };
         out.extend_from_slice(&[f1, f2, 0, 1, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(q.question);
-        let limit = match transport {
-            Transport::Tcp => 65535,
-            Transport::Udp => match &q.edns {
-                Some(e) => (e.udp_size.min(snap.settings.max_udp_payload) as usize).max(512),
-                None => 512,
-            },
-        };
+        let limit = size_limit(snap, q, transport);
         let mut r = Response {
             question_end: out.len(),
             out,

@@ -4,5 +4,6 @@
 //! the protections around it ([`guard`]: RRL and cookies). No sockets.
 
 pub mod answer;
-pub(crate) mod guard;
+pub mod guard;
+pub mod template;
 pub mod wire;

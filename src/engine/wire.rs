@@ -37,16 +37,16 @@ impl Cookie {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ecs {
     /// 1 = IPv4, 2 = IPv6.
-    pub(crate) family: u16,
+    pub family: u16,
     /// Source prefix length as sent.
-    pub(crate) source_prefix: u8,
+    pub source_prefix: u8,
     /// The address, bits past the source prefix zero.
-    pub(crate) addr: IpAddr,
+    pub addr: IpAddr,
 }
 
 /// EDNS0 data of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Edns {
+pub struct Edns {
     /// Requestor's UDP payload size.
     pub(crate) udp_size: u16,
     pub(crate) version: u8,
@@ -54,7 +54,7 @@ pub(crate) struct Edns {
     /// The client asked for NSID.
     pub(crate) nsid: bool,
     /// Client Subnet, when sent.
-    pub(crate) ecs: Option<Ecs>,
+    pub ecs: Option<Ecs>,
     /// DNS Cookie, when sent.
     pub(crate) cookie: Option<Cookie>,
 }
@@ -74,11 +74,15 @@ pub struct Query<'a> {
     /// Lower-cased question name (wire).
     pub(crate) qname_lc: [u8; 255],
     /// Length of the name in `qname_lc`.
-    pub(crate) qname_len: usize,
-    pub(crate) qtype: u16,
-    pub(crate) qclass: u16,
+    pub qname_len: usize,
+    /// [`name_hash`] of the lower-cased name, computed once while parsing.
+    pub name_hash: u64,
+    /// QTYPE.
+    pub qtype: u16,
+    /// QCLASS.
+    pub qclass: u16,
     /// EDNS, when an OPT record was present.
-    pub(crate) edns: Option<Edns>,
+    pub edns: Option<Edns>,
 }
 
 impl Query<'_> {
@@ -198,30 +202,28 @@ pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
         question_end: 0,
         opt: None,
     };
-    let mut c = Cursor { b: pkt, i: 12 };
-    let mut qname_lc = [0u8; 255];
-    let mut n = 0usize;
+    // Walk the labels first (lengths only), then copy the name lower-cased
+    // and hash it, eight bytes at a time.
+    let mut i = 12usize;
     loop {
-        let l = c.u8().ok_or(form0)? as usize;
+        let l = *pkt.get(i).ok_or(form0)? as usize;
         if l & 0xC0 != 0 {
             // Compression or extended labels cannot be valid in the
             // question of a query (nothing precedes it to point at).
             return Err(form0);
         }
-        if n + l + 1 > 255 {
+        i += 1 + l;
+        if i - 12 > 255 {
             return Err(form0);
         }
-        qname_lc[n] = l as u8;
-        n += 1;
         if l == 0 {
             break;
         }
-        let label = c.take(l).ok_or(form0)?;
-        for (d, s) in qname_lc[n..n + l].iter_mut().zip(label) {
-            *d = s.to_ascii_lowercase();
-        }
-        n += l;
     }
+    let n = i - 12;
+    let mut qname_lc = [0u8; 255];
+    let name_hash = lower_and_hash(&pkt[12..i], &mut qname_lc);
+    let mut c = Cursor { b: pkt, i };
     let qtype = c.u16().ok_or(form0)?;
     let qclass = c.u16().ok_or(form0)?;
     let question_end = c.i;
@@ -231,6 +233,7 @@ pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
         rd: flags & 0x0100 != 0,
         cd: flags & 0x0010 != 0,
         question: &pkt[12..question_end],
+        name_hash,
         qname_lc,
         qname_len: n,
         qtype,
@@ -269,6 +272,64 @@ pub fn parse(pkt: &[u8]) -> Result<Query<'_>, ParseError> {
         q.edns = Some(parse_opt(class, ttl, rdata).ok_or(bad(opt))?);
     }
     Ok(q)
+}
+
+/// A fast hash of a (lower-cased wire) name, eight bytes at a time. Not
+/// keyed: it indexes per-thread caches whose entries are checked byte by
+/// byte, so collisions cost a miss, never a wrong answer.
+pub fn name_hash(name: &[u8]) -> u64 {
+    const K: u64 = 0xF135_7AEA_2E62_A9C5;
+    let mut h = name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(K).rotate_left(26);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(26);
+    }
+    h
+}
+
+/// ASCII lower case of eight bytes at once (bytes 0x41..=0x5A gain 0x20;
+/// label length bytes, at most 63, never change).
+#[inline]
+fn lower8(w: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let h = w & LOW7;
+    let at_least_a = h.wrapping_add(0x3F3F_3F3F_3F3F_3F3F);
+    let above_z = h.wrapping_add(0x2525_2525_2525_2525);
+    let upper = at_least_a & !above_z & !w & HIGH;
+    w | (upper >> 2)
+}
+
+/// Copy `name` (at most 255 bytes) into `out` lower-cased and return its
+/// [`name_hash`], in one pass over eight-byte words.
+fn lower_and_hash(name: &[u8], out: &mut [u8; 255]) -> u64 {
+    const K: u64 = 0xF135_7AEA_2E62_A9C5;
+    let mut h = name.len() as u64;
+    let mut k = 0;
+    while k + 8 <= name.len() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&name[k..k + 8]);
+        let w = lower8(u64::from_le_bytes(b));
+        out[k..k + 8].copy_from_slice(&w.to_le_bytes());
+        h = (h ^ w).wrapping_mul(K).rotate_left(26);
+        k += 8;
+    }
+    let rest = name.len() - k;
+    if rest > 0 {
+        let mut b = [0u8; 8];
+        b[..rest].copy_from_slice(&name[k..]);
+        let w = lower8(u64::from_le_bytes(b));
+        out[k..name.len()].copy_from_slice(&w.to_le_bytes()[..rest]);
+        h = (h ^ w).wrapping_mul(K).rotate_left(26);
+    }
+    h
 }
 
 /// Find an OPT record in a packet whose question section did not parse as
@@ -428,6 +489,26 @@ mod tests {
         let ecs = e.ecs.unwrap();
         assert_eq!(ecs.source_prefix, 24);
         assert_eq!(ecs.addr, "81.2.69.0".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn lower_and_hash_agrees_with_bytewise() {
+        let mut seed = 0x1234_5678u64;
+        for len in 0..=255usize {
+            let name: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (seed >> 56) as u8
+                })
+                .collect();
+            let mut out = [0u8; 255];
+            let h = lower_and_hash(&name, &mut out);
+            let lc = name.to_ascii_lowercase();
+            assert_eq!(&out[..len], &lc[..], "len {len}");
+            assert_eq!(h, name_hash(&lc), "len {len}");
+        }
     }
 
     #[test]

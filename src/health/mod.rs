@@ -3,7 +3,7 @@
 //! The prober ([`crate::probe`]) is each slot's only writer; endpoints start up
 //! ("unknown, answered as if up") until their first probe result.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// The verdict bit of a health slot: answered as up.
 const UP: u8 = 1;
@@ -15,6 +15,9 @@ const DRAINED: u8 = 2;
 #[derive(Debug)]
 pub struct HealthTable {
     slots: Box<[AtomicU8]>,
+    /// Bumped whenever a slot changes, so caches of answers (response
+    /// templates) know when health may answer differently.
+    generation: AtomicU64,
 }
 
 impl HealthTable {
@@ -22,6 +25,7 @@ impl HealthTable {
     pub(crate) fn all_up(n: usize) -> Self {
         HealthTable {
             slots: (0..n).map(|_| AtomicU8::new(UP)).collect(),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -59,12 +63,29 @@ impl HealthTable {
     pub(crate) fn set_state(&self, id: u32, up: bool, drained: bool) {
         if let Some(a) = self.slots.get(id as usize) {
             let v = if up { UP } else { 0 } | if drained { DRAINED } else { 0 };
-            a.store(v, Ordering::Relaxed);
+            // The slot first, then the generation (Release): a reader
+            // that sees the new generation (Acquire) sees the new slot.
+            if a.swap(v, Ordering::Relaxed) != v {
+                self.generation.fetch_add(1, Ordering::Release);
+            }
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Changes so far: equal before and after an answer, no slot changed
+    /// in between.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Number of endpoints.
+    pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// True when there are no endpoints.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 }
 

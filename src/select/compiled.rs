@@ -341,13 +341,14 @@ fn compile_in(
         return Ok(None);
     };
     let base = plan.partition(geo, asns);
-    let part = match plan.fields() {
+    // Cached in the base partition (the shape key determines the fields),
+    // so the projection need not outlive the build.
+    let shared = base.cached(&key, || match plan.fields() {
         // Coordinates are nearly one per network: projecting costs more
         // than it saves.
-        Fields::Coords => base.clone(),
-        f => base.projected(f),
-    };
-    let shared = part.cached(&key, || build_shape(&plan, &part, node_budget))?;
+        Fields::Coords => build_shape(&plan, &base, node_budget),
+        f => build_shape(&plan, &base.projected(f), node_budget),
+    })?;
     if shared.trie.node_count() > node_budget {
         return Err(CompileError::TooBig {
             budget: node_budget,
@@ -389,7 +390,9 @@ pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<O
     for (i, b) in balancers.iter().enumerate() {
         if let Ok(Some((plan, key))) = plan(b, pools) {
             let base = plan.partition(geo, Some(asns));
-            if plan.fields() != Fields::Coords {
+            // Projections the shapes to build need, built once up front
+            // (not by two workers at once).
+            if plan.fields() != Fields::Coords && !base.is_cached(&key) {
                 base.projected(plan.fields());
             }
             if let std::collections::hash_map::Entry::Vacant(e) = firsts.entry(key) {

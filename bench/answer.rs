@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
-use steerdns::dns::answer::{Client, Outcome, answer};
 use steerdns::dns::transport::Transport;
+use steerdns::engine::answer::{Client, Outcome, answer};
 use steerdns::select::Rng;
 use steerdns::snapshot::Snapshot;
 

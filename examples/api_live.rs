@@ -1,7 +1,8 @@
-//! A wiring sketch until `app` serves the API itself: start the real server
-//! (`app::start`) on a config, and the HTTP API over it with
-//! `SharedBackend` (status, explain, reload and health gauges are real; the
-//! DNS path does not count queries yet, as that needs hooks in `dns/`).
+//! Embedding the server through the serving seam: bind first (the
+//! addresses are known before anything runs), then serve on a runtime the
+//! embedder owns, here a single-threaded one, and stop by cancelling the
+//! token. The HTTP API is part of the server: status, explain, reload and
+//! metrics are live on the printed address.
 //!
 //! ```sh
 //! cargo run --example api_live -- config/example.toml 127.0.0.1:9153 [SECONDS]
@@ -9,13 +10,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use steerdns::api::backend::{Reloader, SharedBackend};
-use steerdns::api::{self, ApiBackend, ApiOptions};
 use steerdns::app::{self, Options};
-use steerdns::metrics::{self, Metrics};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,45 +25,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let http: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let seconds: Option<u64> = args.next().map(|s| s.parse()).transpose()?;
 
-    let metrics = Arc::new(Metrics::new()?);
-    let running = Arc::new(app::start(&Options {
+    let bound = app::bind(&Options {
         config,
-        // Ephemeral loopback DNS ports: this is a sketch, not a server.
+        // Ephemeral loopback DNS ports: this is an example, not a server.
         dns_listen: vec!["127.0.0.1:0".parse()?],
         http_listen: Some(http),
-    })?);
-    metrics.reload_result(true);
-    metrics::sync_health(&metrics, &running.shared.current.load());
-    eprintln!("api_live: DNS on {:?}", running.udp_addrs);
-
-    let (r, m, s) = (running.clone(), metrics.clone(), running.shared.clone());
-    let reloader: Reloader = Box::new(move || {
-        let g = r
-            .reload()
-            .map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())?;
-        metrics::sync_health(&m, &s.current.load());
-        Ok(g)
-    });
-    let backend = Arc::new(SharedBackend::new(
-        running.shared.clone(),
-        metrics.clone(),
-        reloader,
-    ));
-    backend.set_ready(true);
-
+    })?;
+    eprintln!("api_live: API on http://{}", bound.http_addr()?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(api::bind(http)?)?;
-        eprintln!("api_live: API on http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
-        let b: Arc<dyn ApiBackend> = backend;
-        let opts = ApiOptions {
-            token: std::env::var("STEERDNS_API_TOKEN").ok(),
-            listen: http,
-        };
-        let server = tokio::spawn(api::serve(listener, b, opts, shutdown.clone()));
+        let mut server = app::serve(bound, shutdown.clone()).await?;
+        eprintln!("api_live: DNS on {:?}", server.udp_addrs);
         tokio::select! {
             _ = async {
                 match seconds {
@@ -76,8 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             } => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        shutdown.cancel();
-        let _ = server.await;
+        server.stop();
         Ok::<(), Box<dyn std::error::Error>>(())
     })
 }

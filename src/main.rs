@@ -44,9 +44,14 @@ fn anycast(command: AnycastCommand) -> anyhow::Result<()> {
             let addr = match (api, config) {
                 (Some(a), _) => a,
                 (None, Some(c)) => {
-                    app::load_snapshot_with(&c, 1, None, steerdns::snapshot::GeoMode::Explain)?
-                        .settings
-                        .http_listen
+                    steerdns::reload::load_snapshot_with(
+                        &c,
+                        1,
+                        None,
+                        steerdns::snapshot::GeoMode::Explain,
+                    )?
+                    .settings
+                    .http_listen
                 }
                 (None, None) => anyhow::bail!("give --api ADDR or --config FILE"),
             };
@@ -61,6 +66,22 @@ fn anycast(command: AnycastCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `steerdns serve`: bind, build the runtime, serve until a stop signal.
+fn serve(opts: &app::Options) -> anyhow::Result<()> {
+    // Before anything else, so a signal during startup is not fatal.
+    app::install_signal_handlers()?;
+    let bound = app::bind(opts)?;
+    let rt = app::runtime(bound.workers())?;
+    rt.block_on(async {
+        let mut server = app::serve(bound, tokio_util::sync::CancellationToken::new()).await?;
+        server.wait_for_signals().await?;
+        server.stop();
+        Ok::<(), anyhow::Error>(())
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
@@ -69,12 +90,12 @@ fn main() -> ExitCode {
             config,
             dns_listen,
             http_listen,
-        } => app::run(&app::Options {
+        } => serve(&app::Options {
             config,
             dns_listen,
             http_listen,
         }),
-        Command::Check { config } => app::load_snapshot(&config, 1)
+        Command::Check { config } => steerdns::reload::load_snapshot(&config, 1)
             .map(|s| {
                 println!(
                     "{}: ok ({} zones, {} pools, {} balanced names)",
@@ -90,15 +111,20 @@ fn main() -> ExitCode {
             client,
             name,
             qtype,
-        } => app::load_snapshot_with(&config, 1, None, steerdns::snapshot::GeoMode::Explain)
-            .map_err(anyhow::Error::from)
-            .and_then(|s| explain::explain(&s, None, client, &name, &qtype).map_err(Into::into))
-            .map(|report| print!("{report}")),
+        } => steerdns::reload::load_snapshot_with(
+            &config,
+            1,
+            None,
+            steerdns::snapshot::GeoMode::Explain,
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|s| explain::explain(&s, None, client, &name, &qtype).map_err(Into::into))
+        .map(|report| print!("{report}")),
         Command::Ctl {
             config,
             api,
             action,
-        } => app::load_snapshot(&config, 1)
+        } => steerdns::reload::load_snapshot(&config, 1)
             .map_err(anyhow::Error::from)
             .and_then(|s| {
                 let (state, pool, endpoint) = action.parts();

@@ -7,8 +7,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
 
-use steerdns::dns::answer::{Client, Outcome, answer};
 use steerdns::dns::transport::Transport;
+use steerdns::engine::answer::{Client, Outcome, answer};
 use steerdns::select::Rng;
 
 thread_local! {

@@ -102,8 +102,8 @@ fn hot_path_does_not_allocate() {
 fn handler_does_not_allocate() {
     use std::net::SocketAddr;
     use std::sync::Arc;
-    use steerdns::dns::server::Shared;
     use steerdns::dns::transport::Handler;
+    use steerdns::serving::Shared;
 
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
     let snap = steerdns::app::load_snapshot(&path, 1).expect("config/example.toml loads");

@@ -8,9 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use steerdns::config::{self, Source};
-use steerdns::dns::answer::{self, Client, Outcome};
 use steerdns::dns::transport::Transport;
-use steerdns::dns::wire;
+use steerdns::engine::answer::{self, Client, Outcome};
+use steerdns::engine::wire;
 use steerdns::geo::GeoDb;
 use steerdns::select::Rng;
 use steerdns::snapshot::Snapshot;

@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 pub use settings::AnycastSettings;
 
-use crate::dns::server::Shared;
+use crate::serving::Shared;
 use guard::Want;
 use machine::{Change, Conditions, Machine, Phase};
 

@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn queries_parse_and_replies_are_judged() {
         let q = query(0x1234, "lb.example.com.", 6);
-        assert!(crate::dns::wire::parse(&q).is_ok());
+        assert!(crate::engine::wire::parse(&q).is_ok());
         let mut reply = q.clone();
         reply[2] = 0x84; // QR AA
         assert_eq!(judge(&reply, 0x1234), Ok(()));

@@ -1,7 +1,8 @@
 //! [`SharedBackend`]: an [`ApiBackend`] over the serving [`Shared`] snapshot
-//! holder and [`Metrics`], for the application to wire in. Reloading and
-//! probe details are supplied as closures, so this module does not depend on
-//! how the application reloads or probes.
+//! holder and [`Metrics`], for the application to wire in. Reloading is
+//! supplied as a closure, so this module does not depend on how the
+//! application reloads; probe details are read from the prober's
+//! [`HealthStatus`] through the probes of the one snapshot a page shows.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,17 +11,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ApiBackend;
 use super::model::{LastReload, ReloadOutcome, Status};
-use super::snapshot::{ProbeInfo, explain_json, pool_statuses};
-use crate::dns::server::Shared;
-use crate::health::prober::HealthStatus;
+use super::snapshot::{explain_json, pool_statuses, probe_info};
+use crate::explain::ProbeIndex;
 use crate::metrics::Metrics;
-use crate::select::EndpointId;
+use crate::probe::HealthStatus;
+use crate::serving::Shared;
 
 /// Reload the config: the new generation, or every error (one per line of
 /// the config error's report).
 pub type Reloader = Box<dyn Fn() -> Result<u64, Vec<String>> + Send + Sync>;
-/// Probe details of an endpoint of the current snapshot.
-pub type ProbeLookup = Box<dyn Fn(EndpointId) -> ProbeInfo + Send + Sync>;
 
 /// An [`ApiBackend`] over the live snapshot.
 pub struct SharedBackend {
@@ -32,7 +31,6 @@ pub struct SharedBackend {
     last_reload: Mutex<Option<LastReload>>,
     reloading: Mutex<()>,
     reloader: Reloader,
-    probe: ProbeLookup,
     health: Option<Arc<HealthStatus>>,
     anycast: std::sync::OnceLock<Arc<crate::anycast::Handle>>,
 }
@@ -46,8 +44,8 @@ fn now_unix() -> u64 {
 impl SharedBackend {
     /// A backend serving `shared`'s current snapshot and `metrics`,
     /// reloading through `reloader`. Not ready until
-    /// [`SharedBackend::set_ready`]; no probe details until
-    /// [`SharedBackend::with_probe_info`].
+    /// [`SharedBackend::set_ready`]; no probe details (reasons, probe
+    /// times) until [`SharedBackend::with_health`].
     pub fn new(shared: Arc<Shared>, metrics: Arc<Metrics>, reloader: Reloader) -> Self {
         SharedBackend {
             shared,
@@ -58,7 +56,6 @@ impl SharedBackend {
             last_reload: Mutex::new(None),
             reloading: Mutex::new(()),
             reloader,
-            probe: Box::new(|_| ProbeInfo::default()),
             health: None,
             anycast: std::sync::OnceLock::new(),
         }
@@ -69,15 +66,10 @@ impl SharedBackend {
         let _ = self.anycast.set(handle);
     }
 
-    /// Use the prober's state for `explain`.
+    /// Use the prober's state for `explain` and the endpoints' reasons and
+    /// probe times in the status.
     pub fn with_health(mut self, health: Arc<HealthStatus>) -> Self {
         self.health = Some(health);
-        self
-    }
-
-    /// Use `probe` for endpoints' reasons, probe times and monitors.
-    pub fn with_probe_info(mut self, probe: ProbeLookup) -> Self {
-        self.probe = probe;
         self
     }
 
@@ -121,7 +113,11 @@ impl ApiBackend for SharedBackend {
     }
 
     fn status(&self) -> Status {
+        // One snapshot for the whole page: pools, endpoints and their probes
+        // all come from it, even when a reload lands meanwhile.
         let snap = self.shared.current.load();
+        let probes = ProbeIndex::new(&snap);
+        let health = self.health.as_deref();
         Status {
             node_name: snap.settings.node_name.clone(),
             version: self.version.clone(),
@@ -133,7 +129,9 @@ impl ApiBackend for SharedBackend {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
-            pools: pool_statuses(&snap, &snap.health, &self.probe),
+            pools: pool_statuses(&snap, &snap.health, |id| {
+                probe_info(&snap, &probes, health, id)
+            }),
         }
     }
 
@@ -176,7 +174,7 @@ mod tests {
     #[test]
     fn status_reload_and_readiness() {
         let path = Path::new("config/example.toml");
-        let snap = crate::app::load_snapshot(path, 1).unwrap();
+        let snap = crate::reload::load_snapshot(path, 1).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let shared = Shared::new(snap, metrics.clone());
         let fail = Arc::new(AtomicBool::new(false));
@@ -186,7 +184,7 @@ mod tests {
                 return Err(vec!["x.toml:1:1: broken".into()]);
             }
             let g = s2.current.load().generation + 1;
-            let snap = crate::app::load_snapshot(Path::new("config/example.toml"), g)
+            let snap = crate::reload::load_snapshot(Path::new("config/example.toml"), g)
                 .map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())?;
             s2.publish(snap);
             Ok(g)
@@ -200,6 +198,19 @@ mod tests {
         assert!(s.config_file.ends_with("example.toml"));
         assert!(s.last_reload.is_none());
         assert!(!s.pools.is_empty());
+        // Probe details come from the same snapshot's probes, by endpoint id.
+        for p in &s.pools {
+            for e in &p.endpoints {
+                if p.name == "lab" {
+                    let port = if e.name == "192.0.2.80" { 9153 } else { 9 };
+                    let want = format!("self-api http 127.0.0.1:{port}");
+                    assert_eq!(e.monitor.as_deref(), Some(want.as_str()), "{e:?}");
+                    assert_eq!(e.state, super::super::model::EndpointState::Unknown);
+                } else {
+                    assert_eq!(e.monitor, None, "{e:?}");
+                }
+            }
+        }
 
         let r = b.reload();
         assert!(r.ok && r.generation == 2, "{r:?}");

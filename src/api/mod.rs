@@ -6,7 +6,7 @@
 //! | `GET /readyz` | `200 ready` once the config is loaded and DNS sockets are bound, else `503 not ready` |
 //! | `GET /metrics` | Prometheus text exposition |
 //! | `GET /api/v1/status` | [`Status`] as JSON |
-//! | `GET /api/v1/explain?name=&type=&client=` | the decision trace as JSON (`type` defaults to `A`) |
+//! | `GET /api/v1/explain?name=&type=&client=` | the explain report as JSON: the structured [`Explanation`](crate::explain::Explanation) under `report`, the text and its lines beside it (`type` defaults to `A`) |
 //! | `POST /api/v1/reload` | reload now; [`ReloadOutcome`] as JSON, `200` or `422` (`202` when still running after 90 s); bearer token when configured |
 //! | `GET /` | the status page (HTML) |
 //!

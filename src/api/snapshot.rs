@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use super::model::{EndpointState, EndpointStatus, PoolStatus};
+use crate::explain::{Explanation, ProbeIndex};
 use crate::health::HealthTable;
-use crate::health::prober::HealthStatus;
+use crate::probe::HealthStatus;
 use crate::select::{EndpointId, Inputs, PoolId, Target};
 use crate::snapshot::Snapshot;
 use crate::zone;
@@ -91,11 +92,44 @@ pub fn pool_statuses(
         .collect()
 }
 
-/// `steerdns explain` as JSON: `{"text": the report, "trace": [{"step",
-/// "value", "details"?}], and the main facts as fields: "client",
-/// "location", "question", "zone", "balancer", "rule", "chosen_pool",
-/// "mode", "ecs_scope", "rcode", "answers", "authority"}`. Errors are the
-/// request's (bad name or type).
+/// What the prober knows about `endpoint` of `snap`, found through `probes`
+/// (the same snapshot's index, so a reload cannot mix two configs).
+pub(crate) fn probe_info(
+    snap: &Snapshot,
+    probes: &ProbeIndex<'_>,
+    health: Option<&HealthStatus>,
+    endpoint: EndpointId,
+) -> ProbeInfo {
+    let Some(t) = probes.get(endpoint) else {
+        return ProbeInfo::default();
+    };
+    let m = &snap.monitors[t.monitor as usize];
+    let monitor = Some(format!("{} {} {}", m.name, m.kind.label(), t.addr));
+    match health.and_then(|h| h.get(&t.key)) {
+        None => ProbeInfo {
+            monitor,
+            ..ProbeInfo::default()
+        },
+        Some(h) => ProbeInfo {
+            probed: match h.hysteresis.verdict {
+                crate::health::state::Verdict::Unknown => None,
+                v => Some(v.answerable()),
+            },
+            reason: h.reason,
+            last_probe_at: h.last_probe_at,
+            last_change_at: h.last_change_at,
+            monitor,
+        },
+    }
+}
+
+/// `steerdns explain` as JSON: the [`Explanation`] under `"report"`, and
+/// for readers of the text: `"text"` (the CLI's report), `"trace"` (its
+/// lines: `{"step", "value", "details"?}`), and the first value of each
+/// step as a field (`"client"`, `"location"`, `"question"`, `"zone"`,
+/// `"balancer"`, `"rule"`, `"latency"`, `"mode"`, `"ecs_scope"`,
+/// `"rcode"`) plus `"chosen_pool"`, `"answers"` and `"authority"`. Errors are
+/// the request's (bad name or type).
 pub fn explain_json(
     snap: &Snapshot,
     health: Option<&HealthStatus>,
@@ -103,63 +137,50 @@ pub fn explain_json(
     qtype: &str,
     client: IpAddr,
 ) -> Result<Value, String> {
-    let text =
+    let e =
         crate::explain::explain(snap, health, client, name, qtype).map_err(|e| e.to_string())?;
-    Ok(report_to_json(&text))
+    Ok(explanation_json(&e))
 }
 
-/// Turn the explain report (`key       value` lines, indented detail lines)
-/// into JSON (see [`explain_json`]).
-pub fn report_to_json(text: &str) -> Value {
-    let mut trace: Vec<Value> = Vec::new();
+/// The JSON of [`explain_json`] for an explanation.
+pub(crate) fn explanation_json(e: &Explanation) -> Value {
+    let lines = e.lines();
     let mut fields = serde_json::Map::new();
-    let mut answers = Vec::new();
-    let mut authority = Vec::new();
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.starts_with(' ') {
-            if let Some(Value::Object(last)) = trace.last_mut() {
-                let details = last
-                    .entry("details")
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(d) = details {
-                    d.push(Value::String(line.trim().to_string()));
-                }
-            }
-            continue;
-        }
-        // Keys are padded to 11 columns; "ecs scope" has a space in it.
-        let (key, value) = match line.get(..11) {
-            Some(k) if line.len() > 11 => (k.trim(), line[11..].trim()),
-            _ => match line.split_once(char::is_whitespace) {
-                Some((k, v)) => (k, v.trim()),
-                None => (line.trim(), ""),
-            },
-        };
-        trace.push(json!({ "step": key, "value": value }));
-        match key {
-            "answer" => answers.push(Value::String(value.to_string())),
-            "authority" => authority.push(Value::String(value.to_string())),
-            "pool" => {
-                if let Some(v) = value.strip_suffix("<- chosen") {
-                    let name = v.split(':').next().unwrap_or("").trim();
-                    fields.insert("chosen_pool".into(), Value::String(name.to_string()));
-                }
-            }
-            k => {
-                let k = k.replace(' ', "_");
-                fields
-                    .entry(k)
-                    .or_insert_with(|| Value::String(value.to_string()));
-            }
+    for l in &lines {
+        if !matches!(l.step, "answer" | "authority" | "pool") {
+            fields
+                .entry(l.step.replace(' ', "_"))
+                .or_insert_with(|| Value::String(l.value.clone()));
         }
     }
-    fields.insert("answers".into(), Value::Array(answers));
-    fields.insert("authority".into(), Value::Array(authority));
+    if let Some(p) = e.chosen_pool() {
+        fields.insert("chosen_pool".into(), p.into());
+    }
+    let step_values = |step: &str| -> Vec<Value> {
+        lines
+            .iter()
+            .filter(|l| l.step == step)
+            .map(|l| Value::String(l.value.clone()))
+            .collect()
+    };
+    fields.insert("answers".into(), Value::Array(step_values("answer")));
+    fields.insert("authority".into(), Value::Array(step_values("authority")));
+    let trace = lines
+        .iter()
+        .map(|l| {
+            let mut step = json!({ "step": l.step, "value": l.value });
+            if !l.details.is_empty() {
+                step["details"] = json!(l.details);
+            }
+            step
+        })
+        .collect();
     fields.insert("trace".into(), Value::Array(trace));
-    fields.insert("text".into(), Value::String(text.to_string()));
+    fields.insert("text".into(), Value::String(e.to_string()));
+    fields.insert(
+        "report".into(),
+        serde_json::to_value(e).unwrap_or_else(|err| json!({ "error": err.to_string() })),
+    );
     Value::Object(fields)
 }
 
@@ -169,7 +190,7 @@ mod tests {
     use std::path::Path;
 
     fn example() -> Snapshot {
-        crate::app::load_snapshot(Path::new("config/example.toml"), 1).expect("example config")
+        crate::reload::load_snapshot(Path::new("config/example.toml"), 1).expect("example config")
     }
 
     #[test]
@@ -212,6 +233,90 @@ mod tests {
         );
     }
 
+    /// The parser `/api/v1/explain` used before the report was data, kept
+    /// only to show that every field it produced is still there, unchanged.
+    fn legacy_report_to_json(text: &str) -> Value {
+        let mut trace: Vec<Value> = Vec::new();
+        let mut fields = serde_json::Map::new();
+        let mut answers = Vec::new();
+        let mut authority = Vec::new();
+        for line in text.lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if line.starts_with(' ') {
+                if let Some(Value::Object(last)) = trace.last_mut() {
+                    let details = last
+                        .entry("details")
+                        .or_insert_with(|| Value::Array(Vec::new()));
+                    if let Value::Array(d) = details {
+                        d.push(Value::String(line.trim().to_string()));
+                    }
+                }
+                continue;
+            }
+            let (key, value) = match line.get(..11) {
+                Some(k) if line.len() > 11 => (k.trim(), line[11..].trim()),
+                _ => match line.split_once(char::is_whitespace) {
+                    Some((k, v)) => (k, v.trim()),
+                    None => (line.trim(), ""),
+                },
+            };
+            trace.push(json!({ "step": key, "value": value }));
+            match key {
+                "answer" => answers.push(Value::String(value.to_string())),
+                "authority" => authority.push(Value::String(value.to_string())),
+                "pool" => {
+                    if let Some(v) = value.strip_suffix("<- chosen") {
+                        let name = v.split(':').next().unwrap_or("").trim();
+                        fields.insert("chosen_pool".into(), Value::String(name.to_string()));
+                    }
+                }
+                k => {
+                    fields
+                        .entry(k.replace(' ', "_"))
+                        .or_insert_with(|| Value::String(value.to_string()));
+                }
+            }
+        }
+        fields.insert("answers".into(), Value::Array(answers));
+        fields.insert("authority".into(), Value::Array(authority));
+        fields.insert("trace".into(), Value::Array(trace));
+        fields.insert("text".into(), Value::String(text.to_string()));
+        Value::Object(fields)
+    }
+
+    #[test]
+    fn json_keeps_every_field_of_the_text_parser() {
+        let example = example();
+        let cluster = crate::reload::load_snapshot(Path::new("config/cluster-node.toml"), 1)
+            .expect("cluster config");
+        for (snap, client, name, qtype) in [
+            (&example, "216.160.83.1", "www.lb.example.com", "A"),
+            (&example, "10.1.2.3", "www.lb.example.com", "AAAA"),
+            (&example, "192.0.2.1", "lab.lb.example.com", "A"),
+            (&example, "192.0.2.1", "nope.lb.example.com", "A"),
+            (&example, "192.0.2.1", "www.example.org", "A"),
+            (&cluster, "192.0.2.1", "fast.lb.example.com", "A"),
+        ] {
+            let client: IpAddr = client.parse().unwrap();
+            let v = explain_json(snap, None, name, qtype, client).unwrap();
+            let text = crate::explain::explain(snap, None, client, name, qtype)
+                .unwrap()
+                .to_string();
+            let Value::Object(old) = legacy_report_to_json(&text) else {
+                unreachable!()
+            };
+            assert!(old.len() >= 7, "{old:?}");
+            for (k, want) in &old {
+                assert_eq!(&v[k], want, "{name} from {client}: field {k}");
+            }
+            // The structured form is there too, and agrees.
+            assert_eq!(v["report"]["client"], client.to_string());
+            assert_eq!(v["report"]["question"]["qtype"], qtype, "{}", v["report"]);
+        }
+    }
+
     #[test]
     fn explain_as_json() {
         let snap = example();
@@ -232,6 +337,20 @@ mod tests {
             "{v:#}"
         );
         assert!(v["ecs_scope"].as_str().unwrap().starts_with('/'), "{v:#}");
+        let r = &v["report"];
+        assert_eq!(r["location"]["country"], "US", "{r:#}");
+        assert_eq!(
+            r["steering"]["rule"],
+            json!({"kind": "continent", "code": "NA"})
+        );
+        assert_eq!(r["steering"]["mode"], "normal");
+        assert_eq!(r["steering"]["pools"][0]["name"], "na");
+        assert_eq!(r["steering"]["pools"][0]["chosen"], true);
+        assert_eq!(
+            r["steering"]["pools"][0]["endpoints"][0]["health"],
+            json!({"state": "not_monitored"})
+        );
+        assert_eq!(r["response"]["rcode"], "No Error");
         let pools: Vec<&Value> = v["trace"]
             .as_array()
             .unwrap()

@@ -28,11 +28,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::dns::server::Shared;
 use crate::health::ProbeTarget;
-use crate::health::prober::{HealthStatus, Resolver};
 use crate::health::state::Verdict;
+use crate::probe::{HealthStatus, Resolver};
 use crate::select::{Inputs, Policy, PoolId};
+use crate::serving::Shared;
 use crate::snapshot::Snapshot;
 use admin::AdminStore;
 use metrics::ClusterMetrics;
@@ -789,7 +789,7 @@ impl Cluster {
     }
 
     /// The snapshot serving now.
-    pub fn snapshot(&self) -> Arc<crate::dns::server::Served> {
+    pub fn snapshot(&self) -> Arc<crate::serving::Served> {
         self.shared.current.load_full()
     }
 

@@ -1,13 +1,11 @@
-//! DNS: wire parsing, the answer engine, and transports.
+//! DNS transports: batched UDP worker threads, the TCP listener and its
+//! fair slot sharing. They move bytes between sockets and a
+//! [`transport::Handler`] and know nothing about DNS semantics.
 
-pub mod answer;
-pub mod guard;
-pub mod server;
 pub mod tcp;
-pub mod tcp_fair;
+pub(crate) mod tcp_fair;
 pub mod transport;
 pub mod udp;
-pub mod wire;
 
 #[cfg(test)]
 mod test_support;

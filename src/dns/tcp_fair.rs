@@ -19,20 +19,20 @@ use tokio_util::sync::CancellationToken;
 
 /// Limits of the table.
 #[derive(Debug, Clone, Copy)]
-pub struct FairLimits {
+pub(crate) struct FairLimits {
     /// Connections, all listeners together.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Connections from one client network (IPv4 /24, IPv6 /56).
-    pub max_per_client: usize,
+    pub(crate) max_per_client: usize,
     /// Idle timeout normally.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Idle timeout while at least 3/4 of the slots are taken.
-    pub busy_idle_timeout: Duration,
+    pub(crate) busy_idle_timeout: Duration,
 }
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Its network holds `max_per_client` connections already.
     PerClient,
     /// Every slot is taken and none could be freed.
@@ -52,12 +52,12 @@ struct Inner {
     per_net: HashMap<(u128, bool), usize>,
 }
 
-/// The connections of every TCP listener of a server.
+/// The connections of every TCP listener of a server (`pub`: reachable
+/// through [`super::tcp::TcpOptions`]).
 pub struct ConnTable {
     inner: Mutex<Inner>,
     open: AtomicUsize,
     epoch: Instant,
-    evicted: AtomicU64,
 }
 
 impl Default for ConnTable {
@@ -66,7 +66,6 @@ impl Default for ConnTable {
             inner: Mutex::default(),
             open: AtomicUsize::new(0),
             epoch: Instant::now(),
-            evicted: AtomicU64::new(0),
         }
     }
 }
@@ -80,12 +79,12 @@ impl std::fmt::Debug for ConnTable {
 }
 
 /// A connection's place in the table; frees it when dropped.
-pub struct Slot {
+pub(crate) struct Slot {
     pub(crate) table: Arc<ConnTable>,
     id: u64,
     last: Arc<AtomicU64>,
     /// Cancelled when the connection is evicted.
-    pub evict: CancellationToken,
+    pub(crate) evict: CancellationToken,
 }
 
 impl std::fmt::Debug for Slot {
@@ -108,17 +107,12 @@ impl ConnTable {
     }
 
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Connections evicted so far.
-    pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
-    }
-
     /// The idle timeout that applies now.
-    pub fn idle_timeout(&self, l: &FairLimits) -> Duration {
+    pub(crate) fn idle_timeout(&self, l: &FairLimits) -> Duration {
         if self.open() * 4 >= l.max_connections * 3 {
             l.busy_idle_timeout.min(l.idle_timeout)
         } else {
@@ -131,7 +125,7 @@ impl ConnTable {
     /// holding the most connections, is evicted to make room;
     /// while the cap is near, every connection idle longer than the busy
     /// timeout is evicted too.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr, l: &FairLimits) -> Result<Slot, Refused> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr, l: &FairLimits) -> Result<Slot, Refused> {
         self.admit_at(peer, l, self.now_ms())
     }
 
@@ -205,7 +199,6 @@ impl ConnTable {
                     g.per_net.remove(&c.net);
                 }
             }
-            self.evicted.fetch_add(1, Ordering::Relaxed);
         }
         self.open.store(g.conns.len(), Ordering::Relaxed);
     }
@@ -213,7 +206,7 @@ impl ConnTable {
 
 impl Slot {
     /// The connection completed a query now (one atomic store).
-    pub fn active(&self) {
+    pub(crate) fn active(&self) {
         self.last.store(self.table.now_ms(), Ordering::Relaxed);
     }
 }
@@ -292,7 +285,6 @@ mod tests {
         assert!(b.evict.is_cancelled());
         assert!(!a.evict.is_cancelled() && !c.evict.is_cancelled());
         assert_eq!(t.open(), 3);
-        assert_eq!(t.evicted(), 1);
         // The evicted slot is already free: b's own drop changes nothing.
         drop(b);
         assert_eq!(t.open(), 3);

@@ -1,6 +1,6 @@
 //! Endpoint health as the hot path sees it: one atomic per endpoint.
 //!
-//! The prober ([`prober`]) is each slot's only writer; endpoints start up
+//! The prober ([`crate::probe`]) is each slot's only writer; endpoints start up
 //! ("unknown, answered as if up") until their first probe result.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,7 +19,7 @@ pub struct HealthTable {
 
 impl HealthTable {
     /// A table of `n` endpoints, all up.
-    pub fn all_up(n: usize) -> Self {
+    pub(crate) fn all_up(n: usize) -> Self {
         HealthTable {
             slots: (0..n).map(|_| AtomicU8::new(UP)).collect(),
         }
@@ -34,19 +34,19 @@ impl HealthTable {
     /// Whether endpoint `id` may be answered: up and not drained (unknown
     /// ids are not).
     #[inline]
-    pub fn is_up(&self, id: u32) -> bool {
+    pub(crate) fn is_up(&self, id: u32) -> bool {
         self.load(id) == UP
     }
 
     /// Whether endpoint `id` is drained (taken out of answers on purpose).
     #[inline]
-    pub fn is_drained(&self, id: u32) -> bool {
+    pub(crate) fn is_drained(&self, id: u32) -> bool {
         self.load(id) & DRAINED != 0
     }
 
     /// The verdict alone, drain ignored (what metrics export as
     /// `steerdns_endpoint_up`: a drained endpoint is still probed).
-    pub fn verdict_up(&self, id: u32) -> bool {
+    pub(crate) fn verdict_up(&self, id: u32) -> bool {
         self.load(id) & UP != 0
     }
 
@@ -56,28 +56,19 @@ impl HealthTable {
     }
 
     /// Set endpoint `id`'s verdict and drain bit at once.
-    pub fn set_state(&self, id: u32, up: bool, drained: bool) {
+    pub(crate) fn set_state(&self, id: u32, up: bool, drained: bool) {
         if let Some(a) = self.slots.get(id as usize) {
             let v = if up { UP } else { 0 } | if drained { DRAINED } else { 0 };
             a.store(v, Ordering::Relaxed);
         }
     }
 
-    /// Number of endpoints.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    /// True when there are no endpoints.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 }
 
-pub mod check;
-pub mod notify;
-pub mod prober;
-pub mod state;
+pub(crate) mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,40 +79,38 @@ use crate::config::raw::MonitorKind;
 /// A compiled `[monitors.name]`.
 #[derive(Debug)]
 pub struct Monitor {
-    /// Name from the config.
-    pub name: String,
+    pub(crate) name: String,
     /// Kind, for logs and metrics labels.
-    pub kind: MonitorKind,
+    pub(crate) kind: MonitorKind,
     /// What one probe does.
-    pub spec: Arc<check::CheckSpec>,
+    pub(crate) spec: Arc<crate::probe::check::CheckSpec>,
     /// Time between probes of one endpoint.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Consecutive successes to become up.
-    pub rise: u32,
+    pub(crate) rise: u32,
     /// Consecutive failures to become down.
-    pub fall: u32,
+    pub(crate) fall: u32,
     /// How the cluster's verdicts combine.
-    pub quorum: crate::config::cluster::QuorumConfig,
+    pub(crate) quorum: crate::config::cluster::QuorumConfig,
 }
 
 /// One endpoint to probe.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
     /// The endpoint's slot in the health table.
-    pub endpoint: u32,
-    /// Its pool.
-    pub pool: u32,
+    pub(crate) endpoint: u32,
+    pub(crate) pool: u32,
     /// Index into the snapshot's monitors.
-    pub monitor: u32,
+    pub(crate) monitor: u32,
     /// Address and port probed.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// The endpoint's host name, if it has one (Host header, SNI).
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Stable identity across reloads: pool, endpoint, probe address,
     /// monitor name and a fingerprint of its settings. Health carries over
     /// a reload exactly when this is unchanged.
     pub key: String,
     /// Fingerprint of the monitor's settings (not of the probed address):
     /// peers count each other's verdicts only when it matches.
-    pub monitor_hash: u64,
+    pub(crate) monitor_hash: u64,
 }

@@ -22,7 +22,7 @@ impl Verdict {
     }
 
     /// Whether steering may answer an endpoint in this state.
-    pub fn answerable(self) -> bool {
+    pub(crate) fn answerable(self) -> bool {
         self != Verdict::Down
     }
 }
@@ -55,7 +55,7 @@ impl Default for Hysteresis {
 
 impl Hysteresis {
     /// Record one probe result; returns the new verdict when it changed.
-    pub fn observe(&mut self, ok: bool, rise: u32, fall: u32) -> Option<Verdict> {
+    pub(crate) fn observe(&mut self, ok: bool, rise: u32, fall: u32) -> Option<Verdict> {
         if ok {
             self.successes = self.successes.saturating_add(1);
             self.failures = 0;

@@ -356,11 +356,8 @@ pub(crate) fn geo_rule_index(m: &GeoMap, loc: &Location, client: IpAddr) -> (Rul
         let hit = m.cidr.lookup(client);
         scope = scope.max(hit.safe_scope);
         if let Some(&i) = hit.value {
-            let net = ipnet::IpNet::new(
-                crate::dns::wire::mask(client, hit.matched_len),
-                hit.matched_len,
-            )
-            .unwrap_or_else(|_| ipnet::IpNet::from(client));
+            let net = ipnet::IpNet::new(crate::net::mask(client, hit.matched_len), hit.matched_len)
+                .unwrap_or_else(|_| ipnet::IpNet::from(client));
             return (Rule::Cidr(net), i, scope);
         }
     }

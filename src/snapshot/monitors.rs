@@ -13,9 +13,9 @@ use toml::Spanned;
 use super::NotifySettings;
 use crate::config::raw::{ConfigFile, MonitorConfig, MonitorKind, SString};
 use crate::config::{Diagnostics, Source, quote_key};
-use crate::health::check::{self, CheckKind, CheckSpec, DnsCheck, HttpCheck, StatusSet, TlsCheck};
-use crate::health::notify::parse_http_url;
 use crate::health::{Monitor, ProbeTarget};
+use crate::probe::check::{self, CheckKind, CheckSpec, DnsCheck, HttpCheck, StatusSet, TlsCheck};
+use crate::probe::notify::parse_http_url;
 use crate::select::{Pool, Target};
 
 const BROKEN: u32 = u32::MAX;

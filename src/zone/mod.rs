@@ -183,13 +183,6 @@ pub struct Zone {
     pub nodes: FxHashMap<WireName, Node>,
 }
 
-impl Zone {
-    /// The apex node (always present).
-    pub fn apex_node(&self) -> Option<&Node> {
-        self.nodes.get(&self.apex)
-    }
-}
-
 /// All zones, found by the longest suffix of the query name.
 #[derive(Debug, Default)]
 pub struct ZoneTable {

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::RecordType;
-use steerdns::dns::answer::{self, Client, Outcome};
 use steerdns::dns::transport::Transport;
+use steerdns::engine::answer::{self, Client, Outcome};
 use steerdns::select::Rng;
 
 use crate::harness::*;

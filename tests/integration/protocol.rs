@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
-use steerdns::dns::answer::{self, Client, Outcome};
 use steerdns::dns::transport::Transport;
+use steerdns::engine::answer::{self, Client, Outcome};
 use steerdns::select::Rng;
 use steerdns::snapshot::Snapshot;
 

@@ -1,5 +1,7 @@
-//! The [`Handler`] that transports call: loads the current snapshot once per
-//! query, runs the answer engine and counts the outcome.
+//! The serving state: the published snapshot with its metric slots (one
+//! `ArcSwap`), and the [`Handler`] that transports call: it loads the
+//! current snapshot once per query, runs the answer engine and counts the
+//! outcome.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
@@ -12,9 +14,9 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tracing::info;
 
-use super::answer::{self, AnswerInfo, Client, CookieState, Outcome};
-use super::guard::{self, GuardMetrics, RrlVerdict};
-use super::transport::{Handler, Transport};
+use crate::dns::transport::{Handler, Transport};
+use crate::engine::answer::{self, AnswerInfo, Client, CookieState, Outcome};
+use crate::engine::guard::{self, GuardMetrics, RrlVerdict};
 use crate::metrics::{DropReason, GeoResult, Metrics, SnapshotSlots};
 use crate::select::Rng;
 use crate::snapshot::Snapshot;
@@ -164,7 +166,7 @@ impl Handler for Shared {
                             .map_or(0.0, |r| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
                     }) < rate
                 {
-                    let name = super::wire::parse(query)
+                    let name = crate::engine::wire::parse(query)
                         .map(|q| crate::zone::display_name(q.name_lc()))
                         .unwrap_or_default();
                     info!(client = %client, transport = ?transport, name, qtype = info.qtype, rcode, "query");

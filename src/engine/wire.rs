@@ -9,27 +9,26 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::zone::rtype;
 
 /// EDNS option code of Client Subnet (RFC 7871).
-pub const OPT_ECS: u16 = 8;
+pub(crate) const OPT_ECS: u16 = 8;
 /// EDNS option code of NSID (RFC 5001).
-pub const OPT_NSID: u16 = 3;
+pub(crate) const OPT_NSID: u16 = 3;
 /// EDNS option code of COOKIE (RFC 7873).
-pub const OPT_COOKIE: u16 = 10;
+pub(crate) const OPT_COOKIE: u16 = 10;
 
 /// The COOKIE option of a query: a client cookie, and a server cookie when
 /// the client has learnt one (8 to 32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cookie {
-    /// Client cookie.
-    pub client: [u8; 8],
+pub(crate) struct Cookie {
+    pub(crate) client: [u8; 8],
     /// Server cookie bytes (the first `server_len`).
-    pub server: [u8; 32],
+    pub(crate) server: [u8; 32],
     /// Length of the server cookie (0: none sent).
-    pub server_len: u8,
+    pub(crate) server_len: u8,
 }
 
 impl Cookie {
     /// The server cookie as sent (empty when none).
-    pub fn server(&self) -> &[u8] {
+    pub(crate) fn server(&self) -> &[u8] {
         &self.server[..self.server_len as usize]
     }
 }
@@ -38,54 +37,48 @@ impl Cookie {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ecs {
     /// 1 = IPv4, 2 = IPv6.
-    pub family: u16,
+    pub(crate) family: u16,
     /// Source prefix length as sent.
-    pub source_prefix: u8,
+    pub(crate) source_prefix: u8,
     /// The address, bits past the source prefix zero.
-    pub addr: IpAddr,
+    pub(crate) addr: IpAddr,
 }
 
 /// EDNS0 data of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Edns {
+pub(crate) struct Edns {
     /// Requestor's UDP payload size.
-    pub udp_size: u16,
-    /// EDNS version.
-    pub version: u8,
-    /// DNSSEC OK bit.
-    pub dnssec_ok: bool,
+    pub(crate) udp_size: u16,
+    pub(crate) version: u8,
+    pub(crate) dnssec_ok: bool,
     /// The client asked for NSID.
-    pub nsid: bool,
+    pub(crate) nsid: bool,
     /// Client Subnet, when sent.
-    pub ecs: Option<Ecs>,
+    pub(crate) ecs: Option<Ecs>,
     /// DNS Cookie, when sent.
-    pub cookie: Option<Cookie>,
+    pub(crate) cookie: Option<Cookie>,
 }
 
 /// A parsed query. `qname` borrows the packet as sent; `qname_lc` is the
 /// lower-cased copy used for lookups.
 #[derive(Debug, Clone)]
 pub struct Query<'a> {
-    /// Message id.
-    pub id: u16,
-    /// Opcode.
-    pub opcode: u8,
+    pub(crate) id: u16,
+    pub(crate) opcode: u8,
     /// Recursion desired (copied to the response).
-    pub rd: bool,
+    pub(crate) rd: bool,
     /// Checking disabled (copied to the response).
-    pub cd: bool,
+    pub(crate) cd: bool,
     /// The question section exactly as sent (name, type, class).
-    pub question: &'a [u8],
+    pub(crate) question: &'a [u8],
     /// Lower-cased question name (wire).
-    pub qname_lc: [u8; 255],
+    pub(crate) qname_lc: [u8; 255],
     /// Length of the name in `qname_lc`.
-    pub qname_len: usize,
-    /// QTYPE.
-    pub qtype: u16,
-    /// QCLASS.
-    pub qclass: u16,
+    pub(crate) qname_len: usize,
+    pub(crate) qtype: u16,
+    pub(crate) qclass: u16,
     /// EDNS, when an OPT record was present.
-    pub edns: Option<Edns>,
+    pub(crate) edns: Option<Edns>,
 }
 
 impl Query<'_> {
@@ -101,7 +94,7 @@ impl Query<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptSeen {
     /// DNSSEC OK bit of the query's OPT (copied, RFC 3225).
-    pub dnssec_ok: bool,
+    pub(crate) dnssec_ok: bool,
 }
 
 /// Why a packet could not be parsed.
@@ -389,28 +382,6 @@ pub fn parse_ecs(data: &[u8]) -> Option<Ecs> {
     })
 }
 
-/// Zero the bits of `ip` past `len`.
-pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - len.min(32) as u32)
-            };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len.min(128) as u32)
-            };
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,14 +501,5 @@ mod tests {
             parse(&query(b"\x01a\x00", 1, &[], 3)),
             Err(ParseError::FormErr { .. })
         ));
-    }
-
-    #[test]
-    fn mask_truncates() {
-        let ip: IpAddr = "81.2.69.77".parse().unwrap();
-        assert_eq!(mask(ip, 24), "81.2.69.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask(ip, 0), "0.0.0.0".parse::<IpAddr>().unwrap());
-        let v6: IpAddr = "2001:218:1:2::1".parse().unwrap();
-        assert_eq!(mask(v6, 32), "2001:218::".parse::<IpAddr>().unwrap());
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::state::Verdict;
+use crate::health::state::Verdict;
 
 /// One health change.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

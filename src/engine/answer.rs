@@ -7,8 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::transport::Transport;
 use super::wire::{self, Ecs, Edns, ParseError, Query};
+use crate::dns::transport::Transport;
 use crate::geo::Location;
 use crate::select::{self, Decision, Family, Inputs, Rng, Target};
 use crate::snapshot::Snapshot;
@@ -77,22 +77,22 @@ pub struct Client {
 /// What a query touched, for metrics (no allocation; label values are
 /// indices resolved against the snapshot).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AnswerInfo {
+pub(crate) struct AnswerInfo {
     /// Index of the zone that answered.
-    pub zone: Option<u32>,
+    pub(crate) zone: Option<u32>,
     /// QTYPE of a parsed query.
-    pub qtype: u16,
+    pub(crate) qtype: u16,
     /// The balanced name that steered, the pool it answered from and how.
-    pub balancer: Option<(u32, Option<select::PoolId>, select::Mode)>,
+    pub(crate) balancer: Option<(u32, Option<select::PoolId>, select::Mode)>,
     /// Where the client's location came from, when a GeoIP lookup ran.
-    pub geo: Option<crate::geo::LocationSource>,
+    pub(crate) geo: Option<crate::geo::LocationSource>,
     /// The query's DNS Cookie, when it sent one and cookies are on.
-    pub cookie: Option<CookieState>,
+    pub(crate) cookie: Option<CookieState>,
 }
 
 /// What a query's DNS Cookie proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieState {
+pub(crate) enum CookieState {
     /// A server cookie of ours (current or previous secret) for this client
     /// and fresh: the client is who its address says.
     Valid,
@@ -113,7 +113,7 @@ pub fn answer(
 }
 
 /// [`answer`], also reporting what the query touched into `info`.
-pub fn answer_with_info(
+pub(crate) fn answer_with_info(
     snap: &Snapshot,
     pkt: &[u8],
     client: Client,
@@ -179,7 +179,12 @@ pub fn answer_with_info(
 /// with a fresh server cookie, so the client retries with it. Used instead
 /// of a truncated answer when rate limiting a client that sent a cookie.
 /// False (and `out` untouched) when the query has no cookie.
-pub fn answer_badcookie(snap: &Snapshot, pkt: &[u8], client: Client, out: &mut Vec<u8>) -> bool {
+pub(crate) fn answer_badcookie(
+    snap: &Snapshot,
+    pkt: &[u8],
+    client: Client,
+    out: &mut Vec<u8>,
+) -> bool {
     let Ok(q) = wire::parse(pkt) else {
         return false;
     };
@@ -377,31 +382,21 @@ fn is_balanced_type(t: u16) -> bool {
     matches!(t, rtype::A | rtype::AAAA | rtype::CNAME | rtype::ANY)
 }
 
-/// A located client.
-pub struct Located {
-    /// The location.
-    pub location: Location,
-    /// The address looked up (ECS address truncated, or the source).
-    pub lookup_ip: IpAddr,
-    /// Cap on the ECS scope (the truncated source prefix).
-    pub max_scope: u8,
-}
-
 /// The address a client is located by, before any database lookup.
-pub struct ClientAddress {
+pub(crate) struct ClientAddress {
     /// The address to look up (ECS address truncated, or the canonical
     /// source address).
-    pub lookup_ip: IpAddr,
+    pub(crate) lookup_ip: IpAddr,
     /// Cap on the ECS scope (the truncated source prefix).
-    pub max_scope: u8,
+    pub(crate) max_scope: u8,
     /// An ECS source prefix of 0: do not use any address (the client gets
     /// the unlocated answer).
-    pub anonymous: bool,
+    pub(crate) anonymous: bool,
 }
 
 impl ClientAddress {
     /// The client's location (unknown when anonymous).
-    pub fn locate(&self, snap: &Snapshot) -> Location {
+    pub(crate) fn locate(&self, snap: &Snapshot) -> Location {
         if self.anonymous {
             Location::default()
         } else {
@@ -412,7 +407,11 @@ impl ClientAddress {
 
 /// Which address locates the client: the ECS address when present and
 /// enabled, else the packet's source. No lookup.
-pub fn client_address(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> ClientAddress {
+pub(crate) fn client_address(
+    snap: &Snapshot,
+    edns: Option<&Edns>,
+    client: Client,
+) -> ClientAddress {
     let ecs = edns.and_then(|e| e.ecs).filter(|_| snap.settings.ecs);
     match ecs {
         Some(Ecs {
@@ -432,7 +431,7 @@ pub fn client_address(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> C
             };
             let len = e.source_prefix.min(max);
             ClientAddress {
-                lookup_ip: wire::mask(e.addr, len),
+                lookup_ip: crate::net::mask(e.addr, len),
                 max_scope: len,
                 anonymous: false,
             }
@@ -445,17 +444,6 @@ pub fn client_address(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> C
                 anonymous: false,
             }
         }
-    }
-}
-
-/// Locate the client: the ECS address when present and enabled, else the
-/// packet's source.
-pub fn locate(snap: &Snapshot, edns: Option<&Edns>, client: Client) -> Located {
-    let who = client_address(snap, edns, client);
-    Located {
-        location: who.locate(snap),
-        lookup_ip: who.lookup_ip,
-        max_scope: who.max_scope,
     }
 }
 

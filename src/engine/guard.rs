@@ -11,9 +11,9 @@ use crate::rrl::{self, Class, Limits, Table, Verdict};
 use crate::snapshot::Snapshot;
 
 /// Counters of the protections, registered next to the other metrics.
-pub struct GuardMetrics {
+pub(crate) struct GuardMetrics {
     /// Rate-limited responses sent truncated (TC=1) or as BADCOOKIE.
-    pub rrl_slipped: IntCounter,
+    pub(crate) rrl_slipped: IntCounter,
     /// Queries with a DNS Cookie: valid server cookie, client cookie only
     /// (or one we do not accept), and BADCOOKIE answers sent.
     cookies: [IntCounter; 3],
@@ -22,7 +22,7 @@ pub struct GuardMetrics {
 impl GuardMetrics {
     /// Register in `metrics`' registry (a second registration, as when two
     /// servers share one registry, keeps working counters, just unexported).
-    pub fn new(metrics: &Metrics) -> GuardMetrics {
+    pub(crate) fn new(metrics: &Metrics) -> GuardMetrics {
         let rrl_slipped = IntCounter::new(
             "steerdns_dns_rrl_slipped_total",
             "Responses over the rate limit sent truncated (TC=1) instead of dropped (RRL slip).",
@@ -52,7 +52,7 @@ impl GuardMetrics {
     }
 
     /// Count a query's cookie (nothing when it had none).
-    pub fn count_cookie(&self, c: Option<CookieState>) {
+    pub(crate) fn count_cookie(&self, c: Option<CookieState>) {
         match c {
             Some(CookieState::Valid) => self.cookies[0].inc(),
             Some(CookieState::ClientOnly) => self.cookies[1].inc(),
@@ -65,7 +65,7 @@ impl GuardMetrics {
 /// A `Slip` has already turned `out` into a truncated answer, or, for a
 /// client that sent a DNS Cookie, into BADCOOKIE with a fresh server cookie
 /// (its retry with that cookie is then exempt).
-pub fn rate_limit(
+pub(crate) fn rate_limit(
     table: &Table,
     limits: &Limits,
     (snap, query, client): (&Snapshot, &[u8], Client),
@@ -96,7 +96,7 @@ pub fn rate_limit(
 
 /// Turn a response into an empty truncated one: header (TC=1, counts zero)
 /// and the question, nothing else.
-pub fn truncate(out: &mut Vec<u8>) {
+pub(crate) fn truncate(out: &mut Vec<u8>) {
     if out.len() < 12 {
         return;
     }
@@ -123,9 +123,8 @@ pub fn truncate(out: &mut Vec<u8>) {
 
 /// The table for `limits`, made on first use (its size is fixed then; a
 /// reload changes the limits, a restart the size).
-pub fn table<'t>(cell: &'t std::sync::OnceLock<Table>, limits: &Limits) -> &'t Table {
+pub(crate) fn table<'t>(cell: &'t std::sync::OnceLock<Table>, limits: &Limits) -> &'t Table {
     cell.get_or_init(|| Table::new(limits.table_size))
 }
 
-/// Re-exported for the handler.
-pub use rrl::Verdict as RrlVerdict;
+pub(crate) use rrl::Verdict as RrlVerdict;

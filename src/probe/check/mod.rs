@@ -2,7 +2,7 @@
 //! probe under a hard deadline and return success or a classified error.
 //!
 //! The scheduler (interval, rise/fall hysteresis, publishing into
-//! [`HealthTable`](super::HealthTable)) lives elsewhere and calls [`probe`].
+//! [`HealthTable`](crate::health::HealthTable)) lives elsewhere and calls [`probe`].
 //! Nothing here logs probe results; the caller does.
 //!
 //! Every probe runs under one `tokio::time::timeout` of

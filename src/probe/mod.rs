@@ -1,4 +1,7 @@
-//! The prober: one scheduler for every probe of every endpoint.
+//! Health's runtime: the prober, one scheduler for every probe of every
+//! endpoint, the probes themselves ([`check`]) and the webhooks ([`notify`]).
+//! What a verdict is (table, hysteresis, monitor specs) lives in
+//! [`crate::health`], which knows nothing of sockets or tasks.
 //!
 //! Each probed endpoint fires once per interval at a fixed offset derived
 //! from a hash of its identity, so 10,000 endpoints at 10 s spread evenly
@@ -8,8 +11,8 @@
 //! rounds rather than piling up. When every slot is busy, due endpoints wait
 //! in a FIFO line (an index each, no parked task), so none starves, and the
 //! wait is counted (`steerdns_probes_skipped_total{reason="busy"}`). Results go through hysteresis
-//! ([`super::state`]) and verdict changes are written to the current
-//! snapshot's [`HealthTable`](super::HealthTable) — the hot path only ever
+//! ([`crate::health::state`]) and verdict changes are written to the current
+//! snapshot's [`HealthTable`](crate::health::HealthTable) — the hot path only ever
 //! reads those atomics.
 
 use std::cmp::Reverse;
@@ -23,11 +26,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::check::{self, Target};
-use super::notify::{Event, Notifier};
-use super::state::{Hysteresis, Verdict};
-use crate::dns::server::Shared;
+pub mod check;
+pub mod notify;
+
+use check::Target;
+use notify::{Event, Notifier};
+
+use crate::health::state::{Hysteresis, Verdict};
 use crate::select::Inputs;
+use crate::serving::Shared;
 use crate::snapshot::Snapshot;
 
 /// What is known about one probed endpoint, for the API and `explain`.
@@ -38,25 +45,25 @@ pub struct EndpointHealth {
     /// Why the last probe failed or what it saw (`status 200`, `timeout after 2s`).
     pub reason: Option<String>,
     /// Whether the last probe succeeded.
-    pub last_ok: Option<bool>,
+    pub(crate) last_ok: Option<bool>,
     /// When the last probe finished (unix seconds).
-    pub last_probe_at: Option<u64>,
+    pub(crate) last_probe_at: Option<u64>,
     /// When the verdict last changed (unix seconds).
-    pub last_change_at: Option<u64>,
+    pub(crate) last_change_at: Option<u64>,
     /// Probe results seen for this endpoint (across reloads).
-    pub probes: u64,
+    pub(crate) probes: u64,
     /// Smoothed round-trip time of successful probes (EWMA, ms).
-    pub rtt_ms: Option<f64>,
+    pub(crate) rtt_ms: Option<f64>,
     /// When the last probe finished, on the monotonic clock.
-    pub last_probe: Option<Instant>,
+    pub(crate) last_probe: Option<Instant>,
 }
 
 /// Weight of the newest sample in [`EndpointHealth::rtt_ms`].
-pub const RTT_EWMA_ALPHA: f64 = 0.3;
+pub(crate) const RTT_EWMA_ALPHA: f64 = 0.3;
 
 impl EndpointHealth {
     /// Fold one probe into the RTT average (failed probes carry no RTT).
-    pub fn observe_rtt(&mut self, ok: bool, took: Duration) {
+    pub(crate) fn observe_rtt(&mut self, ok: bool, took: Duration) {
         if ok {
             let ms = took.as_secs_f64() * 1000.0;
             self.rtt_ms = Some(match self.rtt_ms {
@@ -70,7 +77,7 @@ impl EndpointHealth {
 /// Decides what the hot path sees for an endpoint from this node's own
 /// verdict: the cluster (peers' verdicts, quorum, drain and forced states).
 /// Without one, the own verdict is written as is.
-pub trait Resolver: Send + Sync {
+pub(crate) trait Resolver: Send + Sync {
     /// `(up, drained)` for `target` of `snap` when this node says `own`.
     fn resolve(
         &self,
@@ -97,12 +104,12 @@ impl HealthStatus {
     }
 
     /// Route health writes through `r` from now on (set once).
-    pub fn set_resolver(&self, r: Arc<dyn Resolver>) {
+    pub(crate) fn set_resolver(&self, r: Arc<dyn Resolver>) {
         let _ = self.resolver.set(r);
     }
 
     /// Run `f` over every known endpoint's state, under one lock.
-    pub fn with_all<T>(&self, f: impl FnOnce(&HashMap<String, EndpointHealth>) -> T) -> T {
+    pub(crate) fn with_all<T>(&self, f: impl FnOnce(&HashMap<String, EndpointHealth>) -> T) -> T {
         f(&self.lock())
     }
 
@@ -125,7 +132,7 @@ impl HealthStatus {
     /// Write every known verdict into `snap`'s health table, so a freshly
     /// compiled snapshot starts with the health of the old one (endpoints
     /// whose probe key is unchanged keep their state across a reload).
-    pub fn seed(&self, snap: &Snapshot) {
+    pub(crate) fn seed(&self, snap: &Snapshot) {
         let map = self.lock();
         for t in &snap.probes {
             if let Some(h) = map.get(&t.key) {
@@ -147,9 +154,9 @@ impl HealthStatus {
 
 /// Prober settings.
 #[derive(Debug, Clone)]
-pub struct ProberOptions {
+pub(crate) struct ProberOptions {
     /// Probes in flight at once.
-    pub max_concurrency: usize,
+    pub(crate) max_concurrency: usize,
 }
 
 impl Default for ProberOptions {
@@ -302,7 +309,7 @@ struct ProbeResult {
 /// time and its probe in flight (whose result then counts), so reloads,
 /// however frequent, never delay or drop a probe; new endpoints fire at
 /// their fixed offset.
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     status: Arc<HealthStatus>,
     notifier: Option<Notifier>,

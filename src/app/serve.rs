@@ -1,0 +1,300 @@
+//! Serving on the caller's runtime (the mini-redis seam): the binary builds
+//! the runtime and binds; tests can serve on a paused-time runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::bind::Bound;
+use super::watch::{fingerprint, watch_files, watched_files};
+use crate::api::backend::{Reloader, SharedBackend};
+use crate::api::{self, ApiBackend, ApiOptions};
+use crate::dns::tcp::{self, TcpOptions};
+use crate::dns::udp::{self, UdpServer};
+use crate::metrics::Metrics;
+use crate::probe::notify::{Notifier, NotifyOptions};
+use crate::probe::{self as prober, HealthStatus, ProberOptions};
+use crate::reload::{Control, error_lines};
+use crate::serving::Shared;
+
+/// A serving server: its addresses and state. Cancelling the token given
+/// to [`serve`] (or [`Server::stop`]) stops it.
+pub struct Server {
+    /// Bound UDP addresses (ports resolved).
+    pub udp_addrs: Vec<SocketAddr>,
+    /// Bound TCP addresses (ports resolved).
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// Bound HTTP API address.
+    pub http_addr: SocketAddr,
+    /// The snapshot holder.
+    pub shared: Arc<Shared>,
+    /// What the prober knows about each probed endpoint.
+    pub health: Arc<HealthStatus>,
+    /// Reload machinery.
+    pub control: Arc<Control>,
+    /// The API's view (status, readiness, last reload).
+    pub backend: Arc<SharedBackend>,
+    /// Peers, quorum, admin states.
+    pub cluster: Arc<crate::cluster::Cluster>,
+    /// The anycast gate, when `[anycast]` is configured.
+    pub anycast: Option<Arc<crate::anycast::Handle>>,
+    udp: Vec<UdpServer>,
+    shutdown: CancellationToken,
+}
+
+/// Start everything on the current runtime over `bound`'s sockets: the
+/// prober, the cluster exchange, the HTTP API, the DNS transports (UDP on
+/// their own threads, TCP as tasks), the file watch and the anycast gate;
+/// then mark the server ready. Returns once all of it runs; it serves
+/// until `shutdown` is cancelled.
+pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let Bound {
+        opts,
+        snap,
+        metrics,
+        dns,
+        http,
+        workers,
+        config_seen,
+    } = bound;
+    let settings = snap.settings.clone();
+    let mut server = start_state(Shared::new(snap, metrics), opts.config, &shutdown);
+    // HTTP API first: /readyz answers 503 until the DNS transports run.
+    server.http_addr = serve_http(&server, http, settings.api_token.clone(), &shutdown)?;
+    let tcp_opts = TcpOptions {
+        idle_timeout: settings.tcp_idle_timeout,
+        max_connections: settings.tcp_max_connections,
+        max_per_client: settings.tcp_max_per_client,
+        busy_idle_timeout: settings.tcp_busy_idle_timeout,
+        ..TcpOptions::default()
+    };
+    for (sockets, listener) in dns {
+        serve_dns(&mut server, sockets, listener, workers, &tcp_opts)?;
+    }
+    tokio::spawn(carry_drops(
+        server.udp.iter().map(UdpServer::stats_reader).collect(),
+        tcp_opts.limit_drops.clone(),
+        server.shared.metrics.clone(),
+        shutdown.clone(),
+    ));
+    if !settings.watch_interval.is_zero() {
+        let files = watched_files(&server.control);
+        let mut seen = fingerprint(&files);
+        seen[0] = config_seen[0];
+        tokio::spawn(watch_files(
+            server.control.clone(),
+            (files, seen),
+            settings.watch_interval,
+            shutdown.clone(),
+        ));
+    }
+    if let Some(a) = settings.anycast.clone() {
+        // After the listeners: the self-check asks them.
+        let exe = crate::anycast::guard_executable().context("anycast guard")?;
+        let handle = crate::anycast::start(
+            a,
+            server.shared.clone(),
+            &server.udp_addrs,
+            exe,
+            shutdown.clone(),
+        )?;
+        server.backend.set_anycast(handle.clone());
+        server.anycast = Some(handle);
+    }
+    server.backend.set_ready(true);
+    crate::sdnotify::notify_ready();
+    Ok(server)
+}
+
+/// The state around the snapshot holder: health, the notifier, reload
+/// control, the cluster exchange and the prober (both started), and the
+/// API backend recording every reload. No listener yet.
+fn start_state(
+    shared: Arc<Shared>,
+    config: std::path::PathBuf,
+    shutdown: &CancellationToken,
+) -> Server {
+    crate::metrics::sync_health(&shared.metrics, &shared.current.load());
+    let health = Arc::new(HealthStatus::default());
+    let (generations, generations_rx) = tokio::sync::watch::channel(1u64);
+    let notifier = {
+        let snap = shared.current.load();
+        Notifier::spawn(
+            NotifyOptions {
+                urls: snap.notify.urls.clone(),
+                queue_size: snap.notify.queue_size,
+                attempts: snap.notify.attempts,
+                timeout: Duration::from_secs(5),
+                node: snap.settings.node_name.clone(),
+            },
+            shutdown.clone(),
+        )
+    };
+    let control = Arc::new(Control::new(
+        shared.clone(),
+        health.clone(),
+        notifier.clone(),
+        generations,
+        config,
+    ));
+    // Peers' verdicts, quorum, drain: the prober writes health through it.
+    let cluster = crate::cluster::Cluster::new(shared.clone(), health.clone());
+    tokio::spawn(cluster.clone().run(shutdown.clone()));
+    tokio::spawn(prober::run(
+        shared.clone(),
+        health.clone(),
+        Some(notifier),
+        generations_rx,
+        ProberOptions {
+            max_concurrency: shared.current.load().settings.max_concurrent_probes,
+        },
+        shutdown.clone(),
+    ));
+    let reloader: Reloader = {
+        // The backend records API reloads itself.
+        let c = control.clone();
+        Box::new(move || c.swap().map_err(|e| error_lines(&e)))
+    };
+    let backend = Arc::new(
+        SharedBackend::new(shared.clone(), shared.metrics.clone(), reloader)
+            .with_health(health.clone()),
+    );
+    {
+        let b = backend.clone();
+        control.set_recorder(Box::new(move |r| {
+            b.record_reload(r);
+        }));
+    }
+    Server {
+        udp_addrs: Vec::new(),
+        tcp_addrs: Vec::new(),
+        http_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        shared,
+        health,
+        control,
+        backend,
+        cluster,
+        anycast: None,
+        udp: Vec::new(),
+        shutdown: shutdown.clone(),
+    }
+}
+
+/// Serve the HTTP API on `http`; its address.
+fn serve_http(
+    server: &Server,
+    http: std::net::TcpListener,
+    token: Option<String>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let http_addr = http.local_addr()?;
+    let backend: Arc<dyn ApiBackend> = server.backend.clone();
+    let api_opts = ApiOptions {
+        token,
+        listen: http_addr,
+    };
+    let l = tokio::net::TcpListener::from_std(http)
+        .with_context(|| format!("HTTP listener {http_addr}"))?;
+    tokio::spawn(api::serve_with_cluster(
+        l,
+        backend,
+        api_opts,
+        Some(server.cluster.clone()),
+        shutdown.clone(),
+    ));
+    info!("listening proto=http addr={http_addr}");
+    Ok(http_addr)
+}
+
+/// Answer on one DNS address: UDP worker threads on `sockets`, a TCP task
+/// on `listener` (the same port).
+fn serve_dns(
+    server: &mut Server,
+    sockets: Vec<std::net::UdpSocket>,
+    listener: std::net::TcpListener,
+    workers: usize,
+    tcp_opts: &TcpOptions,
+) -> anyhow::Result<()> {
+    let local = sockets[0].local_addr()?;
+    let tcp_local = listener.local_addr()?;
+    server
+        .udp
+        .push(udp::spawn_udp(sockets, server.shared.clone()).context("starting UDP workers")?);
+    info!("listening proto=udp addr={local} workers={workers}");
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => {
+            tokio::spawn(tcp::serve_tcp(
+                l,
+                server.shared.clone(),
+                tcp_opts.clone(),
+                server.shutdown.clone(),
+            ));
+        }
+        Err(e) => error!("TCP listener {tcp_local}: {e}"),
+    }
+    info!("listening proto=tcp addr={tcp_local}");
+    server.udp_addrs.push(local);
+    server.tcp_addrs.push(tcp_local);
+    Ok(())
+}
+
+/// UDP workers count oversize datagrams and TCP listeners refused
+/// connections themselves (no metrics on their loops); carry the deltas
+/// into the metrics every second.
+async fn carry_drops(
+    readers: Vec<udp::UdpStatsReader>,
+    tcp_limit: Arc<std::sync::atomic::AtomicU64>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let mut reported = 0u64;
+    let mut reported_tcp = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now: u64 = readers.iter().map(|r| r.stats().dropped_truncated).sum();
+        if now > reported {
+            metrics.record_drops(crate::metrics::DropReason::Oversize, now - reported);
+            reported = now;
+        }
+        let tcp_now = tcp_limit.load(std::sync::atomic::Ordering::Relaxed);
+        if tcp_now > reported_tcp {
+            metrics.record_drops(
+                crate::metrics::DropReason::ConnectionLimit,
+                tcp_now - reported_tcp,
+            );
+            reported_tcp = tcp_now;
+        }
+    }
+}
+
+impl Server {
+    /// Reload now (as SIGHUP does); the result also shows on the status
+    /// page and in the reload metrics.
+    pub fn reload(&self) -> Result<u64, crate::config::ConfigError> {
+        self.control.reload()
+    }
+
+    /// Stop answering: not ready, every task told to stop, the UDP worker
+    /// threads joined. Idempotent.
+    pub fn stop(&mut self) {
+        self.backend.set_ready(false);
+        self.shutdown.cancel();
+        for u in self.udp.drain(..) {
+            u.shutdown();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -47,25 +47,53 @@ pub(crate) fn read_file(path: &Path) -> std::io::Result<Bytes> {
     std::fs::read(path).map(|v| Bytes(Arc::new(v)))
 }
 
-/// Whether the file at `path` holds exactly `bytes` (read in chunks).
-pub(crate) fn same_content(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+/// A file's length and 128-bit SipHash: what tells an unchanged database
+/// file from a changed one once its bytes are no longer all kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Digest {
+    len: u64,
+    hash: u128,
+}
+
+fn hasher() -> siphasher::sip128::SipHasher13 {
+    // Fixed keys: the digest only has to tell files apart, across reloads.
+    siphasher::sip128::SipHasher13::new_with_keys(0x7374_6565_7264_6e73, 0x6765_6f69_702d_6462)
+}
+
+/// The digest of `bytes`.
+pub(crate) fn digest(bytes: &[u8]) -> Digest {
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher as _;
+    let mut h = hasher();
+    h.write(bytes);
+    Digest {
+        len: bytes.len() as u64,
+        hash: h.finish128().as_u128(),
+    }
+}
+
+/// Whether the file at `path` has digest `d` (read in chunks, so an
+/// unchanged reload holds no second copy).
+pub(crate) fn same_content(path: &Path, d: Digest) -> std::io::Result<bool> {
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher as _;
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
-    if f.metadata()?.len() != bytes.len() as u64 {
+    if f.metadata()?.len() != d.len {
         return Ok(false);
     }
+    let mut h = hasher();
     let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0usize;
+    let mut len = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            return Ok(at == bytes.len());
+            break;
         }
-        if at + n > bytes.len() || buf[..n] != bytes[at..at + n] {
-            return Ok(false);
-        }
-        at += n;
+        h.write(&buf[..n]);
+        len += n as u64;
     }
+    Ok(len == d.len && h.finish128().as_u128() == d.hash)
 }
 
 /// One slot of the search tree: an inner node, no data, or a record at an
@@ -82,12 +110,23 @@ pub(crate) enum Slot {
 
 /// A database read into memory (never memory-mapped: a write to the file
 /// cannot reach a running server), with its records pre-decoded.
+///
+/// Once every record is decoded, only the search tree is kept (the data
+/// section is dropped with the reader: lookups walk the tree themselves
+/// and find the record by its offset), and the file's digest, to tell
+/// whether it changed.
 pub(crate) struct MmdbTable {
     path: PathBuf,
+    /// The search tree; the whole file while `reader` is kept.
     bytes: Bytes,
-    reader: Reader<Bytes>,
+    /// The reader, for records not pre-decoded (`None` once all are).
+    reader: Option<Reader<Bytes>>,
+    digest: Digest,
+    database_type: String,
+    build_epoch: u64,
+    ip_version: u16,
     records: Vec<Record>,
-    index: HashMap<usize, u32, BuildHasherDefault<OffsetHasher>>,
+    index: HashMap<u32, u32, BuildHasherDefault<OffsetHasher>>,
     networks: usize,
     has_asn: bool,
     has_location: bool,
@@ -103,7 +142,7 @@ impl fmt::Debug for MmdbTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MmdbTable")
             .field("path", &self.path)
-            .field("database_type", &self.reader.metadata().database_type)
+            .field("database_type", &self.database_type)
             .field("networks", &self.networks)
             .field("records", &self.records.len())
             .finish_non_exhaustive()
@@ -121,8 +160,12 @@ impl MmdbTable {
     /// The table for database bytes already read from `path`.
     pub fn from_bytes(path: &Path, bytes: Bytes, predecode: bool) -> Result<MmdbTable, GeoError> {
         let reader = Reader::from_source(bytes.clone()).map_err(|e| invalid(path, e))?;
+        let digest = digest(&bytes.0);
         let node_count = reader.metadata().node_count;
         let record_size = reader.metadata().record_size;
+        let database_type = reader.metadata().database_type.clone();
+        let build_epoch = reader.metadata().build_epoch;
+        let ip_version = reader.metadata().ip_version;
         if !matches!(record_size, 24 | 28 | 32) {
             return Err(invalid(
                 path,
@@ -134,7 +177,11 @@ impl MmdbTable {
         let mut table = MmdbTable {
             path: path.to_owned(),
             bytes,
-            reader,
+            reader: Some(reader),
+            digest,
+            database_type,
+            build_epoch,
+            ip_version,
             records: Vec::new(),
             index: HashMap::default(),
             networks: 0,
@@ -147,7 +194,10 @@ impl MmdbTable {
             data_len,
             ipv4_start: Slot::Empty,
         };
-        table.ipv4_start = if table.reader.metadata().ip_version == 6 {
+        if table.bytes.0.len() < tree_bytes + 16 {
+            return Err(invalid(path, "search tree larger than the file"));
+        }
+        table.ipv4_start = if ip_version == 6 {
             let mut s = table.root();
             for _ in 0..96 {
                 match s {
@@ -161,6 +211,18 @@ impl MmdbTable {
         };
         if predecode {
             table.predecode()?;
+            // Every record is decoded: keep only the search tree.
+            table.reader = None;
+            if let Some(v) = Arc::get_mut(&mut table.bytes.0) {
+                v.truncate(tree_bytes);
+                v.shrink_to_fit();
+            }
+            tracing::debug!(
+                path = %table.path.display(),
+                bytes = table.memory_bytes(),
+                records = table.records.len(),
+                "database kept in memory"
+            );
         }
         Ok(table)
     }
@@ -168,9 +230,11 @@ impl MmdbTable {
     fn predecode(&mut self) -> Result<(), GeoError> {
         let path = self.path.clone();
         let path = path.as_path();
-        let reader = &self.reader;
+        let Some(reader) = &self.reader else {
+            return Ok(());
+        };
         let mut records = Vec::new();
-        let mut index: HashMap<usize, u32, BuildHasherDefault<OffsetHasher>> = HashMap::default();
+        let mut index: HashMap<u32, u32, BuildHasherDefault<OffsetHasher>> = HashMap::default();
         let mut networks = 0usize;
         let iter = reader
             .networks(WithinOptions::default())
@@ -180,6 +244,8 @@ impl MmdbTable {
             let Some(offset) = res.offset() else {
                 continue;
             };
+            let offset =
+                u32::try_from(offset).map_err(|_| invalid(path, "data section too large"))?;
             networks += 1;
             if index.contains_key(&offset) {
                 continue;
@@ -199,6 +265,8 @@ impl MmdbTable {
         self.has_asn = records.iter().any(|r| r.asn.is_some());
         self.has_location = records.iter().any(Record::has_location);
         self.has_subdivision = records.iter().any(|r| r.subdivision.is_some());
+        records.shrink_to_fit();
+        index.shrink_to_fit();
         self.records = records;
         self.index = index;
         self.networks = networks;
@@ -206,9 +274,16 @@ impl MmdbTable {
         Ok(())
     }
 
-    /// The file's bytes (to tell whether a file on disk is still the same).
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    /// The file's digest (to tell whether a file on disk is still the same).
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Heap bytes kept: the tree (or file) and the decoded records.
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes.0.capacity()
+            + self.records.capacity() * std::mem::size_of::<Record>()
+            + self.index.capacity() * (std::mem::size_of::<(u32, u32)>() + 1)
     }
 
     /// The root slot of the search tree.
@@ -224,7 +299,7 @@ impl MmdbTable {
 
     /// Whether the tree is an IPv6 tree.
     pub fn is_ipv6(&self) -> bool {
-        self.reader.metadata().ip_version == 6
+        self.ip_version == 6
     }
 
     /// Number of inner nodes.
@@ -277,10 +352,14 @@ impl MmdbTable {
     /// The record at data offset `offset`, reached by the address `at`
     /// (used to decode it when it was not pre-decoded).
     pub fn record_at(&self, offset: u32, at: IpAddr) -> Record {
-        if let Some(&id) = self.index.get(&(offset as usize)) {
+        if let Some(&id) = self.index.get(&offset) {
             return self.records[id as usize];
         }
-        match self.reader.lookup(at) {
+        let Some(reader) = &self.reader else {
+            // Every reachable record was decoded at open.
+            return Record::default();
+        };
+        match reader.lookup(at) {
             Ok(res) if res.offset() == Some(offset as usize) => res
                 .decode::<RawRecord>()
                 .ok()
@@ -308,12 +387,12 @@ impl MmdbTable {
 
     /// Metadata `database_type`.
     pub fn database_type(&self) -> &str {
-        &self.reader.metadata().database_type
+        &self.database_type
     }
 
     /// Metadata `build_epoch`.
     pub fn build_epoch(&self) -> u64 {
-        self.reader.metadata().build_epoch
+        self.build_epoch
     }
 
     /// Number of networks with data.
@@ -338,40 +417,30 @@ impl MmdbTable {
 
     /// Look `ip` up: the record (if the address is in a network with data)
     /// and the prefix length, in the family of `ip`, of the database network
-    /// (or empty region) containing it. No allocation.
+    /// (or empty region) containing it. A walk of the search tree (IPv4 from
+    /// the node after `::/96` in an IPv6 tree; scope 0 when the whole IPv4
+    /// space is one leaf above it). No allocation.
     #[inline]
     pub fn lookup(&self, ip: IpAddr) -> (Option<Record>, u8) {
-        let full: u8 = if ip.is_ipv4() { 32 } else { 128 };
-        if ip.is_ipv6() && self.reader.metadata().ip_version == 4 {
+        let (mut slot, bits, full) = match ip {
+            IpAddr::V4(a) => (self.ipv4_start, u128::from(u32::from(a)) << 96, 32u8),
             // An IPv4-only database knows nothing about all of IPv6.
-            return (None, 0);
-        }
-        let Ok(res) = self.reader.lookup(ip) else {
-            return (None, full);
+            IpAddr::V6(_) if !self.is_ipv6() => return (None, 0),
+            IpAddr::V6(a) => (self.root(), u128::from(a), 128u8),
         };
-        let scope = match (ip, res.network()) {
-            (_, Err(_)) => full,
-            (IpAddr::V4(_), Ok(net)) if net.is_ipv6() => {
-                // IPv4 in an IPv6 tree whose IPv4 part is one record (or
-                // empty) reached above ::/96: the whole IPv4 space shares it.
-                0
+        let mut depth = 0u8;
+        while let Slot::Node(n) = slot {
+            if depth >= full {
+                // A malformed tree deeper than the address.
+                return (None, full);
             }
-            (_, Ok(net)) => net.prefix(),
-        };
-        let rec = match res.offset() {
-            None => None,
-            Some(offset) => match self.index.get(&offset) {
-                Some(&id) => Some(self.records[id as usize]),
-                // Every reachable record is pre-decoded at open; decode
-                // directly (still without allocation) if one was missed.
-                None => res
-                    .decode::<RawRecord>()
-                    .ok()
-                    .flatten()
-                    .map(RawRecord::resolve),
-            },
-        };
-        (rec, scope)
+            slot = self.child(n, ((bits >> (127 - u32::from(depth))) & 1) as usize);
+            depth += 1;
+        }
+        match slot {
+            Slot::Data(off) => (Some(self.record_at(off, ip)), depth),
+            _ => (None, depth),
+        }
     }
 }
 
@@ -388,8 +457,8 @@ impl Hasher for OffsetHasher {
             self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
-    fn write_usize(&mut self, n: usize) {
-        let h = (n as u64 ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fn write_u32(&mut self, n: u32) {
+        let h = (u64::from(n) ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.0 = h ^ (h >> 32);
     }
 }

@@ -287,13 +287,14 @@ impl GeoDb {
     }
 
     /// Whether `spec` names what this `GeoDb` was opened from: same paths,
-    /// files with the same bytes (compared while reading, in chunks, so
-    /// an unchanged reload holds no second copy), same overrides.
+    /// files with the same bytes (same length and 128-bit SipHash, computed
+    /// while reading in chunks, so an unchanged reload holds no second
+    /// copy), same overrides.
     fn same_inputs(&self, spec: &GeoSpec) -> bool {
         let same = |t: &MmdbTable, p: &PathBuf| {
             t.path() == p
                 && t.predecoded() == spec.predecode
-                && db::same_content(p, &t.bytes().0).unwrap_or(false)
+                && db::same_content(p, t.digest()).unwrap_or(false)
         };
         self.location.len() == spec.location.len()
             && self.override_list.len() == spec.overrides.len()

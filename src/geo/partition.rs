@@ -151,25 +151,24 @@ impl Partition {
         Ok(v)
     }
 
-    /// Drop cached values nothing else holds any more (projections stay,
-    /// their own caches pruned).
+    /// Whether a value is cached under `key`.
+    pub fn is_cached(&self, key: &[u8]) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    /// Drop the projections and the cached values nothing else holds any
+    /// more. Projections are only build inputs (the tries built from them
+    /// are cached here, in the partition they were projected from): one is
+    /// rebuilt if a later compile needs a new shape.
     pub fn prune_cache(&self) {
-        self.lock().retain(|k, v| {
-            if k.first() == Some(&PROJECTION) {
-                if let Ok(p) = v.clone().downcast::<Partition>() {
-                    p.prune_cache();
-                }
-                true
-            } else {
-                Arc::strong_count(v) > 1
-            }
-        });
+        self.lock()
+            .retain(|k, v| k.first() != Some(&PROJECTION) && Arc::strong_count(v) > 1);
     }
 
     /// This partition with only `fields` of each location kept (the AS
     /// number stays when this partition has it), neighbours that became
     /// equal merged: a smaller partition for maps that read fewer fields.
-    /// Built once and kept with this partition.
+    /// Built once and kept with this partition until [`Partition::prune_cache`].
     pub fn projected(&self, fields: Fields) -> Arc<Partition> {
         let key = [PROJECTION, fields as u8];
         let r: Result<_, std::convert::Infallible> = self.cached(&key, || Ok(self.project(fields)));

@@ -210,10 +210,16 @@ impl Plan<'_> {
 
     /// The partition the plan reads: with the ASN dimension over `asns`
     /// (the union over the config; the plan's own set when `None`).
+    ///
+    /// When the config has ASN rules, maps without any read the ASN
+    /// partition too: one partition is kept instead of two, and the trie is
+    /// the same (the merged trie of a function over prefixes is unique, and
+    /// the ASN partition only splits cells this map gives one value).
     fn partition(&self, geo: &GeoDb, asns: Option<&[u32]>) -> Arc<Partition> {
-        match self.asns() {
-            None => geo.partition().clone(),
-            Some(own) => geo.asn_partition(asns.unwrap_or(&own)),
+        match (self.asns(), asns) {
+            (None, Some(all)) if !all.is_empty() => geo.asn_partition(all),
+            (None, _) => geo.partition().clone(),
+            (Some(own), all) => geo.asn_partition(all.unwrap_or(&own)),
         }
     }
 
@@ -341,13 +347,14 @@ fn compile_in(
         return Ok(None);
     };
     let base = plan.partition(geo, asns);
-    let part = match plan.fields() {
+    // Cached in the base partition (the shape key determines the fields),
+    // so the projection need not outlive the build.
+    let shared = base.cached(&key, || match plan.fields() {
         // Coordinates are nearly one per network: projecting costs more
         // than it saves.
-        Fields::Coords => base.clone(),
-        f => base.projected(f),
-    };
-    let shared = part.cached(&key, || build_shape(&plan, &part, node_budget))?;
+        Fields::Coords => build_shape(&plan, &base, node_budget),
+        f => build_shape(&plan, &base.projected(f), node_budget),
+    })?;
     if shared.trie.node_count() > node_budget {
         return Err(CompileError::TooBig {
             budget: node_budget,
@@ -367,6 +374,20 @@ fn compile_in(
     }))
 }
 
+/// The AS numbers named by the ASN rules of any of `balancers`, sorted:
+/// the ASN dimension of the one partition they all read.
+fn config_asns(balancers: &[Balancer], pools: &[Pool]) -> Vec<u32> {
+    let mut asns: Vec<u32> = balancers
+        .iter()
+        .filter_map(|b| plan(b, pools).ok().flatten())
+        .filter_map(|(p, _)| p.asns())
+        .flatten()
+        .collect();
+    asns.sort_unstable();
+    asns.dedup();
+    asns
+}
+
 /// Compile every balancer (`None` where there is nothing to compile or the
 /// trie is over budget; those keep evaluating rules per query). Each
 /// distinct map shape is built once, on up to one thread per core; the
@@ -377,19 +398,14 @@ pub fn compile_all(balancers: &[Balancer], pools: &[Pool], geo: &GeoDb) -> Vec<O
     // One representative balancer per shape, partitions built up front.
     let mut firsts: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut todo: Vec<usize> = Vec::new();
-    let mut asns: Vec<u32> = balancers
-        .iter()
-        .filter_map(|b| plan(b, pools).ok().flatten())
-        .filter_map(|(p, _)| p.asns())
-        .flatten()
-        .collect();
-    asns.sort_unstable();
-    asns.dedup();
+    let asns = config_asns(balancers, pools);
     let asns = &asns[..];
     for (i, b) in balancers.iter().enumerate() {
         if let Ok(Some((plan, key))) = plan(b, pools) {
             let base = plan.partition(geo, Some(asns));
-            if plan.fields() != Fields::Coords {
+            // Projections the shapes to build need, built once up front
+            // (not by two workers at once).
+            if plan.fields() != Fields::Coords && !base.is_cached(&key) {
                 base.projected(plan.fields());
             }
             if let std::collections::hash_map::Entry::Vacant(e) = firsts.entry(key) {

@@ -230,11 +230,14 @@ fn differential(geo: &GeoDb, bs: &[Balancer], ps: &[Pool], n: usize, k: usize) -
         part.location_count(),
         (thread_cpu() - t).as_secs_f64()
     );
+    // As `compile_all` does: every map on the partition of the config's
+    // AS numbers (maps without ASN rules too, when there are any).
+    let asns = config_asns(bs, ps);
     let compiled: Vec<Compiled> = bs
         .iter()
         .map(|b| {
             let t = thread_cpu();
-            let c = compile(b, ps, geo, DEFAULT_NODE_BUDGET)
+            let c = compile_in(b, ps, geo, DEFAULT_NODE_BUDGET, Some(&asns))
                 .unwrap_or_else(|e| panic!("{}: {e}", b.name))
                 .unwrap();
             eprintln!(

@@ -8,8 +8,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::wire::{self, Ecs, Edns, ParseError, Query};
-use crate::dns::transport::Transport;
 use crate::geo::Location;
+use crate::metrics::Transport;
 use crate::select::{self, Decision, Family, Inputs, Rng, Target};
 use crate::snapshot::Snapshot;
 use crate::zone::{self, Node, RrSet, Zone, rtype};

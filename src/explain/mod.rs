@@ -15,9 +15,9 @@ use hickory_proto::rr::{Name, RecordType};
 
 pub(crate) use self::probes::ProbeIndex;
 pub use self::report::*;
-use crate::dns::transport::Transport;
 use crate::engine::answer::{self, Client};
 use crate::geo::{Location, LocationSource};
+use crate::metrics::Transport;
 use crate::probe::HealthStatus;
 use crate::select::{self, Inputs, Mode, Policy, Rng, Rule, Target};
 use crate::snapshot::Snapshot;

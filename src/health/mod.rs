@@ -89,7 +89,9 @@ impl HealthTable {
     }
 }
 
+pub mod spec;
 pub(crate) mod state;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,7 +106,7 @@ pub struct Monitor {
     /// Kind, for logs and metrics labels.
     pub(crate) kind: MonitorKind,
     /// What one probe does.
-    pub(crate) spec: Arc<crate::probe::check::CheckSpec>,
+    pub(crate) spec: Arc<spec::CheckSpec>,
     /// Time between probes of one endpoint.
     pub(crate) interval: Duration,
     /// Consecutive successes to become up.

@@ -18,7 +18,6 @@
 pub(crate) mod client;
 mod dns;
 mod http;
-mod status;
 mod tcp;
 pub(crate) mod tls;
 
@@ -27,94 +26,17 @@ pub(crate) mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use crate::health::spec::{
+    CheckKind, CheckSpec, DEFAULT_BODY_LIMIT, DnsCheck, HttpCheck, RCODE_NOERROR, StatusSet,
+    TlsCheck, default_user_agent,
+};
 pub use dns::{parse_rcode, rcode_name};
-pub use status::StatusSet;
 pub use tls::build_tls_config;
-
-/// DNS response code NOERROR.
-pub const RCODE_NOERROR: u16 = 0;
-
-/// What to probe and how long it may take. Compiled from config and shared
-/// by many endpoints (behind an `Arc`).
-#[derive(Debug, Clone)]
-pub struct CheckSpec {
-    /// The kind of check.
-    pub kind: CheckKind,
-    /// Hard deadline for the whole probe (connect + TLS + request + response).
-    pub timeout: Duration,
-}
-
-/// The kinds of check.
-#[derive(Debug, Clone)]
-pub enum CheckKind {
-    /// A TCP connection is accepted within the deadline, then closed.
-    Tcp,
-    /// An HTTP/1.1 request over plain TCP.
-    Http(HttpCheck),
-    /// An HTTP/1.1 request over TLS.
-    Https(HttpCheck, TlsCheck),
-    /// A DNS query over UDP (TCP when the answer is truncated).
-    Dns(DnsCheck),
-}
-
-/// An HTTP request and what its response must look like.
-#[derive(Debug, Clone)]
-pub struct HttpCheck {
-    /// Request method (default `GET`). `HEAD` reads no body.
-    pub method: String,
-    /// Request target, origin form (default `/`).
-    pub path: String,
-    /// `Host` header. Default: the target's host name if it has one, else
-    /// (for HTTPS) the TLS `sni` if set, else the IP; with `:port` when the
-    /// port is not the scheme's default.
-    pub host: Option<String>,
-    /// Extra request headers, sent in order after the fixed ones.
-    pub headers: Vec<(String, String)>,
-    /// Acceptable status codes (default `2xx`).
-    pub expect_status: StatusSet,
-    /// A substring that must appear in the first `body_limit` bytes of the
-    /// (de-chunked) body.
-    pub expect_body: Option<String>,
-    /// Follow up to 5 redirects (301, 302, 303, 307, 308) with the same
-    /// scheme to the same host and port only; always to the same address.
-    /// Every hop counts against the same deadline. Default false.
-    pub follow_redirects: bool,
-    /// Most body bytes read (default 64 KiB); past that reading stops.
-    pub body_limit: usize,
-    /// `User-Agent` header.
-    pub user_agent: String,
-}
-
-/// Default [`HttpCheck::body_limit`]: 64 KiB.
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-impl Default for HttpCheck {
-    /// `GET /`, expecting 2xx, no body check, no redirects, 64 KiB body limit.
-    fn default() -> Self {
-        HttpCheck {
-            method: "GET".to_string(),
-            path: "/".to_string(),
-            host: None,
-            headers: Vec::new(),
-            expect_status: StatusSet::default(),
-            expect_body: None,
-            follow_redirects: false,
-            body_limit: DEFAULT_BODY_LIMIT,
-            user_agent: default_user_agent(),
-        }
-    }
-}
-
-/// The default user agent: `steerdns/<version> (health check)`.
-pub fn default_user_agent() -> String {
-    format!("steerdns/{} (health check)", env!("CARGO_PKG_VERSION"))
-}
 
 impl HttpCheck {
     /// Check that the request can be written safely: a method token, an
@@ -123,42 +45,6 @@ impl HttpCheck {
     /// checks again and fails with [`ProbeErrorKind::Protocol`].
     pub fn validate(&self) -> Result<(), String> {
         http::validate(self)
-    }
-}
-
-/// TLS settings of an HTTPS check.
-#[derive(Debug, Clone)]
-pub struct TlsCheck {
-    /// Client configuration, built once per monitor by [`build_tls_config`].
-    pub config: Arc<rustls::ClientConfig>,
-    /// Server name to send and verify. Default: the target's host name; with
-    /// an IP-only target, the certificate is verified against the IP.
-    pub sni: Option<String>,
-}
-
-/// A DNS query and what its response must look like.
-#[derive(Debug, Clone)]
-pub struct DnsCheck {
-    /// Name to query (absolute; a missing final dot is implied).
-    pub qname: String,
-    /// Record type to query (e.g. 1 for A, 28 for AAAA, 6 for SOA).
-    pub qtype: u16,
-    /// Acceptable response codes (default `[NOERROR]`).
-    pub expect_rcodes: Vec<u16>,
-    /// An A/AAAA address that must be among the answers, or else a substring
-    /// of an answer record's data in presentation form.
-    pub expect_answer: Option<String>,
-}
-
-impl DnsCheck {
-    /// A query for `qname`/`qtype` expecting NOERROR and any answer.
-    pub fn new(qname: impl Into<String>, qtype: u16) -> Self {
-        DnsCheck {
-            qname: qname.into(),
-            qtype,
-            expect_rcodes: vec![RCODE_NOERROR],
-            expect_answer: None,
-        }
     }
 }
 

@@ -92,6 +92,8 @@ impl HealthTable {
 pub mod spec;
 pub(crate) mod state;
 mod status;
+pub mod tls;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -120,3 +120,63 @@ impl DnsCheck {
         }
     }
 }
+
+/// Mnemonics of DNS response codes (RFC 1035, 2136, 6891, 2845, 2930,
+/// 4635, 7873).
+const RCODES: [(u16, &str); 19] = [
+    (0, "NOERROR"),
+    (1, "FORMERR"),
+    (2, "SERVFAIL"),
+    (3, "NXDOMAIN"),
+    (4, "NOTIMP"),
+    (5, "REFUSED"),
+    (6, "YXDOMAIN"),
+    (7, "YXRRSET"),
+    (8, "NXRRSET"),
+    (9, "NOTAUTH"),
+    (10, "NOTZONE"),
+    (16, "BADVERS"),
+    (17, "BADKEY"),
+    (18, "BADTIME"),
+    (19, "BADMODE"),
+    (20, "BADNAME"),
+    (21, "BADALG"),
+    (22, "BADTRUNC"),
+    (23, "BADCOOKIE"),
+];
+
+/// Mnemonic of a response code (`SERVFAIL`), or `RCODE<n>` when unnamed.
+pub fn rcode_name(code: u16) -> String {
+    RCODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or_else(|| format!("RCODE{code}"), |(_, n)| (*n).to_string())
+}
+
+/// Parse a response code from its mnemonic (any case) or number (0-4095).
+pub fn parse_rcode(s: &str) -> Option<u16> {
+    let s = s.trim();
+    if let Some((c, _)) = RCODES.iter().find(|(_, n)| n.eq_ignore_ascii_case(s)) {
+        return Some(*c);
+    }
+    let digits = s
+        .strip_prefix("RCODE")
+        .or_else(|| s.strip_prefix("rcode"))
+        .unwrap_or(s);
+    digits.parse::<u16>().ok().filter(|c| *c < 4096)
+}
+
+/// `tchar` of RFC 9110.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A method or header name: one or more `tchar`s.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+/// Header value: no control characters except tab.
+pub(crate) fn is_field_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}

@@ -7,7 +7,8 @@ use hickory_proto::rr::RecordType;
 
 use crate::config::raw::{MonitorConfig, MonitorKind};
 use crate::config::{Diagnostics, Source};
-use crate::probe::check::{self, CheckKind, DnsCheck, HttpCheck, StatusSet, TlsCheck};
+use crate::health::spec::{self as check, CheckKind, DnsCheck, HttpCheck, StatusSet, TlsCheck};
+use crate::health::tls::build_tls_config;
 
 /// An `http` or `https` monitor's check; `ok` turns false on errors that
 /// still let the rest be checked.
@@ -76,7 +77,7 @@ pub(super) fn http_check(
         CheckKind::Http(h)
     } else {
         let ca = m.ca_file.as_ref().map(|c| source.dir().join(c.get_ref()));
-        match check::build_tls_config(m.tls_verify, ca.as_deref()) {
+        match build_tls_config(m.tls_verify, ca.as_deref()) {
             Ok(config) => CheckKind::Https(
                 h,
                 TlsCheck {

@@ -73,7 +73,7 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default)]
 pub struct NotifySettings {
     /// Webhook targets, headers, token and TLS settings.
-    pub webhooks: crate::probe::notify::Webhooks,
+    pub webhooks: crate::health::webhook::Webhooks,
     /// Queue length.
     pub queue_size: usize,
     /// Attempts per event and URL.

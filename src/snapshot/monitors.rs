@@ -12,7 +12,7 @@ use super::checks::{dns_check, http_check};
 use crate::config::raw::{ConfigFile, MonitorConfig, MonitorKind, SString};
 use crate::config::{Diagnostics, Source, quote_key};
 use crate::health::Monitor;
-use crate::probe::check::{CheckKind, CheckSpec};
+use crate::health::spec::{CheckKind, CheckSpec};
 
 pub(super) const BROKEN: u32 = u32::MAX;
 

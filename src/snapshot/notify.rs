@@ -3,8 +3,8 @@
 use super::NotifySettings;
 use crate::config::raw::ConfigFile;
 use crate::config::{Diagnostics, quote_key};
-use crate::probe::check;
-use crate::probe::notify::{self, Webhooks, parse_webhook_url};
+use crate::health::tls::build_tls_config;
+use crate::health::webhook::{Webhooks, parse_webhook_url, validate_header};
 
 /// Compile `[notify]`.
 pub(super) fn compile_notify(file: &ConfigFile, d: &mut Diagnostics<'_>) -> NotifySettings {
@@ -17,7 +17,7 @@ pub(super) fn compile_notify(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Noti
         }
     }
     let bearer_token = n.bearer_token.as_ref().map(|t| {
-        if t.get_ref().is_empty() || !check::client::is_field_value(t.get_ref()) {
+        if t.get_ref().is_empty() || !crate::health::spec::is_field_value(t.get_ref()) {
             d.error(
                 t.span(),
                 "notify.bearer_token",
@@ -28,7 +28,7 @@ pub(super) fn compile_notify(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Noti
     });
     let mut headers = Vec::new();
     for (name, value) in &n.headers {
-        match notify::validate_header(name, value.get_ref(), bearer_token.is_some()) {
+        match validate_header(name, value.get_ref(), bearer_token.is_some()) {
             Ok(()) => headers.push((name.clone(), value.get_ref().clone())),
             Err(e) => d.error(
                 value.span(),
@@ -44,7 +44,7 @@ pub(super) fn compile_notify(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Noti
             .ca_file
             .as_ref()
             .map(|c| d.source().dir().join(c.get_ref()));
-        match check::build_tls_config(verify, ca.as_deref()) {
+        match build_tls_config(verify, ca.as_deref()) {
             Ok(config) => Some(config),
             Err(e) => {
                 let span = n
@@ -158,9 +158,11 @@ mod webhook_tests {
 
     #[test]
     fn ca_file_is_relative_to_the_config() {
-        let pki = crate::probe::check::tests::pki();
-        let dir = pki.ca_file.path().parent().unwrap().to_path_buf();
-        let name = pki.ca_file.path().file_name().unwrap().to_str().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
+        let ca_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca_file.path(), cert.cert.pem()).unwrap();
+        let dir = ca_file.path().parent().unwrap().to_path_buf();
+        let name = ca_file.path().file_name().unwrap().to_str().unwrap();
         let n = notify_in(
             dir.join("c.toml"),
             &format!("webhooks = [\"https://127.0.0.1:1/\"]\nca_file = \"{name}\"\n"),

@@ -155,21 +155,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<'_, S> {
     }
 }
 
-/// `tchar` of RFC 9110.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A method or header name: one or more `tchar`s.
-pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_tchar)
-}
-
-/// Header value: no control characters except tab.
-pub(crate) fn is_field_value(s: &str) -> bool {
-    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
 /// A request with these headers, in this order (names are sent title-case).
 /// Values may hold any byte but controls (tab allowed).
 pub(crate) fn request<'a>(

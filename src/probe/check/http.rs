@@ -10,8 +10,9 @@ use http_body_util::Full;
 use hyper::header::LOCATION;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::client::{self, Exchange, is_field_value, is_token, protocol};
+use super::client::{self, Exchange, protocol};
 use super::{Fail, HttpCheck, Phase, ProbeErrorKind, Target, TlsCheck, tcp, tls};
+use crate::health::spec::{is_field_value, is_token};
 
 /// Most redirects followed.
 pub(super) const MAX_REDIRECTS: usize = 5;

@@ -35,8 +35,8 @@ pub use crate::health::spec::{
     CheckKind, CheckSpec, DEFAULT_BODY_LIMIT, DnsCheck, HttpCheck, RCODE_NOERROR, StatusSet,
     TlsCheck, default_user_agent,
 };
-pub use dns::{parse_rcode, rcode_name};
-pub use tls::build_tls_config;
+pub use crate::health::spec::{parse_rcode, rcode_name};
+pub use crate::health::tls::build_tls_config;
 
 impl HttpCheck {
     /// Check that the request can be written safely: a method token, an

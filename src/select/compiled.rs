@@ -745,9 +745,11 @@ pub fn build(
     budget: usize,
 ) -> Result<(DecisionTrie, BuildStats), CompileError> {
     let mut b = Builder {
-        nodes: Vec::new(),
-        dedup: HashMap::new(),
-        budget,
+        arena: Arena {
+            nodes: Vec::new(),
+            dedup: FxHashMap::default(),
+            budget,
+        },
         oracle,
         stats: BuildStats::default(),
     };
@@ -758,7 +760,7 @@ pub fn build(
     let stats = b.stats;
     Ok((
         DecisionTrie {
-            nodes: b.nodes.into_boxed_slice(),
+            nodes: b.arena.nodes.into_boxed_slice(),
             v4_root,
             v6_root,
         },
@@ -767,9 +769,7 @@ pub fn build(
 }
 
 struct Builder<F> {
-    nodes: Vec<[u32; 2]>,
-    dedup: HashMap<[u32; 2], u32>,
-    budget: usize,
+    arena: Arena,
     oracle: F,
     stats: BuildStats,
 }
@@ -809,22 +809,7 @@ impl<F: FnMut(IpAddr) -> (u32, u8)> Builder<F> {
         let rbits = bits | (1u128 << (127 - u32::from(len)));
         let at_r = self.eval(rbits, width)?;
         let right = self.walk(rbits, len + 1, width, at_r)?;
-        if left == right && left & LEAF != 0 {
-            return Ok(left);
-        }
-        let key = [left, right];
-        if let Some(&id) = self.dedup.get(&key) {
-            return Ok(id);
-        }
-        if self.nodes.len() >= self.budget || self.nodes.len() >= LEAF as usize {
-            return Err(CompileError::TooBig {
-                budget: self.budget,
-            });
-        }
-        let id = self.nodes.len() as u32;
-        self.nodes.push(key);
-        self.dedup.insert(key, id);
-        Ok(id)
+        self.arena.join(left, right)
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::geo::{Continent, CountryCode, GeoDb, Location, LocationOverride, Subdivision};
-use crate::select::{AllDown, Endpoint, Rng, Target, rule_for};
+use crate::select::{AllDown, Rng, rule_for};
 
 /// CPU time of this thread, for build measurements on a shared machine.
 fn thread_cpu() -> std::time::Duration {
@@ -26,34 +26,17 @@ fn thread_cpu() -> std::time::Duration {
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn pool(i: usize, lat: f32, lon: f32) -> Pool {
-    Pool {
-        name: format!("p{i}"),
-        endpoints: vec![Endpoint {
-            id: i as u32,
-            label: format!("e{i}"),
-            target: Target::V4(Ipv4Addr::new(192, 0, 2, i as u8)),
-            rdata: Box::new([192, 0, 2, i as u8]),
-            weight: 1,
-            enabled: true,
-        }]
-        .into_boxed_slice(),
-        min_healthy: 1,
-        coords: Some(Coords { lat, lon }),
-    }
-}
-
 fn pools() -> Vec<Pool> {
-    vec![
-        pool(0, 50.1, 8.7),    // Frankfurt
-        pool(1, 39.0, -77.5),  // Ashburn
-        pool(2, 37.4, -122.0), // San Jose
-        pool(3, 1.35, 103.8),  // Singapore
-        pool(4, -23.5, -46.6), // São Paulo
-        pool(5, 35.7, 139.7),  // Tokyo
-        pool(6, -33.9, 151.2), // Sydney
-        pool(7, 51.5, -0.1),   // London
-    ]
+    super::tests::pools(&[
+        Some((50.1, 8.7)),    // Frankfurt
+        Some((39.0, -77.5)),  // Ashburn
+        Some((37.4, -122.0)), // San Jose
+        Some((1.35, 103.8)),  // Singapore
+        Some((-23.5, -46.6)), // São Paulo
+        Some((35.7, 139.7)),  // Tokyo
+        Some((-33.9, 151.2)), // Sydney
+        Some((51.5, -0.1)),   // London
+    ])
 }
 
 fn balancer(name: &str, policy: Policy) -> Balancer {

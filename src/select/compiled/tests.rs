@@ -84,7 +84,7 @@ fn balancer(policy: Policy) -> Balancer {
 }
 
 /// Pools with one IPv4 endpoint each (endpoint id = pool id).
-fn pools(coords: &[Option<(f32, f32)>]) -> Vec<Pool> {
+pub(super) fn pools(coords: &[Option<(f32, f32)>]) -> Vec<Pool> {
     coords
         .iter()
         .enumerate()

@@ -71,9 +71,11 @@ fn serve(opts: &app::Options) -> anyhow::Result<()> {
     // Before anything else, so a signal during startup is not fatal.
     app::install_signal_handlers()?;
     let bound = app::bind(opts)?;
-    let rt = app::runtime(bound.workers())?;
-    rt.block_on(async {
-        let mut server = app::serve(bound, tokio_util::sync::CancellationToken::new()).await?;
+    let rt = app::runtimes(&bound)?;
+    let control = rt.control.handle().clone();
+    rt.dns.block_on(async {
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut server = app::serve_on(bound, control, token).await?;
         server.wait_for_signals().await?;
         server.stop();
         Ok::<(), anyhow::Error>(())

@@ -9,6 +9,7 @@ use anyhow::Context;
 use tracing::info;
 
 use super::Options;
+use super::placement::{self, Placement};
 use super::watch::{Fingerprint, fingerprint};
 use crate::dns::{tcp, udp};
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct Bound {
     pub(super) workers: usize,
     /// The config file's fingerprint before it was read.
     pub(super) config_seen: Fingerprint,
+    /// Where the DNS and control threads run (`server.dns_cpus`).
+    pub(super) placement: Placement,
 }
 
 impl Bound {
@@ -59,6 +62,11 @@ pub fn bind(opts: &Options) -> anyhow::Result<Bound> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    // Read on the main thread before any other starts: the process's CPUs.
+    let placement = Placement::plan(&settings.dns_cpus, &placement::allowed_cpus()?, workers)?;
+    if placement.dns.is_some() {
+        info!(dns = ?placement.dns, control = ?placement.control, "pinning threads (server.dns_cpus)");
+    }
     let http_listen = opts.http_listen.unwrap_or(settings.http_listen);
     let http =
         crate::api::bind(http_listen).with_context(|| format!("binding HTTP API {http_listen}"))?;
@@ -74,6 +82,7 @@ pub fn bind(opts: &Options) -> anyhow::Result<Bound> {
         http,
         workers,
         config_seen,
+        placement,
     })
 }
 

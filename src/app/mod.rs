@@ -3,12 +3,17 @@
 //! runtime over those sockets, `watch` reloads on file changes, `signals`
 //! reloads on SIGHUP and stops on SIGINT/SIGTERM. Loads and reloads go
 //! through [`crate::reload`]. [`start`] does it all on a runtime of its own,
-//! for embedding (tests, examples).
+//! for embedding (tests, examples). [`runtimes`] builds the two runtimes
+//! the binary serves on: DNS (TCP) and the control plane (`placement`).
 
 mod bind;
+mod placement;
 mod serve;
 mod signals;
 mod watch;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
@@ -20,7 +25,7 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 pub use self::bind::{Bound, bind};
-pub use self::serve::{Server, serve};
+pub use self::serve::{Server, serve, serve_on};
 pub use crate::reload::{Control, load_snapshot, load_snapshot_with};
 
 /// How to start the server.
@@ -42,29 +47,61 @@ pub fn install_signal_handlers() -> anyhow::Result<()> {
     signals::install_early_signal_handlers()
 }
 
-/// The runtime the server runs on: `workers` (the UDP worker count) async
-/// workers, at most 4.
-pub fn runtime(workers: usize) -> anyhow::Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.clamp(1, 4))
-        .thread_name("steerdns-rt")
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+/// The two runtimes a server runs on (see [`runtimes`]).
+pub struct Runtimes {
+    /// DNS over TCP: `workers` (the UDP worker count) threads, at most 4,
+    /// named `dns-tcp`, at normal priority, on the DNS CPUs when pinned.
+    pub dns: Runtime,
+    /// The control plane: prober, API, cluster exchange, file watch,
+    /// webhooks, anycast, reloads. Two threads named `steerdns-ctl` (and
+    /// its blocking pool), nice 10, on the other CPUs when pinned.
+    pub control: Runtime,
 }
 
-/// A [`Server`] on a runtime of its own; dereferences to the server.
+/// Build the runtimes for `bound` (its worker count and placement).
+pub fn runtimes(bound: &Bound) -> anyhow::Result<Runtimes> {
+    let dns_place = bound.placement.clone();
+    let dns = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(bound.workers().clamp(1, 4))
+        .thread_name(placement::DNS_THREAD)
+        .on_thread_start(move || dns_place.enter_dns())
+        .enable_all()
+        .build()
+        .context("starting the DNS runtime")?;
+    let ctl_place = bound.placement.clone();
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(placement::CONTROL_THREAD)
+        .on_thread_start(move || ctl_place.enter_control())
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    Ok(Runtimes { dns, control })
+}
+
+impl Runtimes {
+    /// Stop both, waiting up to `timeout` each for their tasks.
+    pub fn shutdown_timeout(self, timeout: Duration) {
+        self.dns.shutdown_timeout(timeout);
+        self.control.shutdown_timeout(timeout);
+    }
+}
+
+/// A [`Server`] on runtimes of its own; dereferences to the server.
 pub struct Running {
     server: Option<Server>,
-    rt: Option<Runtime>,
+    rt: Option<Runtimes>,
 }
 
 /// Load the config, bind every listener and start answering, on a runtime
 /// of its own.
 pub fn start(opts: &Options) -> anyhow::Result<Running> {
     let bound = bind(opts)?;
-    let rt = runtime(bound.workers())?;
-    let server = rt.block_on(serve(bound, CancellationToken::new()))?;
+    let rt = runtimes(&bound)?;
+    let control = rt.control.handle().clone();
+    let server = rt
+        .dns
+        .block_on(serve_on(bound, control, CancellationToken::new()))?;
     Ok(Running {
         server: Some(server),
         rt: Some(rt),
@@ -88,7 +125,7 @@ impl Running {
     /// Serve until SIGINT or SIGTERM (see [`Server::wait_for_signals`]).
     pub fn wait_for_signals(&self) -> anyhow::Result<()> {
         let rt = self.rt.as_ref().context("runtime gone")?;
-        rt.block_on(self.deref().wait_for_signals())?;
+        rt.dns.block_on(self.deref().wait_for_signals())?;
         Ok(())
     }
 

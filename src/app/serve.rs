@@ -1,5 +1,7 @@
-//! Serving on the caller's runtime (the mini-redis seam): the binary builds
-//! the runtime and binds; tests can serve on a paused-time runtime.
+//! Serving over bound sockets (the mini-redis seam): [`serve_on`] puts the
+//! DNS transports on the caller's runtime and the control plane on another
+//! (the binary's two runtimes); [`serve`] puts both on the caller's, so
+//! tests can serve on a paused-time runtime.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::bind::Bound;
+use super::placement::{self, Placement};
 use super::watch::{fingerprint, watch_files, watched_files};
 use crate::api::backend::{Reloader, SharedBackend};
 use crate::api::{self, ApiBackend, ApiOptions};
@@ -47,14 +50,28 @@ pub struct Server {
     pub xdp: Option<Result<crate::xdp::XdpServer, crate::xdp::XdpError>>,
     udp: Vec<UdpServer>,
     shutdown: CancellationToken,
+    pub(super) placement: Placement,
 }
 
 /// Start everything on the current runtime over `bound`'s sockets: the
 /// prober, the cluster exchange, the HTTP API, the DNS transports (UDP on
 /// their own threads, TCP as tasks), the file watch and the anycast gate;
 /// then mark the server ready. Returns once all of it runs; it serves
-/// until `shutdown` is cancelled.
+/// until `shutdown` is cancelled. Config compiles still run on threads of
+/// their own at a lower priority (see [`serve_on`]).
 pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    serve_on(bound, tokio::runtime::Handle::current(), shutdown).await
+}
+
+/// [`serve`], with the DNS over TCP on the current runtime and the control
+/// plane (prober, cluster exchange, HTTP API, webhooks, file watch, anycast
+/// gate, reloads) on `control`, so that a busy control plane competes with
+/// DNS only at the control runtime's priority and on its CPUs.
+pub async fn serve_on(
+    bound: Bound,
+    control: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Server> {
     let Bound {
         opts,
         snap,
@@ -63,11 +80,21 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
         http,
         workers,
         config_seen,
+        placement,
     } = bound;
     let settings = snap.settings.clone();
-    let mut server = start_state(Shared::new(snap, metrics), opts.config, &shutdown);
+    // Every task spawned (and listener registered) in this scope lives on
+    // the control runtime; no await while it is entered.
+    let ctl = control.enter();
+    let mut server = start_state(
+        Shared::new(snap, metrics),
+        opts.config,
+        placement,
+        &shutdown,
+    );
     // HTTP API first: /readyz answers 503 until the DNS transports run.
     server.http_addr = serve_http(&server, http, settings.api_token.clone(), &shutdown)?;
+    drop(ctl);
     let tcp_opts = TcpOptions {
         idle_timeout: settings.tcp_idle_timeout,
         max_connections: settings.tcp_max_connections,
@@ -85,6 +112,7 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
         }
         server.xdp = Some(started);
     }
+    let _ctl = control.enter();
     tokio::spawn(carry_drops(
         server.udp.iter().map(UdpServer::stats_reader).collect(),
         tcp_opts.limit_drops.clone(),
@@ -97,6 +125,7 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
         seen[0] = config_seen[0];
         tokio::spawn(watch_files(
             server.control.clone(),
+            server.placement.clone(),
             (files, seen),
             settings.watch_interval,
             shutdown.clone(),
@@ -126,6 +155,7 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
 fn start_state(
     shared: Arc<Shared>,
     config: std::path::PathBuf,
+    placement: Placement,
     shutdown: &CancellationToken,
 ) -> Server {
     crate::serving::labels::sync_health(&shared.metrics, &shared.current.load());
@@ -165,9 +195,11 @@ fn start_state(
         shutdown.clone(),
     ));
     let reloader: Reloader = {
-        // The backend records API reloads itself.
+        // The backend records API reloads itself; it calls this on a
+        // control-plane blocking thread.
         let c = control.clone();
-        Box::new(move || c.swap().map_err(|e| error_lines(&e)))
+        let p = placement.clone();
+        Box::new(move || placement::compile(&p, || c.swap()).map_err(|e| error_lines(&e)))
     };
     let backend = Arc::new(
         SharedBackend::new(shared.clone(), shared.metrics.clone(), reloader)
@@ -192,6 +224,7 @@ fn start_state(
         xdp: None,
         udp: Vec::new(),
         shutdown: shutdown.clone(),
+        placement,
     }
 }
 
@@ -232,9 +265,18 @@ fn serve_dns(
 ) -> anyhow::Result<()> {
     let local = sockets[0].local_addr()?;
     let tcp_local = listener.local_addr()?;
-    server
-        .udp
-        .push(udp::spawn_udp(sockets, server.shared.clone()).context("starting UDP workers")?);
+    let place = server.placement.clone();
+    let on_start: udp::OnStart = Arc::new(move |i| {
+        if let Some(cpu) = place.udp_cpu(i)
+            && let Err(e) = placement::pin_current(&[cpu])
+        {
+            tracing::warn!("pinning UDP worker {i} to CPU {cpu}: {e}");
+        }
+    });
+    server.udp.push(
+        udp::spawn_udp_with(sockets, server.shared.clone(), on_start)
+            .context("starting UDP workers")?,
+    );
     info!("listening proto=udp addr={local} workers={workers}");
     match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => {

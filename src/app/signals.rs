@@ -102,10 +102,11 @@ impl Server {
     fn spawn_reload(&self) -> tokio::sync::oneshot::Receiver<Result<u64, ConfigError>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let control = self.control.clone();
+        let place = self.placement.clone();
         let spawned = std::thread::Builder::new()
-            .name("steerdns-reload".into())
+            .name(super::placement::RELOAD_THREAD.into())
             .spawn(move || {
-                let _ = tx.send(control.reload());
+                let _ = tx.send(super::placement::compile(&place, || control.reload()));
             });
         if let Err(e) = spawned {
             error!("cannot start a reload thread: {e}");

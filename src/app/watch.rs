@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use super::placement::{self, Placement};
 use crate::reload::{Control, error_lines};
 
 /// (length, modification time, inode) of each watched file, `None` when it
@@ -44,6 +45,7 @@ pub(super) fn fingerprint(files: &[PathBuf]) -> Fingerprint {
 /// what the serving config was read from.
 pub(super) async fn watch_files(
     control: Arc<Control>,
+    place: Placement,
     (mut files, mut seen): (Vec<PathBuf>, Fingerprint),
     every: Duration,
     shutdown: CancellationToken,
@@ -68,7 +70,9 @@ pub(super) async fn watch_files(
         // Fingerprint before reading, as at start.
         seen = now;
         let c = control.clone();
-        let result = tokio::task::spawn_blocking(move || c.reload()).await;
+        let p = place.clone();
+        let result =
+            tokio::task::spawn_blocking(move || placement::compile(&p, || c.reload())).await;
         match result {
             Ok(Ok(g)) => info!(generation = g, "config reloaded (file change)"),
             Ok(Err(e)) => error!(

@@ -219,6 +219,9 @@ pub struct ServerConfig {
     pub watch_interval: Spanned<Duration>,
     /// Also answer UDP through AF_XDP on this network interface (opt-in).
     pub xdp_interface: Option<SString>,
+    /// CPUs the DNS threads are pinned to: `"off"` (default), `"auto"`, or
+    /// a list of CPU numbers; the control plane gets the other CPUs.
+    pub dns_cpus: Option<Spanned<toml::Value>>,
 }
 
 fn default_max_probes() -> Spanned<usize> {
@@ -253,6 +256,7 @@ impl Default for ServerConfig {
             query_log_sample: unspanned(0.0),
             watch_interval: default_watch(),
             xdp_interface: None,
+            dns_cpus: None,
         }
     }
 }

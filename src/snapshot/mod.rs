@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub(crate) use build::build_reusing;
 pub use build::{GeoMode, build, build_with_geo};
-pub use settings::Settings;
+pub use settings::{DnsCpus, Settings};
 
 use crate::geo::GeoDb;
 use crate::health::{HealthTable, Monitor, ProbeTarget};

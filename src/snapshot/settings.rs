@@ -52,6 +52,69 @@ pub struct Settings {
     pub tcp_busy_idle_timeout: Duration,
     /// DNS Cookie secrets (`[cookies]`), when cookies are on.
     pub cookies: Option<Arc<crate::cookie::Secrets>>,
+    /// `server.dns_cpus`: where the DNS threads run (read at start only).
+    pub dns_cpus: DnsCpus,
+}
+
+/// `server.dns_cpus`: pin the DNS threads (UDP workers, TCP) to CPUs and
+/// the control plane (prober, API, cluster, reloads) to the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DnsCpus {
+    /// No pinning (the default): the scheduler places every thread; the
+    /// control plane still runs on its own, lower-priority threads.
+    #[default]
+    Off,
+    /// With at least two usable CPUs: one UDP worker per CPU, the rest
+    /// (at least one) for the control plane; see the README.
+    Auto,
+    /// These CPUs, UDP workers assigned in turn.
+    List(Vec<usize>),
+}
+
+/// Largest CPU number `sched_setaffinity` takes (`CPU_SETSIZE`).
+const MAX_CPU: i64 = 1023;
+
+fn compile_dns_cpus(v: Option<&toml::Spanned<toml::Value>>, d: &mut Diagnostics<'_>) -> DnsCpus {
+    let Some(v) = v else {
+        return DnsCpus::Off;
+    };
+    let what = "\"off\", \"auto\" or a list of CPU numbers like [0, 1]";
+    match v.get_ref() {
+        toml::Value::String(s) if s == "off" => DnsCpus::Off,
+        toml::Value::String(s) if s == "auto" => DnsCpus::Auto,
+        toml::Value::Array(items) if !items.is_empty() => {
+            let mut cpus = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_integer() {
+                    Some(n) if (0..=MAX_CPU).contains(&n) => {
+                        let n = n as usize;
+                        if cpus.contains(&n) {
+                            d.error(
+                                v.span(),
+                                format!("server.dns_cpus[{i}]"),
+                                format!("CPU {n} is listed twice"),
+                            );
+                        }
+                        cpus.push(n);
+                    }
+                    _ => d.error(
+                        v.span(),
+                        format!("server.dns_cpus[{i}]"),
+                        format!("{item} is not a CPU number (0 to {MAX_CPU})"),
+                    ),
+                }
+            }
+            DnsCpus::List(cpus)
+        }
+        other => {
+            d.error(
+                v.span(),
+                "server.dns_cpus",
+                format!("{other} is not {what}"),
+            );
+            DnsCpus::Off
+        }
+    }
 }
 
 fn host_name() -> String {
@@ -172,6 +235,7 @@ pub(super) fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Se
         tcp_max_per_client: tcp.0,
         tcp_busy_idle_timeout: tcp.1,
         cookies: None,
+        dns_cpus: compile_dns_cpus(s.dns_cpus.as_ref(), d),
     }
 }
 
@@ -191,6 +255,47 @@ mod tests {
         assert!(!s.tcp_idle_timeout.is_zero());
         assert!(s.anycast.is_none() && s.rrl.is_none() && s.cookies.is_none());
         assert!((0.0..=1.0).contains(&s.query_log_sample));
+    }
+
+    #[test]
+    fn dns_cpus() {
+        for (text, want) in [
+            ("", DnsCpus::Off),
+            ("dns_cpus = \"off\"", DnsCpus::Off),
+            ("dns_cpus = \"auto\"", DnsCpus::Auto),
+            ("dns_cpus = [0, 2]", DnsCpus::List(vec![0, 2])),
+        ] {
+            let (s, e) = run(&format!("[server]\n{text}\n"), |_, f, d| {
+                compile_settings(f, d)
+            });
+            assert_eq!(e, "", "{text}");
+            assert_eq!(s.dns_cpus, want, "{text}");
+        }
+        for (text, want) in [
+            (
+                "dns_cpus = \"all\"",
+                "3:12: server.dns_cpus: \"all\" is not \"off\", \"auto\" or a list",
+            ),
+            ("dns_cpus = []", "server.dns_cpus: [] is not"),
+            (
+                "dns_cpus = [0, 0]",
+                "server.dns_cpus[1]: CPU 0 is listed twice",
+            ),
+            (
+                "dns_cpus = [1, -1]",
+                "server.dns_cpus[1]: -1 is not a CPU number (0 to 1023)",
+            ),
+            (
+                "dns_cpus = [\"0\"]",
+                "server.dns_cpus[0]: \"0\" is not a CPU number",
+            ),
+        ] {
+            let (_, e) = run(
+                &format!("[server]\nnode_name = \"n\"\n{text}\n"),
+                |_, f, d| compile_settings(f, d),
+            );
+            assert!(e.contains(want), "{text}: want {want:?} in\n{e}");
+        }
     }
 
     #[test]

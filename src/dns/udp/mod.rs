@@ -143,6 +143,19 @@ impl Drop for UdpServer {
 /// reply from whatever source address the kernel picks. The handler sees
 /// IPv4-mapped IPv6 client addresses as plain IPv4.
 pub fn spawn_udp(sockets: Vec<UdpSocket>, handler: Arc<dyn Handler>) -> io::Result<UdpServer> {
+    spawn_udp_with(sockets, handler, Arc::new(|_| {}))
+}
+
+/// What a worker thread runs first, given its index (pinning it to a CPU,
+/// for example); the transport itself knows nothing of CPUs.
+pub type OnStart = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// [`spawn_udp`], with `on_start(index)` run first on each worker thread.
+pub fn spawn_udp_with(
+    sockets: Vec<UdpSocket>,
+    handler: Arc<dyn Handler>,
+    on_start: OnStart,
+) -> io::Result<UdpServer> {
     if sockets.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -164,9 +177,13 @@ pub fn spawn_udp(sockets: Vec<UdpSocket>, handler: Arc<dyn Handler>) -> io::Resu
         let handler = Arc::clone(&handler);
         let stop = Arc::clone(&server.stop);
         let counters = Arc::clone(&server.counters);
+        let on_start = Arc::clone(&on_start);
         let thread = thread::Builder::new()
             .name(format!("dns-udp-{index}"))
-            .spawn(move || worker(socket, &*handler, &stop, &counters[index]))?;
+            .spawn(move || {
+                on_start(index);
+                worker(socket, &*handler, &stop, &counters[index]);
+            })?;
         server.threads.push(thread);
     }
     Ok(server)

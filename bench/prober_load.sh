@@ -18,15 +18,19 @@
 #       e.g. 1500 shows what slow endpoints do to the probe rate)
 #   -o  also write every measurement as tab-separated lines to this file
 #
-# Environment: SERVER_CPU (default 0) pins steerdns, CLIENT_CPU (default 1)
-# pins dnsload and the farm. Everything listens on loopback only:
+# Environment: SERVER_CPU (default 0) pins steerdns (a list such as "0,1"
+# gives it both cores), CLIENT_CPU (default 1) pins dnsload and the farm,
+# SERVER_EXTRA adds lines to [server] (e.g. 'dns_cpus = "auto"'), STEERDNS_BIN
+# runs another steerdns binary (a build of an older commit). Everything listens on loopback only:
 # steerdns on 127.77.1.1 (DNS :5353, HTTP API :9153), the farm on
 # 127.77.0.1-40 from port 20000.
 #
 # For each N and mode, two windows of -w seconds each:
 #   quiet  no DNS load: steerdns CPU, RSS, probes/s (the prober's own cost)
 #   loaded dnsload run --cpu CLIENT_CPU against steerdns: DNS q/s, q per
-#          steerdns CPU-second, probes/s (does probing slow answering?)
+#          steerdns CPU-second, q per CPU-second of its DNS threads
+#          (dns-*: the UDP workers and TCP), probes/s (does probing slow
+#          answering?)
 # With the prober on, the windows start once every endpoint has a probe
 # result (bounded wait). At the end every endpoint must be "up".
 set -euo pipefail
@@ -110,7 +114,8 @@ stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s
 log "building release binaries"
 (cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload --example http_farm)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-STEERDNS=$TARGET_DIR/release/steerdns
+STEERDNS=${STEERDNS_BIN:-$TARGET_DIR/release/steerdns}
+SERVER_EXTRA=${SERVER_EXTRA:-}
 DNSLOAD=$TARGET_DIR/release/examples/dnsload
 FARM=$TARGET_DIR/release/examples/http_farm
 
@@ -130,7 +135,7 @@ write_config() {
     sed -n '1,/^# Health checks/p' "$ROOT/config/example.toml" | sed '$d' |
         sed -e 's|^database = .*|database = "sample.mmdb"|' \
             -e "s|^dns_listen = .*|dns_listen = [\"$HOST:$DNS_PORT\"]\\nhttp_listen = \"$HOST:$HTTP_PORT\"|" \
-            -e 's|^udp_workers = .*|udp_workers = 1|' >"$out"
+            -e "s|^udp_workers = .*|udp_workers = 1${SERVER_EXTRA:+\\n$SERVER_EXTRA}|" >"$out"
     mapfile -t addrs <"$TMP/farm-$n.addrs"
     {
         if [[ $mode == on ]]; then
@@ -161,6 +166,11 @@ write_config() {
 # ctxsw PID: context switches (voluntary + involuntary) of all its threads.
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# dns_ticks PID: CPU ticks of its DNS threads (names starting with dns-).
+dns_ticks() {
+    cat /proc/"$1"/task/*/stat 2>/dev/null |
+        awk '/\(dns-/ { sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
+}
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 metrics() { curl -sf --max-time 10 "http://$HOST:$HTTP_PORT/metrics"; }
 # metric_sum FILE NAME: sum of every sample of NAME (all label sets).
@@ -183,6 +193,7 @@ window() {
     metrics >"$m0"
     f0=$(farm_health)
     t0=$(proc_ticks "$pid")
+    d0=$(dns_ticks "$pid")
     x0=$(ctxsw "$pid")
     w0=$(date +%s.%N)
     if [[ $kind == loaded ]]; then
@@ -196,6 +207,7 @@ window() {
         sleep "$WINDOW"
     fi
     t1=$(proc_ticks "$pid")
+    d1=$(dns_ticks "$pid")
     x1=$(ctxsw "$pid")
     w1=$(date +%s.%N)
     f1=$(farm_health)
@@ -214,13 +226,14 @@ window() {
     awk -v n="$n" -v mode="$mode" -v kind="$kind" -v dt="$(echo "$w1 - $w0" | bc -l)" \
         -v ticks=$((t1 - t0)) -v hz="$HZ" -v c0="$c0" -v c1="$c1" -v s0="$s0" -v s1="$s1" \
         -v e0="$e0" -v e1="$e1" -v f0="${f0:-0}" -v f1="${f1:-0}" -v rss="$rss" -v hwm="$hwm" \
-        -v qps="${qps:--}" -v lost="${lost:--}" -v answered="${answered:-0}" -v fds="$fds" -v th="$threads" -v cs=$((x1 - x0)) \
+        -v qps="${qps:--}" -v lost="${lost:--}" -v answered="${answered:-0}" -v fds="$fds" -v th="$threads" -v cs=$((x1 - x0)) -v dticks=$((d1 - d0)) \
         'BEGIN {
-            cpu = ticks / hz; probes = c1 - c0
-            printf "%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%d\t%.0f\n",
+            cpu = ticks / hz; probes = c1 - c0; dcpu = dticks / hz
+            printf "%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\n",
                 n, mode, kind, probes / dt, (f1 - f0) / dt, 100 * cpu / dt, e1 - e0,
                 (probes > 0 ? 1000 * (s1 - s0) / probes : 0), rss / 1024, hwm / 1024, qps,
-                ((cpu > 0 && answered > 0) ? sprintf("%.0f", answered / cpu) : "-"), lost, fds, th, cs / dt
+                ((cpu > 0 && answered > 0) ? sprintf("%.0f", answered / cpu) : "-"), lost, fds, th, cs / dt,
+                ((dcpu > 0 && answered > 0) ? sprintf("%.0f", answered / dcpu) : "-")
         }'
 }
 
@@ -314,7 +327,8 @@ echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /pr
 echo "commit:  $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "runs:    $ROUNDS round(s), ${WINDOW}s windows, monitor http interval $INTERVAL timeout $TIMEOUT, pools of $POOL_SIZE, farm delay ${DELAY_MS} ms"
-echo "         steerdns on cpu $SERVER_CPU (udp_workers = 1), dnsload and farm on cpu $CLIENT_CPU"
+echo "         steerdns on cpu $SERVER_CPU (udp_workers = 1${SERVER_EXTRA:+, $SERVER_EXTRA}), dnsload and farm on cpu $CLIENT_CPU"
+echo "         binary $STEERDNS"
 echo
 # Medians over rounds per (N, mode, kind), then one row per N.
 awk -F'\t' '
@@ -326,24 +340,25 @@ awk -F'\t' '
     { k = $2 SUBSEP $3 SUBSEP $4; cnt[k]++; for (i = 1; i <= NF; i++) v[k, cnt[k], i] = $i
       if (!($2 in seen)) { seen[$2] = 1; order[++m] = $2 } }
     END {
-        printf "%-6s %9s %8s %9s %7s %8s %9s %9s %6s %10s %10s %6s %8s\n", "N", "probes/s",
+        printf "%-6s %9s %8s %9s %7s %8s %9s %9s %6s %10s %10s %6s %10s %10s %6s %8s\n", "N", "probes/s",
             "cpu% on", "cpu% idle", "RSS on", "RSS idle", "q/s on", "q/s idle", "ratio",
-            "q/cpu-s on", "q/cpu-s id", "ratio", "probe ms"
+            "q/cpu-s on", "q/cpu-s id", "ratio", "q/dns-s on", "q/dns-s id", "ratio", "probe ms"
         for (i = 1; i <= m; i++) {
             n = order[i]
             qon = n SUBSEP "on" SUBSEP "quiet"; qid = n SUBSEP "idle" SUBSEP "quiet"
             lon = n SUBSEP "on" SUBSEP "loaded"; lid = n SUBSEP "idle" SUBSEP "loaded"
             a = med(lon, 12); b = med(lid, 12)
-            c = med(lon, 13); d = med(lid, 13)
-            printf "%-6s %9.1f %8.1f %9.1f %7.1f %8.1f %9.0f %9.0f %6.3f %10.0f %10.0f %6.3f %8.2f\n", n,
+            c = med(lon, 13); d = med(lid, 13); e = med(lon, 18); f = med(lid, 18)
+            printf "%-6s %9.1f %8.1f %9.1f %7.1f %8.1f %9.0f %9.0f %6.3f %10.0f %10.0f %6.3f %10.0f %10.0f %6.3f %8.2f\n", n,
                 med(qon, 5), med(qon, 7), med(qid, 7), med(qon, 10), med(qid, 10),
-                a, b, (b > 0 ? a / b : 0), c, d, (d > 0 ? c / d : 0), med(qon, 9)
+                a, b, (b > 0 ? a / b : 0), c, d, (d > 0 ? c / d : 0), e, f, (f > 0 ? e / f : 0), med(qon, 9)
         }
     }' "$RESULTS"
 echo
 echo "probes/s, cpu% and RSS (MB) are from the quiet window (no DNS load); q/s and"
 echo "q/cpu-s (answers per steerdns CPU-second) from the loaded window (dnsload on"
 echo "cpu $CLIENT_CPU); ratio = prober on / prober idle; medians over rounds;"
+echo "q/dns-s = answers per CPU-second of the DNS threads (dns-*) alone;"
 echo "probe ms = mean probe duration (steerdns_probe_duration_seconds sum/count)."
 echo
 echo "endpoint states at the end, prober on (N, API up down unknown, metrics steerdns_endpoint_up == 1):"
@@ -352,7 +367,7 @@ if [[ ${#NOTES[@]} -gt 0 ]]; then
     echo
     printf 'NOTE: %s\n' "${NOTES[@]}"
 fi
-HEADER='round\tN\tmode\twindow\tprobes_per_s\tfarm_health_per_s\tcpu_pct\tprobe_failures\tmean_probe_ms\trss_mb\thwm_mb\tqps\tq_per_cpu_s\tlost\tfds\tthreads\tctxsw_per_s'
+HEADER='round\tN\tmode\twindow\tprobes_per_s\tfarm_health_per_s\tcpu_pct\tprobe_failures\tmean_probe_ms\trss_mb\thwm_mb\tqps\tq_per_cpu_s\tlost\tfds\tthreads\tctxsw_per_s\tq_per_dns_cpu_s'
 echo
 echo "raw measurements:"
 printf "$HEADER\n"

@@ -194,11 +194,20 @@ mod tests {
     }
 
     /// Admit `ip` at `now` as the next free id; returns it and the evicted.
-    fn admit(t: &mut FairTable, ip: &str, now: u64, l: &FairLimits) -> Result<(usize, Vec<usize>), Refused> {
+    fn admit(
+        t: &mut FairTable,
+        ip: &str,
+        now: u64,
+        l: &FairLimits,
+    ) -> Result<(usize, Vec<usize>), Refused> {
         let net = network(ip.parse().unwrap());
         let mut evicted = Vec::new();
         t.admit(net, now, l, &mut evicted)?;
-        let id = t.entries.iter().position(Option::is_none).unwrap_or(t.entries.len());
+        let id = t
+            .entries
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(t.entries.len());
         t.insert(id, net, now);
         Ok((id, evicted))
     }
@@ -209,7 +218,10 @@ mod tests {
         let l = limits(100, 2);
         let (a, _) = admit(&mut t, "192.0.2.1", 0, &l).unwrap();
         admit(&mut t, "192.0.2.200", 0, &l).unwrap();
-        assert_eq!(admit(&mut t, "192.0.2.7", 0, &l).unwrap_err(), Refused::PerClient);
+        assert_eq!(
+            admit(&mut t, "192.0.2.7", 0, &l).unwrap_err(),
+            Refused::PerClient
+        );
         assert_eq!(
             admit(&mut t, "::ffff:192.0.2.7", 0, &l).unwrap_err(),
             Refused::PerClient
@@ -257,7 +269,11 @@ mod tests {
         // An old connection from one network, three newer from another.
         let (lone, _) = admit(&mut t, "203.0.113.5", 0, &l).unwrap();
         let flood: Vec<usize> = (1..=3)
-            .map(|i| admit(&mut t, &format!("192.0.2.{i}"), 100 + i, &l).unwrap().0)
+            .map(|i| {
+                admit(&mut t, &format!("192.0.2.{i}"), 100 + i, &l)
+                    .unwrap()
+                    .0
+            })
             .collect();
         // A newcomer from the flooding network evicts that network's oldest,
         // not the older lone connection.
@@ -274,7 +290,11 @@ mod tests {
         let ids: Vec<usize> = (1..=3)
             .map(|i| admit(&mut t, &format!("192.0.2.{i}"), 0, &l).unwrap().0)
             .collect();
-        assert_eq!(t.idle_timeout(&l), Duration::from_millis(100), "3 of 4 open");
+        assert_eq!(
+            t.idle_timeout(&l),
+            Duration::from_millis(100),
+            "3 of 4 open"
+        );
         // At t = 1000 ms: two have been idle past the busy timeout, one
         // answered 50 ms ago.
         t.active(ids[2], 950);

@@ -182,7 +182,10 @@ impl EventLoop {
                 }
             }
             self.expire();
-            if self.accept_paused_until.is_some_and(|until| self.now >= until) {
+            if self
+                .accept_paused_until
+                .is_some_and(|until| self.now >= until)
+            {
                 self.accept_paused_until = None;
                 self.accept_pending.fill(true);
             }

@@ -26,6 +26,11 @@ const FLUSH_AT: usize = 64 * 1024;
 /// Bytes read from a connection at a time (the loop's one read buffer).
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Reads from one connection per loop turn; a client that keeps its socket
+/// readable (a pipelining flood) waits for the next turn after these, so it
+/// cannot hold the loop.
+const READS_PER_TURN: usize = 8;
+
 /// Readiness events taken per wake-up.
 const EVENTS: usize = 256;
 
@@ -65,6 +70,8 @@ struct Conn {
     close_after_write: bool,
     /// Registered for writability too (only while a write is pending).
     writable: bool,
+    /// In the loop's list of connections to serve again next turn.
+    queued: bool,
 }
 
 /// The loop's own buffers, shared by every connection.
@@ -77,6 +84,8 @@ struct Scratch {
 /// What to do with a connection after serving it.
 enum Next {
     Keep,
+    /// Still readable after its budget: serve it again next turn.
+    Again,
     Close(&'static str),
 }
 
@@ -87,6 +96,9 @@ pub(super) struct EventLoop {
     listeners: Vec<TcpListener>,
     /// Listeners with connections left over from a full turn of accepts.
     accept_pending: Vec<bool>,
+    /// Connections (slab key, generation) that used their read budget.
+    again: Vec<(usize, u32)>,
+    again_next: Vec<(usize, u32)>,
     conns: Slab<Conn>,
     table: FairTable,
     limits: FairLimits,
@@ -128,6 +140,8 @@ impl EventLoop {
             waker,
             stop,
             accept_pending: vec![false; mio_listeners.len()],
+            again: Vec::new(),
+            again_next: Vec::new(),
             listeners: mio_listeners,
             conns: Slab::new(),
             table: FairTable::default(),
@@ -181,6 +195,20 @@ impl EventLoop {
                     Token(id) => self.service(id),
                 }
             }
+            // Connections that used their budget last turn, in turn order.
+            std::mem::swap(&mut self.again, &mut self.again_next);
+            for k in 0..self.again_next.len() {
+                let (id, generation) = self.again_next[k];
+                if let Some(c) = self
+                    .conns
+                    .get_mut(id)
+                    .filter(|c| c.generation == generation)
+                {
+                    c.queued = false;
+                    self.service(id);
+                }
+            }
+            self.again_next.clear();
             self.expire();
             if self
                 .accept_paused_until
@@ -209,7 +237,9 @@ impl EventLoop {
 
     /// Until the next deadline, or at once when accepts are left over.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.accept_paused_until.is_none() && self.accept_pending.contains(&true) {
+        if !self.again.is_empty()
+            || (self.accept_paused_until.is_none() && self.accept_pending.contains(&true))
+        {
             return Some(Duration::ZERO);
         }
         let next = self
@@ -290,6 +320,7 @@ impl EventLoop {
             write_deadline: None,
             close_after_write: false,
             writable: false,
+            queued: false,
         });
         self.table.insert(id, net, self.now);
         self.timers
@@ -343,9 +374,17 @@ impl EventLoop {
             idle,
             id,
         };
-        if let Next::Close(why) = cx.drive(conn) {
-            tracing::trace!(peer = %conn.peer, why, "DNS TCP connection closed");
-            self.close(id);
+        match cx.drive(conn) {
+            Next::Keep => {}
+            Next::Again if !conn.queued => {
+                conn.queued = true;
+                self.again.push((id, conn.generation));
+            }
+            Next::Again => {}
+            Next::Close(why) => {
+                tracing::trace!(peer = %conn.peer, why, "DNS TCP connection closed");
+                self.close(id);
+            }
         }
     }
 }
@@ -365,6 +404,7 @@ impl Cx<'_> {
     /// Write what is pending, answer what is buffered, read until the socket
     /// is drained (readiness is edge-triggered).
     fn drive(&mut self, conn: &mut Conn) -> Next {
+        let mut reads = 0;
         loop {
             if conn.wpos < conn.wbuf.len() {
                 match (&conn.stream).write(&conn.wbuf[conn.wpos..]) {
@@ -408,6 +448,10 @@ impl Cx<'_> {
                 }
                 continue;
             }
+            if reads == READS_PER_TURN {
+                return Next::Again;
+            }
+            reads += 1;
             let n = match (&conn.stream).read(&mut self.io.input) {
                 Ok(0) => return Next::Close("closed by the client"),
                 Ok(n) => n,

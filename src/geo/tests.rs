@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use ipnet::IpNet;
+
 use super::mmdb_writer::{IpVersion, MmdbValue, MmdbWriter};
 use super::*;
 
@@ -17,12 +19,7 @@ fn cc(s: &str) -> CountryCode {
 }
 
 /// A GeoLite2-City-like record.
-fn city(
-    cont: Option<&str>,
-    country: &str,
-    sub: Option<&str>,
-    ll: Option<(f64, f64)>,
-) -> MmdbValue {
+fn city(cont: Option<&str>, country: &str, sub: Option<&str>, ll: Option<(f64, f64)>) -> MmdbValue {
     let mut m = Vec::new();
     if let Some(c) = cont {
         m.push((

@@ -467,7 +467,7 @@ fn bench_decision_tries() {
     run("sample", &geo, &addrs);
 
     // Synthetic: 200k IPv4 /24s + 50k IPv6 /48s over all countries, ~5k
-    // distinct records (as in geo::tests::bench_locate).
+    // distinct records (as in geo::tests::cost::bench_locate).
     let countries: Vec<CountryCode> = tables::all_countries().collect();
     let dir = tempfile::tempdir().unwrap();
     let mut w = MmdbWriter::new("Bench-City", IpVersion::V6);

@@ -7,10 +7,12 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::LOCATION;
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, CONNECTION, HOST, HeaderMap, HeaderValue, LOCATION, USER_AGENT,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::client::{self, Exchange, protocol};
+use super::client::{self, Exchange, Seen, protocol};
 use super::{Fail, HttpCheck, Phase, ProbeErrorKind, Target, TlsCheck, tcp, tls};
 use crate::health::spec::{is_field_value, is_token};
 
@@ -111,28 +113,86 @@ fn host_header(
     if let Some(host) = &h.host {
         return host.clone();
     }
-    let name = match (target.host, tls.and_then(|t| t.sni.as_deref())) {
-        (Some(n), _) | (None, Some(n)) => n.trim_end_matches('.').to_string(),
+    // Written by hand: `format!` of an address and port was ~2k
+    // instructions of every probe.
+    let mut out = String::with_capacity(48);
+    match (target.host, tls.and_then(|t| t.sni.as_deref())) {
+        (Some(n), _) | (None, Some(n)) => out.push_str(n.trim_end_matches('.')),
         (None, None) => match target.addr.ip() {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => {
+                for (i, octet) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    push_decimal(&mut out, octet.into());
+                }
+            }
+            IpAddr::V6(a) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "[{a}]");
+            }
         },
-    };
+    }
     let port = target.addr.port();
-    if port == default_port {
-        name
-    } else {
-        format!("{name}:{port}")
+    if port != default_port {
+        out.push(':');
+        push_decimal(&mut out, port);
+    }
+    out
+}
+
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
     }
 }
 
-/// Origin-form request target: `/` then visible ASCII that hyper sends as
-/// is (no fragment, nothing its URI parser rewrites or refuses).
+/// Origin-form request target: `/` then visible ASCII that hyper's URI
+/// parser takes as is (the `http` crate's path and query maps, checked
+/// here so a probe parses no URI twice).
 fn is_origin_form(s: &str) -> bool {
-    s.starts_with('/')
-        && s.bytes().all(|b| (0x21..0x7f).contains(&b))
-        && s.parse::<hyper::Uri>()
-            .is_ok_and(|u| u.path_and_query().is_some_and(|p| p.as_str() == s))
+    origin_form_problem(s).is_none()
+}
+
+/// Why `s` cannot be sent as the request target, if it cannot.
+fn origin_form_problem(s: &str) -> Option<String> {
+    if !s.starts_with('/') {
+        return Some("must start with /".to_string());
+    }
+    let mut in_query = false;
+    for b in s.bytes() {
+        let refused = match b {
+            b'#' => return Some("has a fragment (#), which is never sent".to_string()),
+            b'?' => {
+                in_query = true;
+                false
+            }
+            0x21..=0x7e => {
+                matches!(b, b'<' | b'>') || !in_query && b == b'`' || in_query && b == b'"'
+            }
+            _ => {
+                return Some("must contain no spaces, control or non-ASCII characters".to_string());
+            }
+        };
+        if refused {
+            return Some(format!(
+                "has {:?}, which must be percent-encoded",
+                char::from(b)
+            ));
+        }
+    }
+    None
 }
 
 /// Headers the client sets itself.
@@ -149,11 +209,8 @@ pub(super) fn validate(h: &HttpCheck) -> Result<(), String> {
     if !is_token(&h.method) {
         return Err(format!("method {:?} is not a token", h.method));
     }
-    if !is_origin_form(&h.path) {
-        return Err(format!(
-            "path {:?} must start with / and contain no spaces or control characters",
-            h.path
-        ));
+    if let Some(why) = origin_form_problem(&h.path) {
+        return Err(format!("path {:?} {why}", h.path));
     }
     if let Some(host) = &h.host
         && (host.is_empty() || !host.bytes().all(|b| (0x21..0x7f).contains(&b)))
@@ -187,23 +244,34 @@ pub(super) fn validate(h: &HttpCheck) -> Result<(), String> {
 }
 
 /// The request as hyper sends it: the fixed headers in the order this
-/// client has always sent them, then the configured ones.
+/// client has always sent them, then the configured ones. Built per
+/// request (a redirect changes the method and path); the fixed names are
+/// hyper's constants and the constant values static, so only the Host,
+/// User-Agent and configured values are copied.
 fn build_request(h: &HttpCheck, req: &Request<'_>) -> Result<hyper::Request<Full<Bytes>>, Fail> {
-    let fixed = [
-        ("Host", req.authority),
-        ("User-Agent", h.user_agent.as_str()),
-        ("Accept", "*/*"),
-        ("Accept-Encoding", "identity"),
-        ("Connection", "close"),
-    ];
-    let extra = h.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    client::request(
-        req.method,
-        req.path,
-        fixed.into_iter().chain(extra),
-        Bytes::new(),
-    )
-    .map_err(|e| protocol(format!("invalid request: {e}")))
+    let invalid = |e: String| protocol(format!("invalid request: {e}"));
+    let mut headers = HeaderMap::with_capacity(5 + h.headers.len());
+    let host = HeaderValue::from_str(req.authority).map_err(|_| {
+        invalid(format!(
+            "host {:?} is not a valid Host header",
+            req.authority
+        ))
+    })?;
+    headers.append(HOST, host);
+    headers.append(
+        USER_AGENT,
+        client::header_value("User-Agent", &h.user_agent).map_err(invalid)?,
+    );
+    headers.append(ACCEPT, HeaderValue::from_static("*/*"));
+    headers.append(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.append(CONNECTION, HeaderValue::from_static("close"));
+    for (name, value) in &h.headers {
+        headers.append(
+            client::header_name(name).map_err(invalid)?,
+            client::header_value(name, value).map_err(invalid)?,
+        );
+    }
+    client::request(req.method, req.path, headers, Bytes::new()).map_err(invalid)
 }
 
 /// Send the request and read the response on `stream`.
@@ -217,7 +285,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let request = build_request(h, req)?;
-    let (mut ex, resp) = Exchange::start(stream, request, phase).await?;
+    let seen = Seen::default();
+    let (mut ex, resp) = Exchange::start(stream, request, phase, &seen).await?;
     let status = resp.status().as_u16();
     if status == 101 {
         return Err(protocol("unexpected 101 switching protocols"));
@@ -427,6 +496,40 @@ mod tests {
         for h in bad {
             assert!(validate(&h).is_err(), "{h:?}");
         }
+        let path = |p: &str| {
+            validate(&HttpCheck {
+                path: p.into(),
+                ..HttpCheck::default()
+            })
+        };
+        assert!(path("/a{b}|c~d\"e?q=`x'|{}").is_ok());
+        assert_eq!(
+            path("/a#top").unwrap_err(),
+            "path \"/a#top\" has a fragment (#), which is never sent"
+        );
+        assert_eq!(
+            path("/a<b").unwrap_err(),
+            "path \"/a<b\" has '<', which must be percent-encoded"
+        );
+        assert_eq!(
+            path("/a`b").unwrap_err(),
+            "path \"/a`b\" has '`', which must be percent-encoded"
+        );
+        assert_eq!(
+            path("/a?\"b\"").unwrap_err(),
+            "path \"/a?\\\"b\\\"\" has '\"', which must be percent-encoded"
+        );
+        assert_eq!(path("a").unwrap_err(), "path \"a\" must start with /");
+        // What passes is what hyper's URI parser keeps as it is.
+        for p in [
+            "/",
+            "/a{b}|c~d\"e?q=`x'|{}",
+            "/%20?x=%3C",
+            "/a;b=c/d@e:f!$&'()*+,",
+        ] {
+            let uri: hyper::Uri = p.parse().unwrap();
+            assert_eq!(uri.path_and_query().unwrap().as_str(), p);
+        }
     }
 
     /// Run one exchange against a peer that answers `response` (then
@@ -561,19 +664,35 @@ mod tests {
         for (bad, why) in [
             (
                 &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"[..],
-                "protocol: bad content-length",
+                "protocol: conflicting content-length headers",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-                "protocol: bad content-length",
+                "protocol: bad content-length \"-1\"",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
-                "protocol: malformed header line",
+                "protocol: obsolete header line folding",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n",
-                "protocol: malformed header line",
+                "protocol: malformed header name \"Bad Name\"",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nServer: x\r\nno colon at all\r\n\r\n",
+                "protocol: malformed header line \"no colon at all\"",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n",
+                "protocol: malformed header value \"a\\u{1}b\"",
+            ),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n:empty\r\n\r\n",
+                "protocol: malformed header name \"\"",
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "protocol: transfer-encoding in an HTTP/1.0 response",
             ),
         ] {
             let (out, _) = against(&HttpCheck::default(), bad).await;
@@ -609,10 +728,21 @@ mod tests {
         )
         .await;
         assert_eq!(done(out), "status 200");
+        // Trailers are not checked (nor were they before hyper).
+        let (out, _) = against(
+            &HttpCheck::default(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nmarker\r\n0\r\nBad Trailer\r\n\r\n",
+        )
+        .await;
+        assert_eq!(done(out), "status 200");
         for (bad, why) in [
             (
                 &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
-                "protocol: malformed chunked body",
+                "protocol: malformed chunk size",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXY0\r\n\r\n",
+                "protocol: malformed chunked body (missing CRLF after chunk)",
             ),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nhello",
@@ -622,7 +752,7 @@ mod tests {
             let (out, _) = against(&h, bad).await;
             let e = failed(out);
             assert_eq!(e.kind, ProbeErrorKind::Protocol);
-            assert!(e.detail.starts_with(why), "{}", e.detail);
+            assert_eq!(e.detail, why);
         }
     }
 

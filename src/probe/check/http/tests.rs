@@ -61,7 +61,11 @@ fn failed(r: Result<Outcome, Fail>) -> Fail {
 #[tokio::test]
 async fn the_request_on_the_wire() {
     let h = HttpCheck {
-        headers: vec![("X-Probe".into(), "yes".into())],
+        // Configured names go out title-case, whatever their spelling.
+        headers: vec![
+            ("X-Probe".into(), "yes".into()),
+            ("x-api-KEY".into(), "k".into()),
+        ],
         ..HttpCheck::default()
     };
     let (out, sent) = against(&h, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
@@ -71,7 +75,7 @@ async fn the_request_on_the_wire() {
         sent,
         format!(
             "GET / HTTP/1.1\r\nHost: example.test\r\nUser-Agent: {ua}\r\nAccept: */*\r\n\
-             Accept-Encoding: identity\r\nConnection: close\r\nX-Probe: yes\r\n\r\n"
+             Accept-Encoding: identity\r\nConnection: close\r\nX-Probe: yes\r\nX-Api-Key: k\r\n\r\n"
         )
     );
 }
@@ -232,6 +236,12 @@ async fn chunked_body_with_marker_across_chunks() {
         ),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nhello",
+            "protocol: connection closed in chunked body",
+        ),
+        // The last chunk without the blank line after it: hyper waits for
+        // it (the client before hyper stopped at the last chunk and passed).
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",
             "protocol: connection closed in chunked body",
         ),
     ] {

@@ -502,17 +502,37 @@ impl<'m> Sink<'m> {
         self.found || self.len >= self.limit
     }
 
-    /// Take what fits under the limit.
+    /// Take what fits under the limit. A marker inside one frame is found
+    /// without copying; only a match that may span frames keeps bytes.
     fn push(&mut self, data: &[u8]) {
         let take = &data[..data.len().min(self.limit - self.len)];
         self.len += take.len();
-        if let Some(m) = self.marker {
-            self.window.extend_from_slice(take);
+        let Some(m) = self.marker else { return };
+        if self.found || take.is_empty() {
+            return;
+        }
+        let keep = m.len().saturating_sub(1);
+        let spanned = !self.window.is_empty();
+        if spanned {
+            // The previous frame's tail with this one's head.
+            self.window.extend_from_slice(&take[..take.len().min(keep)]);
             if contains(&self.window, m) {
                 self.found = true;
+                return;
             }
-            // Keep only what a match spanning the next frame could start in.
-            let keep = m.len().saturating_sub(1);
+        }
+        if contains(take, m) {
+            self.found = true;
+            return;
+        }
+        // Keep only what a match spanning the next frame could start in.
+        if take.len() >= keep {
+            self.window.clear();
+            self.window.extend_from_slice(&take[take.len() - keep..]);
+        } else {
+            if !spanned {
+                self.window.extend_from_slice(take);
+            }
             if self.window.len() > keep {
                 self.window.drain(..self.window.len() - keep);
             }
@@ -529,4 +549,32 @@ impl<'m> Sink<'m> {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sink_finds_a_marker_however_the_body_is_cut() {
+        let body = b"xxhello marker tail";
+        for cut in 1..=body.len() {
+            let mut sink = Sink::new(1024, Some(b"marker"));
+            for frame in body.chunks(cut) {
+                sink.push(frame);
+            }
+            assert!(sink.found, "frames of {cut}");
+            // Never more than a tail and a head of the marker, whatever the body.
+            assert!(sink.window.len() <= 2 * 5, "frames of {cut}");
+        }
+        let mut sink = Sink::new(1024, Some(b"marker"));
+        for frame in b"mark er marke".chunks(2) {
+            sink.push(frame);
+        }
+        assert!(!sink.found);
+        // The limit cuts the marker off.
+        let mut sink = Sink::new(10, Some(b"marker"));
+        sink.push(b"xxxxxmarker");
+        assert_eq!((sink.len, sink.found), (10, false));
+    }
 }

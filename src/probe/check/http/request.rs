@@ -53,7 +53,8 @@ pub(super) fn host_header(
     out
 }
 
-fn push_decimal(out: &mut String, n: u16) {
+/// Append `n` in decimal.
+pub(super) fn push_decimal(out: &mut String, n: u16) {
     let mut digits = [0u8; 5];
     let mut i = digits.len();
     let mut n = n;

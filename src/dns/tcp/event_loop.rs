@@ -339,6 +339,15 @@ impl EventLoop {
     /// Close connections whose deadline has passed.
     fn expire(&mut self) {
         let idle = self.idle_ms();
+        // Entries of closed connections wait for their deadline; under a
+        // stream of short connections drop them early, so the heap stays
+        // in proportion to the open connections.
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.timers.retain(|Reverse((_, id, generation))| {
+                conns.get(*id).is_some_and(|c| c.generation == *generation)
+            });
+        }
         while let Some(&Reverse((due, id, generation))) = self.timers.peek() {
             if due > self.now {
                 break;

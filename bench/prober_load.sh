@@ -21,7 +21,8 @@
 # Environment: SERVER_CPU (default 0) pins steerdns (a list such as "0,1"
 # gives it both cores), CLIENT_CPU (default 1) pins dnsload and the farm,
 # SERVER_EXTRA adds lines to [server] (e.g. 'dns_cpus = "auto"'), STEERDNS_BIN
-# runs another steerdns binary (a build of an older commit). Everything listens on loopback only:
+# runs another steerdns binary (a build of an older commit), NO_BUILD=1 uses
+# the binaries already built. Everything listens on loopback only:
 # steerdns on 127.77.1.1 (DNS :5353, HTTP API :9153), the farm on
 # 127.77.0.1-40 from port 20000.
 #
@@ -29,7 +30,7 @@
 #   quiet  no DNS load: steerdns CPU, RSS, probes/s (the prober's own cost)
 #   loaded dnsload run --cpu CLIENT_CPU against steerdns: DNS q/s, q per
 #          steerdns CPU-second, q per CPU-second of its DNS threads
-#          (dns-*: the UDP workers and TCP), probes/s (does probing slow
+#          (dns-udp-N, steerdns-tcp), probes/s (does probing slow
 #          answering?)
 # With the prober on, the windows start once every endpoint has a probe
 # result (bounded wait). At the end every endpoint must be "up".
@@ -111,8 +112,10 @@ stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s
 }
 
 # --- build ----------------------------------------------------------------------
-log "building release binaries"
-(cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload --example http_farm)
+if [[ -z ${NO_BUILD:-} ]]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload --example http_farm)
+fi
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 STEERDNS=${STEERDNS_BIN:-$TARGET_DIR/release/steerdns}
 SERVER_EXTRA=${SERVER_EXTRA:-}
@@ -166,10 +169,10 @@ write_config() {
 # ctxsw PID: context switches (voluntary + involuntary) of all its threads.
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
 proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-# dns_ticks PID: CPU ticks of its DNS threads (names starting with dns-).
+# dns_ticks PID: CPU ticks of its DNS threads (dns-udp-N, steerdns-tcp).
 dns_ticks() {
     cat /proc/"$1"/task/*/stat 2>/dev/null |
-        awk '/\(dns-/ { sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
+        awk '/\((dns-udp|steerdns-tcp)/ { sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
 }
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 metrics() { curl -sf --max-time 10 "http://$HOST:$HTTP_PORT/metrics"; }
@@ -358,7 +361,7 @@ echo
 echo "probes/s, cpu% and RSS (MB) are from the quiet window (no DNS load); q/s and"
 echo "q/cpu-s (answers per steerdns CPU-second) from the loaded window (dnsload on"
 echo "cpu $CLIENT_CPU); ratio = prober on / prober idle; medians over rounds;"
-echo "q/dns-s = answers per CPU-second of the DNS threads (dns-*) alone;"
+echo "q/dns-s = answers per CPU-second of the DNS threads (UDP workers, TCP loop) alone;"
 echo "probe ms = mean probe duration (steerdns_probe_duration_seconds sum/count)."
 echo
 echo "endpoint states at the end, prober on (N, API up down unknown, metrics steerdns_endpoint_up == 1):"

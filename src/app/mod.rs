@@ -4,7 +4,8 @@
 //! reloads on SIGHUP and stops on SIGINT/SIGTERM. Loads and reloads go
 //! through [`crate::reload`]. [`start`] does it all on a runtime of its own,
 //! for embedding (tests, examples). [`runtimes`] builds the two runtimes
-//! the binary serves on: DNS (TCP) and the control plane (`placement`).
+//! the binary serves on: the DNS one (the serving loop, signals) and the
+//! control plane's (`placement`).
 
 mod bind;
 mod placement;
@@ -49,8 +50,9 @@ pub fn install_signal_handlers() -> anyhow::Result<()> {
 
 /// The two runtimes a server runs on (see [`runtimes`]).
 pub struct Runtimes {
-    /// DNS over TCP: `workers` (the UDP worker count) threads, at most 4,
-    /// named `dns-tcp`, at normal priority, on the DNS CPUs when pinned.
+    /// The caller's side: signals and stopping the transports (UDP and TCP
+    /// answer on threads of their own); one thread named `dns-rt`, at
+    /// normal priority, on the DNS CPUs when pinned.
     pub dns: Runtime,
     /// The control plane: prober, API, cluster exchange, file watch,
     /// webhooks, anycast, reloads. Two threads named `steerdns-ctl` (and
@@ -62,7 +64,7 @@ pub struct Runtimes {
 pub fn runtimes(bound: &Bound) -> anyhow::Result<Runtimes> {
     let dns_place = bound.placement.clone();
     let dns = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(bound.workers().clamp(1, 4))
+        .worker_threads(1)
         .thread_name(placement::DNS_THREAD)
         .on_thread_start(move || dns_place.enter_dns())
         .enable_all()

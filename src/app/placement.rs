@@ -1,4 +1,4 @@
-//! Where threads run: the DNS plane (UDP workers, the TCP runtime) at
+//! Where threads run: the DNS plane (UDP workers, the TCP loop) at
 //! normal priority, the control plane (prober, API, cluster exchange, file
 //! watch, webhooks, anycast) on a runtime of its own at a lower priority,
 //! and config compiles (every reload) on control threads as `SCHED_BATCH`.
@@ -27,13 +27,13 @@ pub(crate) const CONTROL_THREAD: &str = "steerdns-ctl";
 /// Thread name of a SIGHUP reload.
 pub(crate) const RELOAD_THREAD: &str = "steerdns-reload";
 
-/// Thread name of the DNS runtime's workers (TCP).
-pub(crate) const DNS_THREAD: &str = "dns-tcp";
+/// Thread name of the DNS runtime's workers.
+pub(crate) const DNS_THREAD: &str = "dns-rt";
 
 /// The CPUs of each plane; `None`: not pinned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Placement {
-    /// UDP worker `i` runs on `dns[i % dns.len()]`; the TCP runtime on all.
+    /// UDP worker `i` runs on `dns[i % dns.len()]`; the TCP loop on all.
     pub(crate) dns: Option<Vec<usize>>,
     /// The control plane's CPUs.
     pub(crate) control: Option<Vec<usize>>,
@@ -91,7 +91,7 @@ impl Placement {
         self.dns.as_ref().map(|d| d[index % d.len()])
     }
 
-    /// Run the calling thread as a DNS thread (the TCP runtime's workers).
+    /// Run the calling thread as a DNS thread (threads it starts inherit it).
     pub(crate) fn enter_dns(&self) {
         if let Some(cpus) = &self.dns {
             log_err("pinning a DNS thread", pin_current(cpus));

@@ -34,13 +34,13 @@ fn the_control_plane_runs_on_its_own_niced_runtime() {
     })
     .expect("start");
     let rt = running.rt.as_ref().unwrap();
-    // Only the TCP listener lives on the DNS runtime; the prober, the
+    // Only the TCP loop's stopper lives on the DNS runtime; the prober, the
     // cluster exchange, the API, the webhooks, the drop counters and the
     // file watch on the control runtime.
     assert_eq!(
         rt.dns.metrics().num_alive_tasks(),
         1,
-        "DNS runtime: the TCP listener"
+        "DNS runtime: the TCP loop's stopper"
     );
     assert!(
         rt.control.metrics().num_alive_tasks() >= 6,
@@ -57,7 +57,7 @@ fn the_control_plane_runs_on_its_own_niced_runtime() {
     let ctl = of(CONTROL_THREAD);
     assert!(ctl.len() >= 2, "control threads in {all:?}");
     assert!(ctl.iter().all(|&n| n == CONTROL_NICE), "{all:?}");
-    for dns in ["dns-udp-", DNS_THREAD] {
+    for dns in ["dns-udp-", "steerdns-tcp", DNS_THREAD] {
         let n = of(dns);
         assert!(!n.is_empty(), "{dns} threads in {all:?}");
         assert!(

@@ -75,9 +75,19 @@ pub async fn serve(bound: Bound, shutdown: CancellationToken) -> anyhow::Result<
         busy_idle_timeout: settings.tcp_busy_idle_timeout,
         ..TcpOptions::default()
     };
+    let mut tcp_listeners = Vec::with_capacity(dns.len());
     for (sockets, listener) in dns {
-        serve_dns(&mut server, sockets, listener, workers, &tcp_opts)?;
+        serve_dns(&mut server, sockets, workers)?;
+        let tcp_local = listener.local_addr()?;
+        info!("listening proto=tcp addr={tcp_local}");
+        server.tcp_addrs.push(tcp_local);
+        tcp_listeners.push(listener);
     }
+    // One TCP loop for every listener, so the connection limits count
+    // them together.
+    let tcp_loop = tcp::spawn_tcp(tcp_listeners, server.shared.clone(), tcp_opts.clone())
+        .context("starting the DNS TCP loop")?;
+    tokio::spawn(tcp::stop_when_cancelled(tcp_loop, shutdown.clone()));
     if let Some(interface) = &settings.xdp_interface {
         let started = crate::xdp::start(interface, &server.udp_addrs, server.shared.clone());
         if let Err(e) = &started {
@@ -221,35 +231,18 @@ fn serve_http(
     Ok(http_addr)
 }
 
-/// Answer on one DNS address: UDP worker threads on `sockets`, a TCP task
-/// on `listener` (the same port).
+/// Answer UDP on one DNS address: worker threads on `sockets`.
 fn serve_dns(
     server: &mut Server,
     sockets: Vec<std::net::UdpSocket>,
-    listener: std::net::TcpListener,
     workers: usize,
-    tcp_opts: &TcpOptions,
 ) -> anyhow::Result<()> {
     let local = sockets[0].local_addr()?;
-    let tcp_local = listener.local_addr()?;
     server
         .udp
         .push(udp::spawn_udp(sockets, server.shared.clone()).context("starting UDP workers")?);
     info!("listening proto=udp addr={local} workers={workers}");
-    match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => {
-            tokio::spawn(tcp::serve_tcp(
-                l,
-                server.shared.clone(),
-                tcp_opts.clone(),
-                server.shutdown.clone(),
-            ));
-        }
-        Err(e) => error!("TCP listener {tcp_local}: {e}"),
-    }
-    info!("listening proto=tcp addr={tcp_local}");
     server.udp_addrs.push(local);
-    server.tcp_addrs.push(tcp_local);
     Ok(())
 }
 

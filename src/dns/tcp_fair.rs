@@ -3,19 +3,16 @@
 //! connection when the cap is reached, and a shorter idle timeout while the
 //! cap is near.
 //!
-//! No sockets here: the TCP transport asks [`ConnTable::admit`] at accept
-//! and holds the returned [`Slot`] for the connection's life; the slot
-//! records when the connection last completed a query (an atomic store per
-//! query, no lock) and carries the token that evicts it. Admission takes a
-//! mutex (once per connection, never per query).
+//! No sockets here: the TCP event loop owns one [`FairTable`] for all its
+//! listeners, asks [`FairTable::admit`] at accept, records each completed
+//! query with [`FairTable::active`] and frees the slot with
+//! [`FairTable::remove`]. Only the loop's thread touches it, so there is no
+//! lock; ids are the loop's connection slots.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use rustc_hash::FxHashMap;
 
 /// Limits of the table.
 #[derive(Debug, Clone, Copy)]
@@ -39,190 +36,147 @@ pub(crate) enum Refused {
     Full,
 }
 
-struct Conn {
-    net: (u128, bool),
-    last: Arc<AtomicU64>,
-    evict: CancellationToken,
+/// A client network: IPv4 /24 or IPv6 /56, and whether it is IPv6.
+pub(crate) type Net = (u128, bool);
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    net: Net,
+    /// When the connection last completed a query (or was opened), in the
+    /// loop's milliseconds.
+    last: u64,
 }
 
-#[derive(Default)]
-struct Inner {
-    next_id: u64,
-    conns: HashMap<u64, Conn>,
-    per_net: HashMap<(u128, bool), usize>,
-}
-
-/// The connections of every TCP listener of a server (`pub`: reachable
-/// through [`super::tcp::TcpOptions`]).
-pub struct ConnTable {
-    inner: Mutex<Inner>,
-    open: AtomicUsize,
-    epoch: Instant,
-}
-
-impl Default for ConnTable {
-    fn default() -> Self {
-        ConnTable {
-            inner: Mutex::default(),
-            open: AtomicUsize::new(0),
-            epoch: Instant::now(),
-        }
-    }
-}
-
-impl std::fmt::Debug for ConnTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnTable")
-            .field("open", &self.open.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
-/// A connection's place in the table; frees it when dropped.
-pub(crate) struct Slot {
-    pub(crate) table: Arc<ConnTable>,
-    id: u64,
-    last: Arc<AtomicU64>,
-    /// Cancelled when the connection is evicted.
-    pub(crate) evict: CancellationToken,
-}
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot").field("id", &self.id).finish()
-    }
+/// The connections of every TCP listener of a server.
+///
+/// `FxHashMap` for the per-network counts: the keys are networks that
+/// completed a TCP handshake (not spoofable) and there are at most
+/// `max_connections` of them, so a keyed hash buys nothing here and SipHash
+/// cost ~900 instructions per connection.
+#[derive(Debug, Default)]
+pub(crate) struct FairTable {
+    entries: Vec<Option<Entry>>,
+    open: usize,
+    per_net: FxHashMap<Net, usize>,
 }
 
 /// The client network a connection counts against.
-fn network(ip: IpAddr) -> (u128, bool) {
+pub(crate) fn network(ip: IpAddr) -> Net {
     match ip.to_canonical() {
         IpAddr::V4(a) => (u128::from(u32::from(a) & 0xFFFF_FF00), false),
         IpAddr::V6(a) => (u128::from(a) & (u128::MAX << 72), true),
     }
 }
 
-impl ConnTable {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
+impl FairTable {
     /// Connections open now.
+    #[cfg(test)]
     pub(crate) fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.open
     }
 
     /// The idle timeout that applies now.
     pub(crate) fn idle_timeout(&self, l: &FairLimits) -> Duration {
-        if self.open() * 4 >= l.max_connections * 3 {
+        if self.open * 4 >= l.max_connections * 3 {
             l.busy_idle_timeout.min(l.idle_timeout)
         } else {
             l.idle_timeout
         }
     }
 
-    /// Admit a connection from `peer`. At the cap, the connection that has
-    /// gone longest without completing a query, among those of the network
-    /// holding the most connections, is evicted to make room;
-    /// while the cap is near, every connection idle longer than the busy
-    /// timeout is evicted too.
-    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr, l: &FairLimits) -> Result<Slot, Refused> {
-        self.admit_at(peer, l, self.now_ms())
+    /// When connection `id` last completed a query (or opened).
+    pub(crate) fn last(&self, id: usize) -> Option<u64> {
+        self.entries.get(id).copied().flatten().map(|e| e.last)
     }
 
-    fn admit_at(self: &Arc<Self>, peer: IpAddr, l: &FairLimits, now: u64) -> Result<Slot, Refused> {
-        let net = network(peer);
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.per_net.get(&net).copied().unwrap_or(0) >= l.max_per_client.max(1) {
+    /// May a connection from `net` open at `now`? At the cap, the connection
+    /// that has gone longest without completing a query, among those of the
+    /// network holding the most connections, is evicted to make room; while
+    /// the cap is near, every connection idle longer than the busy timeout
+    /// is evicted too. Evicted ids are freed here and appended to `evicted`
+    /// (the caller closes them); then the caller inserts the new one with
+    /// [`FairTable::insert`].
+    pub(crate) fn admit(
+        &mut self,
+        net: Net,
+        now: u64,
+        l: &FairLimits,
+        evicted: &mut Vec<usize>,
+    ) -> Result<(), Refused> {
+        if self.per_net.get(&net).copied().unwrap_or(0) >= l.max_per_client.max(1) {
             return Err(Refused::PerClient);
         }
         let max = l.max_connections.max(1);
-        if g.conns.len() * 4 >= max * 3 {
+        if self.open * 4 >= max * 3 {
             let busy = l.busy_idle_timeout.as_millis() as u64;
-            let stale: Vec<u64> = g
-                .conns
-                .iter()
-                .filter(|(_, c)| !c.evict.is_cancelled())
-                .filter(|(_, c)| now.saturating_sub(c.last.load(Ordering::Relaxed)) >= busy)
-                .map(|(&id, _)| id)
+            let stale: Vec<usize> = self
+                .live()
+                .filter(|(_, e)| now.saturating_sub(e.last) >= busy)
+                .map(|(id, _)| id)
                 .collect();
             for id in stale {
-                self.evict_locked(&mut g, id);
+                self.remove(id);
+                evicted.push(id);
             }
         }
-        if g.conns.len() >= max {
+        if self.open >= max {
             // Make room at the expense of the network holding the most
             // connections (a flood from one network evicts its own), and
             // there the one that has gone longest without a query.
-            let most = g.per_net.values().copied().max().unwrap_or(0);
-            let oldest = g
-                .conns
-                .iter()
-                .filter(|(_, c)| !c.evict.is_cancelled())
-                .filter(|(_, c)| g.per_net.get(&c.net).copied() == Some(most))
-                .min_by_key(|(id, c)| (c.last.load(Ordering::Relaxed), **id))
-                .map(|(&id, _)| id);
+            let most = self.per_net.values().copied().max().unwrap_or(0);
+            let oldest = self
+                .live()
+                .filter(|(_, e)| self.per_net.get(&e.net).copied() == Some(most))
+                .min_by_key(|(id, e)| (e.last, *id))
+                .map(|(id, _)| id);
             match oldest {
-                Some(id) => self.evict_locked(&mut g, id),
+                Some(id) => {
+                    self.remove(id);
+                    evicted.push(id);
+                }
                 None => return Err(Refused::Full),
             }
         }
-        let id = g.next_id;
-        g.next_id += 1;
-        let last = Arc::new(AtomicU64::new(now));
-        let evict = CancellationToken::new();
-        g.conns.insert(
-            id,
-            Conn {
-                net,
-                last: last.clone(),
-                evict: evict.clone(),
-            },
-        );
-        *g.per_net.entry(net).or_default() += 1;
-        self.open.store(g.conns.len(), Ordering::Relaxed);
-        Ok(Slot {
-            table: Arc::clone(self),
-            id,
-            last,
-            evict,
-        })
+        Ok(())
     }
 
-    /// Evict: the slot is freed at once (the task ends on its own when it
-    /// sees the token), so the new connection can have it.
-    fn evict_locked(&self, g: &mut Inner, id: u64) {
-        if let Some(c) = g.conns.remove(&id) {
-            c.evict.cancel();
-            if let Some(n) = g.per_net.get_mut(&c.net) {
-                *n -= 1;
-                if *n == 0 {
-                    g.per_net.remove(&c.net);
-                }
-            }
+    /// Record connection `id` (admitted just before) from `net` at `now`.
+    pub(crate) fn insert(&mut self, id: usize, net: Net, now: u64) {
+        if self.entries.len() <= id {
+            self.entries.resize(id + 1, None);
         }
-        self.open.store(g.conns.len(), Ordering::Relaxed);
+        if self.entries[id].replace(Entry { net, last: now }).is_none() {
+            self.open += 1;
+            *self.per_net.entry(net).or_default() += 1;
+        }
     }
-}
 
-impl Slot {
-    /// The connection completed a query now (one atomic store).
-    pub(crate) fn active(&self) {
-        self.last.store(self.table.now_ms(), Ordering::Relaxed);
+    /// Connection `id` completed a query at `now`.
+    pub(crate) fn active(&mut self, id: usize, now: u64) {
+        if let Some(Some(e)) = self.entries.get_mut(id) {
+            e.last = now;
+        }
     }
-}
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut g = self.table.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = g.conns.remove(&self.id)
-            && let Some(n) = g.per_net.get_mut(&c.net)
-        {
+    /// Free connection `id`'s slot (no-op when it is not in the table).
+    pub(crate) fn remove(&mut self, id: usize) {
+        let Some(e) = self.entries.get_mut(id).and_then(Option::take) else {
+            return;
+        };
+        self.open -= 1;
+        if let Some(n) = self.per_net.get_mut(&e.net) {
             *n -= 1;
             if *n == 0 {
-                g.per_net.remove(&c.net);
+                self.per_net.remove(&e.net);
             }
         }
-        self.table.open.store(g.conns.len(), Ordering::Relaxed);
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, Entry)> + '_ {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(id, e)| e.map(|e| (id, e)))
     }
 }
 
@@ -239,87 +193,102 @@ mod tests {
         }
     }
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    /// Admit `ip` at `now` as the next free id; returns it and the evicted.
+    fn admit(
+        t: &mut FairTable,
+        ip: &str,
+        now: u64,
+        l: &FairLimits,
+    ) -> Result<(usize, Vec<usize>), Refused> {
+        let net = network(ip.parse().unwrap());
+        let mut evicted = Vec::new();
+        t.admit(net, now, l, &mut evicted)?;
+        let id = t
+            .entries
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(t.entries.len());
+        t.insert(id, net, now);
+        Ok((id, evicted))
     }
 
     #[test]
     fn per_network_limit() {
-        let t = Arc::new(ConnTable::default());
+        let mut t = FairTable::default();
         let l = limits(100, 2);
-        let a = t.admit(ip("192.0.2.1"), &l).unwrap();
-        let _b = t.admit(ip("192.0.2.200"), &l).unwrap();
+        let (a, _) = admit(&mut t, "192.0.2.1", 0, &l).unwrap();
+        admit(&mut t, "192.0.2.200", 0, &l).unwrap();
         assert_eq!(
-            t.admit(ip("192.0.2.7"), &l).unwrap_err(),
+            admit(&mut t, "192.0.2.7", 0, &l).unwrap_err(),
             Refused::PerClient
         );
         assert_eq!(
-            t.admit(ip("::ffff:192.0.2.7"), &l).unwrap_err(),
+            admit(&mut t, "::ffff:192.0.2.7", 0, &l).unwrap_err(),
             Refused::PerClient
         );
-        let _c = t.admit(ip("192.0.3.1"), &l).unwrap();
-        let _v6a = t.admit(ip("2001:db8:0:100::1"), &l).unwrap();
-        let _v6b = t.admit(ip("2001:db8:0:1ff::1"), &l).unwrap();
+        admit(&mut t, "192.0.3.1", 0, &l).unwrap();
+        admit(&mut t, "2001:db8:0:100::1", 0, &l).unwrap();
+        admit(&mut t, "2001:db8:0:1ff::1", 0, &l).unwrap();
         assert_eq!(
-            t.admit(ip("2001:db8:0:100::9"), &l).unwrap_err(),
+            admit(&mut t, "2001:db8:0:100::9", 0, &l).unwrap_err(),
             Refused::PerClient
         );
         assert_eq!(t.open(), 5);
-        drop(a);
+        t.remove(a);
         assert_eq!(t.open(), 4);
-        t.admit(ip("192.0.2.7"), &l).unwrap();
+        // Removing twice changes nothing.
+        t.remove(a);
+        assert_eq!(t.open(), 4);
+        admit(&mut t, "192.0.2.7", 0, &l).unwrap();
     }
 
     #[test]
     fn at_the_cap_the_longest_idle_is_evicted() {
-        let t = Arc::new(ConnTable::default());
+        let mut t = FairTable::default();
         let l = limits(3, 3);
-        let a = t.admit(ip("192.0.2.1"), &l).unwrap();
-        let b = t.admit(ip("192.0.2.2"), &l).unwrap();
-        let c = t.admit(ip("192.0.2.3"), &l).unwrap();
+        let (a, _) = admit(&mut t, "192.0.2.1", 0, &l).unwrap();
+        let (b, _) = admit(&mut t, "192.0.2.2", 0, &l).unwrap();
+        let (c, _) = admit(&mut t, "192.0.2.3", 0, &l).unwrap();
         // a and c complete queries later than b.
-        a.last.store(50, Ordering::Relaxed);
-        b.last.store(10, Ordering::Relaxed);
-        c.last.store(40, Ordering::Relaxed);
-        let d = t.admit(ip("198.51.100.1"), &l).unwrap();
-        assert!(b.evict.is_cancelled());
-        assert!(!a.evict.is_cancelled() && !c.evict.is_cancelled());
+        t.active(a, 50);
+        t.active(b, 10);
+        t.active(c, 40);
+        let (d, evicted) = admit(&mut t, "198.51.100.1", 60, &l).unwrap();
+        assert_eq!(evicted, vec![b]);
+        assert_eq!(d, b, "the freed slot is reused");
         assert_eq!(t.open(), 3);
-        // The evicted slot is already free: b's own drop changes nothing.
-        drop(b);
-        assert_eq!(t.open(), 3);
-        drop(d);
+        assert_eq!(t.last(a), Some(50));
+        t.remove(d);
         assert_eq!(t.open(), 2);
     }
 
     #[test]
     fn the_biggest_network_pays_for_room() {
-        let t = Arc::new(ConnTable::default());
+        let mut t = FairTable::default();
         let l = limits(4, 4);
         // An old connection from one network, three newer from another.
-        let lone = t.admit(ip("203.0.113.5"), &l).unwrap();
-        lone.last.store(0, Ordering::Relaxed);
-        let flood: Vec<Slot> = (1..=3)
-            .map(|i| t.admit(IpAddr::from([192, 0, 2, i]), &l).unwrap())
+        let (lone, _) = admit(&mut t, "203.0.113.5", 0, &l).unwrap();
+        let flood: Vec<usize> = (1..=3)
+            .map(|i| {
+                admit(&mut t, &format!("192.0.2.{i}"), 100 + i, &l)
+                    .unwrap()
+                    .0
+            })
             .collect();
-        for (i, f) in flood.iter().enumerate() {
-            f.last.store(100 + i as u64, Ordering::Relaxed);
-        }
         // A newcomer from the flooding network evicts that network's oldest,
         // not the older lone connection.
-        let _n = t.admit(ip("192.0.2.77"), &l).unwrap();
-        assert!(!lone.evict.is_cancelled());
-        assert!(flood[0].evict.is_cancelled());
-        assert!(!flood[1].evict.is_cancelled());
+        let (_, evicted) = admit(&mut t, "192.0.2.77", 200, &l).unwrap();
+        assert_eq!(evicted, vec![flood[0]]);
+        assert!(t.last(lone).is_some());
     }
 
     #[test]
     fn near_the_cap_idle_connections_go_and_the_timeout_shrinks() {
-        let t = Arc::new(ConnTable::default());
+        let mut t = FairTable::default();
         let mut l = limits(4, 4);
         l.busy_idle_timeout = Duration::from_millis(100);
-        let slots: Vec<Slot> = (1..=3)
-            .map(|i| t.admit(IpAddr::from([192, 0, 2, i]), &l).unwrap())
+        let ids: Vec<usize> = (1..=3)
+            .map(|i| admit(&mut t, &format!("192.0.2.{i}"), 0, &l).unwrap().0)
             .collect();
         assert_eq!(
             t.idle_timeout(&l),
@@ -328,12 +297,10 @@ mod tests {
         );
         // At t = 1000 ms: two have been idle past the busy timeout, one
         // answered 50 ms ago.
-        slots[0].last.store(0, Ordering::Relaxed);
-        slots[1].last.store(0, Ordering::Relaxed);
-        slots[2].last.store(950, Ordering::Relaxed);
-        let _n = t.admit_at(ip("198.51.100.1"), &l, 1000).unwrap();
-        assert!(slots[0].evict.is_cancelled() && slots[1].evict.is_cancelled());
-        assert!(!slots[2].evict.is_cancelled());
+        t.active(ids[2], 950);
+        let (_, mut evicted) = admit(&mut t, "198.51.100.1", 1000, &l).unwrap();
+        evicted.sort_unstable();
+        assert_eq!(evicted, vec![ids[0], ids[1]]);
         assert_eq!(t.open(), 2);
         assert_eq!(t.idle_timeout(&l), Duration::from_secs(10));
     }

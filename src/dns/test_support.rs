@@ -9,6 +9,7 @@ use super::transport::{Handler, Transport};
 /// - `0xFF` (or empty query): drop (return false);
 /// - `0xFE`: answer with the client address as text, then the transport;
 /// - `0xFD`: answer with 70 000 bytes (too large for UDP and TCP framing);
+/// - `0xFC`: panic (a handler bug);
 /// - anything else: echo the query with the QR bit set in byte 2.
 pub(crate) struct EchoHandler;
 
@@ -30,6 +31,7 @@ impl Handler for EchoHandler {
                 out.resize(70_000, 0);
                 true
             }
+            Some(0xFC) => panic!("test handler asked to panic"),
             Some(_) => {
                 out.extend_from_slice(query);
                 if let Some(flags) = out.get_mut(2) {
@@ -41,10 +43,10 @@ impl Handler for EchoHandler {
     }
 }
 
-/// A fake 12-byte DNS header with message id `id` (keep `id < 0xFD00`) and
+/// A fake 12-byte DNS header with message id `id` (keep `id < 0xFC00`) and
 /// a few payload bytes.
 pub(crate) fn query(id: u16) -> Vec<u8> {
-    assert!(id < 0xFD00, "ids from 0xFD00 select special handler modes");
+    assert!(id < 0xFC00, "ids from 0xFC00 select special handler modes");
     let mut q = id.to_be_bytes().to_vec();
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
     q.extend_from_slice(b"\x07example\x00");

@@ -13,6 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, USER_AGENT,
+};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,7 +25,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::check::client::{self, Exchange};
+use super::check::client::{self, Exchange, Seen};
 use super::check::{Phase, tls};
 use crate::health::state::Verdict;
 pub use crate::health::webhook::{WebhookUrl, Webhooks, parse_webhook_url, validate_header};
@@ -207,22 +210,27 @@ async fn deliver(
 /// One POST of `body` to `target`, on the probes' HTTP client.
 async fn post(hooks: &Webhooks, target: &WebhookUrl, body: Bytes) -> Result<(), String> {
     let authority = target.authority();
-    let user_agent = format!("steerdns/{}", env!("CARGO_PKG_VERSION"));
-    let bearer = hooks.bearer_token.as_ref().map(|t| format!("Bearer {t}"));
-    let fixed = [
-        ("Host", authority.as_str()),
-        ("User-Agent", user_agent.as_str()),
-        ("Content-Type", "application/json"),
-        ("Connection", "close"),
-    ];
-    let auth = bearer.as_deref().map(|b| ("Authorization", b));
-    let extra = hooks.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    let req = client::request(
-        "POST",
-        &target.path,
-        fixed.into_iter().chain(auth).chain(extra),
-        body,
-    )?;
+    let mut headers = HeaderMap::with_capacity(5 + hooks.headers.len());
+    headers.append(HOST, client::header_value("Host", &authority)?);
+    headers.append(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("steerdns/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.append(CONNECTION, HeaderValue::from_static("close"));
+    if let Some(t) = &hooks.bearer_token {
+        headers.append(
+            AUTHORIZATION,
+            client::header_value("Authorization", &format!("Bearer {t}"))?,
+        );
+    }
+    for (name, value) in &hooks.headers {
+        headers.append(
+            client::header_name(name)?,
+            client::header_value(name, value)?,
+        );
+    }
+    let req = client::request("POST", &target.path, headers, body)?;
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -256,7 +264,8 @@ async fn status_of<S>(io: S, req: hyper::Request<Full<Bytes>>, phase: &Phase) ->
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (_conn, resp) = Exchange::start(io, req, phase)
+    let seen = Seen::default();
+    let (_conn, resp) = Exchange::start(io, req, phase, &seen)
         .await
         .map_err(|f| f.detail)?;
     Ok(resp.status().as_u16())

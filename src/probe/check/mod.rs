@@ -17,6 +17,7 @@
 
 pub(crate) mod client;
 mod dns;
+mod head;
 mod http;
 mod tcp;
 pub(crate) mod tls;

@@ -194,8 +194,17 @@ else:
     if kind == "v4-frag":
         s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
     s.sendto(q, ("10.77.0.1", 53))
+if kind == "plain":
+    s.settimeout(3)
+    r = s.recv(65535)
+    print("answered" if r[:2] == q[:2] and r[2] & 0x80 else "bad reply")
 PY
 }
+# Control: the same query, plain, goes to AF_XDP (answered, counter still).
+before=$(nft_count)
+plain=$(send_odd plain 2>&1 || true)
+after=$(nft_count)
+if [ "$plain" = answered ] && [ "$after" -eq "$before" ]; then ok "plain query from the same sender: AF_XDP answered it"; else fail "plain control: '$plain', nft $before -> $after"; fi
 for kind in v4-options v4-frag v6-dstopts v6-frag; do
   before=$(nft_count)
   send_odd "$kind"

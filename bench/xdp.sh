@@ -4,13 +4,14 @@
 #
 #   client ns (dnsperf, 10.78.0.2)  <-- veth -->  server ns (10.78.0.1): one server at a time
 #
-#   bench/xdp.sh [-d SECONDS] [-r ROUNDS] [-s "socket xdp gdnsd"] [-n]
+#   bench/xdp.sh [-d SECONDS] [-r ROUNDS] [-s "socket xdp gdnsd"] [-n] [-R]
 #
 #   -d  seconds per measurement (default 10)
 #   -r  rounds; servers interleaved inside each round (default 2)
 #   -s  servers (default all three): steerdns socket path, steerdns with
 #       server.xdp_interface (AF_XDP), gdnsd
 #   -n  do not install missing packages (dnsperf, gdnsd, dnsutils)
+#   -R  leave RPS off on the client's veth (the kernel default; see below)
 #
 # Environment: SERVER_CPU (0), CLIENT_CPU (1), DNSPERF_CLIENTS (4),
 # DNSPERF_OUTSTANDING (256), NO_BUILD (1: skip the release build).
@@ -22,23 +23,33 @@
 # full speed (max q/s), then one at 50 % of that rate (dnsperf -Q), whose
 # lost queries are reported. "q per server cpu-s" is answers divided by the
 # user+system time of the server process (/proc/PID/stat) during the run.
-# Where the packet work is charged: with veth, the receive side of a query
-# (netif_rx / native XDP in NAPI) runs on the sending CPU, so neither path
-# pays for it; the transmit side of the reply (and the client's receive in
-# softirq) is charged to the server, for every server alike.
+# Where the packet work is charged (tick accounting: a softirq is charged to
+# the task it interrupts): on veth the transmitting CPU also runs the
+# receiver's stack. A query's receive side (the IP stack for the socket
+# servers, the XDP program and the copy into the UMEM for AF_XDP) runs on
+# dnsperf's CPU, for every server alike. Without RPS the reply's receive
+# side, dnsperf's whole UDP receive and wakeup, runs in the server's
+# softirq and is charged to the server: on a real NIC it would be the
+# other machine's work (~40 % of the AF_XDP server's CPU in perf). So by
+# default the script sets RPS on the client's veth to CLIENT_CPU: dnsperf's
+# receive runs on dnsperf's CPU. The server still pays for its transmit and
+# for the RPS IPI. The same setup serves all three servers; -R measures
+# without it.
 set -euo pipefail
 
 DURATION=10
 ROUNDS=2
 SERVERS="socket xdp gdnsd"
 INSTALL=1
-while getopts "d:r:s:nh" opt; do
+RPS=1
+while getopts "d:r:s:nRh" opt; do
     case "$opt" in
         d) DURATION=$OPTARG ;;
         r) ROUNDS=$OPTARG ;;
         s) SERVERS=$OPTARG ;;
         n) INSTALL=0 ;;
-        *) sed -n '2,28p' "$0"; exit 2 ;;
+        R) RPS=0 ;;
+        *) sed -n '2,37p' "$0"; exit 2 ;;
     esac
 done
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 600 ]] || { echo "bad -d" >&2; exit 2; }
@@ -104,6 +115,10 @@ ip -n "$NS_C" addr add 10.78.0.2/24 dev "$VETH_C"
 for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
 ip -n "$NS_S" link set "$VETH_S" up
 ip -n "$NS_C" link set "$VETH_C" up
+if [[ $RPS == 1 ]]; then
+    # dnsperf's receive on dnsperf's CPU (see the header).
+    printf '%x' $((1 << CLIENT_CPU)) | ip netns exec "$NS_C" tee "/sys/class/net/$VETH_C/queues/rx-0/rps_cpus" >/dev/null
+fi
 
 # --- configs: the peers' (bench/peers.sh), listening on the veth address ---------
 write_steerdns
@@ -201,7 +216,7 @@ echo
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); kernel $(uname -r)"
 echo "commit:  $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "runs:    $ROUNDS x ${DURATION}s per server (max, then 50 %), server on cpu $SERVER_CPU, dnsperf on cpu $CLIENT_CPU, veth"
+echo "runs:    $ROUNDS x ${DURATION}s per server (max, then 50 %), server on cpu $SERVER_CPU, dnsperf on cpu $CLIENT_CPU, veth, client rps $([[ $RPS == 1 ]] && echo "on (cpu $CLIENT_CPU)" || echo off)"
 echo
 awk -F'\t' '
     { k = $2; n[k]++; q[k, n[k]] = $3; e[k, n[k]] = $5; hl[k, n[k]] = $7; he[k, n[k]] = $8

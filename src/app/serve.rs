@@ -55,7 +55,7 @@ pub struct Server {
 
 /// Start everything on the current runtime over `bound`'s sockets: the
 /// prober, the cluster exchange, the HTTP API, the DNS transports (UDP on
-/// their own threads, TCP as tasks), the file watch and the anycast gate;
+/// their own threads, TCP on its event-loop thread), the file watch and the anycast gate;
 /// then mark the server ready. Returns once all of it runs; it serves
 /// until `shutdown` is cancelled. Config compiles still run on threads of
 /// their own at a lower priority (see [`serve_on`]).

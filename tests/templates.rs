@@ -225,8 +225,8 @@ fn compare(snap: &Snapshot, names: &[String], seed: u64, queries: usize) -> (u64
         assert_eq!(a, b, "{}", ctx());
         if info_a.cookie.is_some() && out_a.len() == out_b.len() && out_a.len() > 16 {
             // A fresh server cookie ends the answer: it carries the clock's
-            // second (RFC 9018), which may tick between the two answers.
-            // Such answers are never cached; the rest must agree.
+            // second (RFC 9018), which may tick between the two answers
+            // (the replay writes its own); the rest must agree.
             let n = out_a.len() - 16;
             assert_eq!(out_a[..n], out_b[..n], "{}", ctx());
         } else {
@@ -423,4 +423,75 @@ fn random_configs_templates_match_the_engine() {
         hits > configs * 500,
         "templates replayed too rarely: {hits} hits"
     );
+}
+
+/// A query with a DNS Cookie: `id`, static.lb.example.com A, EDNS with a
+/// COOKIE option of `client` and, when given, `server`.
+fn cookie_query(id: u16, client: [u8; 8], server: Option<&[u8]>) -> Vec<u8> {
+    let mut p = id.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0x01, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
+    p.extend_from_slice(b"\x06static\x02lb\x07example\x03com\x00\x00\x01\x00\x01");
+    let slen = server.map_or(0, <[u8]>::len);
+    let olen = 4 + 8 + slen;
+    p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    p.extend_from_slice(&(olen as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 10]);
+    p.extend_from_slice(&((8 + slen) as u16).to_be_bytes());
+    p.extend_from_slice(&client);
+    if let Some(s) = server {
+        p.extend_from_slice(s);
+    }
+    p
+}
+
+#[test]
+fn cookie_answers_are_replayed_with_a_fresh_cookie() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let snap = compile(&path).unwrap();
+    assert!(
+        snap.settings.cookies.is_some(),
+        "the example has cookies on"
+    );
+    let id = next_snapshot_id();
+    let mut cache = Templates::new();
+    let mut rng = Rng::seeded(1);
+    let client = Client {
+        addr: SocketAddr::new("192.0.2.99".parse().unwrap(), 5300),
+        transport: Transport::Udp,
+    };
+    let ask = |cache: &mut Templates, rng: &mut Rng, pkt: &[u8]| {
+        let (mut out, mut info) = (Vec::new(), AnswerInfo::default());
+        answer_templated(cache, &snap, id, pkt, client, rng, &mut out, &mut info);
+        (out, info)
+    };
+    let (first, info) = ask(&mut cache, &mut rng, &cookie_query(1, [1; 8], None));
+    assert_eq!(info.cookie, Some(answer::CookieState::ClientOnly));
+    let server = first[first.len() - 16..].to_vec();
+    // Another client cookie: replayed, with that client cookie echoed.
+    let (second, info) = ask(&mut cache, &mut rng, &cookie_query(2, [2; 8], None));
+    assert_eq!(cache.stats().0, 1, "the second query is a template hit");
+    assert_eq!(info.cookie, Some(answer::CookieState::ClientOnly));
+    assert_eq!(second[second.len() - 24..second.len() - 16], [2; 8]);
+    assert_eq!(first.len(), second.len());
+    // The server cookie we gave back is valid on a replay too, and the
+    // replay answers as the engine does (but for the fresh server cookie's
+    // clock second).
+    let pkt = cookie_query(3, [1; 8], Some(&server));
+    let (third, info) = ask(&mut cache, &mut rng, &pkt);
+    assert_eq!(cache.stats().0, 2);
+    assert_eq!(info.cookie, Some(answer::CookieState::Valid));
+    let mut engine = Vec::new();
+    let mut einfo = AnswerInfo::default();
+    answer::answer_with_info(&snap, &pkt, client, &mut rng, &mut engine, &mut einfo);
+    assert_eq!(einfo, info);
+    assert_eq!(engine[..engine.len() - 16], third[..third.len() - 16]);
+    // A forged server cookie is not.
+    let mut forged = server.clone();
+    forged[15] ^= 1;
+    let (_, info) = ask(
+        &mut cache,
+        &mut rng,
+        &cookie_query(4, [1; 8], Some(&forged)),
+    );
+    assert_eq!(info.cookie, Some(answer::CookieState::ClientOnly));
 }

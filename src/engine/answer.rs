@@ -21,6 +21,7 @@ mod resolve;
 mod response;
 
 use resolve::resolve;
+pub(crate) use response::cookie_reply;
 use response::{Response, Section};
 
 /// Response codes.

@@ -16,8 +16,10 @@
 //! generation ([`HealthTable::generation`](crate::health::HealthTable)).
 //! Not cached: answers that drew random numbers (weighted picks), that
 //! took more than one balanced decision (CNAME chains between balanced
-//! names), that carry a DNS Cookie (fresh per query), other opcodes, and
-//! responses over [`MAX_LEN`] bytes.
+//! names), other opcodes, and responses over [`MAX_LEN`] bytes. Answers
+//! with a DNS Cookie are cached too: the replay checks the query's cookie
+//! and writes the COOKIE option (its client cookie, a fresh server cookie)
+//! over the one stored, with the engine's own [`answer::cookie_reply`].
 //!
 //! The table is fixed-size and allocated once per thread: no allocation and
 //! no lock per query.
@@ -140,8 +142,10 @@ fn shape_of(snap: &Snapshot, q: &Query<'_>, client: Client) -> Option<u64> {
     let limit = answer::size_limit(snap, q, client.transport) as u64; // 17 bits
     let mut s = limit;
     if let Some(e) = &q.edns {
+        // With a cookie the answer ends in a COOKIE option (client cookie
+        // and a fresh server cookie, written by the replay).
         if e.cookie.is_some() && snap.settings.cookies.is_some() {
-            return None;
+            s |= 1 << 39;
         }
         s |= 1 << 17
             | u64::from(e.dnssec_ok) << 18
@@ -223,7 +227,7 @@ pub fn answer_templated(
     let e = &cache.entries[base];
     if e.matches(Kind::Plain, hash, snapshot_id, shape, q) {
         cache.hits += 1;
-        return replay(&cache.entries[base], q, None, out, info);
+        return replay(&cache.entries[base], (snap, q, client), None, out, info);
     }
     if e.matches(Kind::Steered, hash, snapshot_id, shape, q) {
         let bid = e.balancer;
@@ -244,7 +248,7 @@ pub fn answer_templated(
             info.steered = 1;
             // As `resolve` computes it for one decision.
             let scope = s.d.scope.min(s.max_scope);
-            return replay(v, q, Some(scope), out, info);
+            return replay(v, (snap, q, client), Some(scope), out, info);
         }
     }
     cache.misses += 1;
@@ -265,7 +269,7 @@ pub fn answer_templated(
 /// Copy a template and patch what differs between queries with its key.
 fn replay(
     e: &Entry,
-    q: &Query<'_>,
+    (snap, q, client): (&Snapshot, &Query<'_>, Client),
     scope: Option<u8>,
     out: &mut Vec<u8>,
     info: &mut AnswerInfo,
@@ -287,6 +291,13 @@ fn replay(
             std::net::IpAddr::V4(a) => out[at + 8..at + 8 + n].copy_from_slice(&a.octets()[..n]),
             std::net::IpAddr::V6(a) => out[at + 8..at + 8 + n].copy_from_slice(&a.octets()[..n]),
         }
+    }
+    if let Some((state, client_cookie, server)) = answer::cookie_reply(snap, q, client) {
+        // The COOKIE option ends the answer (checked when it was cached).
+        let end = out.len();
+        out[end - server.len()..].copy_from_slice(&server);
+        out[end - server.len() - 8..end - server.len()].copy_from_slice(&client_cookie);
+        info.cookie = Some(state);
     }
     info.qtype = q.qtype;
     info.zone = e.zone;
@@ -318,10 +329,11 @@ fn build(
     // SplitMix64's output is a bijection of its state: equal next values,
     // equal states, so the answer drew no random number.
     let drew = rng_before.clone().next_u64() != rng.clone().next_u64();
-    if drew || info.steered > 1 || info.cookie.is_some() || out.len() > MAX_LEN || out.len() < 12 {
+    if drew || info.steered > 1 || out.len() > MAX_LEN || out.len() < 12 || !cookie_last(info, out)
+    {
         return outcome;
     }
-    let ecs_at = match ecs_offset(snap, q, out) {
+    let ecs_at = match ecs_offset(snap, q, info, out) {
         Some(at) => at,
         None => return outcome,
     };
@@ -359,10 +371,31 @@ fn build(
     outcome
 }
 
+/// Length of the COOKIE option the engine wrote for this query (0: none).
+fn cookie_len(info: &AnswerInfo) -> usize {
+    if info.cookie.is_some() {
+        4 + 8 + crate::cookie::SERVER_LEN
+    } else {
+        0
+    }
+}
+
+/// Whether an answer with a cookie ends in its COOKIE option, where the
+/// replay writes the new one (always true without a cookie).
+fn cookie_last(info: &AnswerInfo, out: &[u8]) -> bool {
+    let n = cookie_len(info);
+    n == 0
+        || out.len().checked_sub(n).is_some_and(|at| {
+            at > 12
+                && out[at..at + 2] == wire::OPT_COOKIE.to_be_bytes()
+                && out[at + 2..at + 4] == ((n - 4) as u16).to_be_bytes()
+        })
+}
+
 /// Where the echoed ECS option starts in `out` (0 when none is echoed).
-/// The engine writes the OPT record last, ECS its first option, then NSID
-/// (cookie answers are not cached); `None` when `out` does not look so.
-fn ecs_offset(snap: &Snapshot, q: &Query<'_>, out: &[u8]) -> Option<u16> {
+/// The engine writes the OPT record last: ECS its first option, then NSID,
+/// then COOKIE; `None` when `out` does not look so.
+fn ecs_offset(snap: &Snapshot, q: &Query<'_>, info: &AnswerInfo, out: &[u8]) -> Option<u16> {
     let Some(ecs) = q.edns.and_then(|e| e.ecs).filter(|_| snap.settings.ecs) else {
         return Some(0);
     };
@@ -373,7 +406,7 @@ fn ecs_offset(snap: &Snapshot, q: &Query<'_>, out: &[u8]) -> Option<u16> {
     };
     let at = out
         .len()
-        .checked_sub(nsid + 8 + (ecs.source_prefix as usize).div_ceil(8))?;
+        .checked_sub(cookie_len(info) + nsid + 8 + (ecs.source_prefix as usize).div_ceil(8))?;
     let ok = at > 12
         && out[at..at + 2] == wire::OPT_ECS.to_be_bytes()
         && out[at + 4..at + 6] == ecs.family.to_be_bytes()

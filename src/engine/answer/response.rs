@@ -78,23 +78,10 @@ impl<'a> Response<'a> {
     /// Check the query's DNS Cookie (RFC 7873, RFC 9018) and prepare the
     /// one we send back: always a fresh server cookie for this client.
     pub(super) fn cookie(&mut self, q: &Query<'_>, client: Client, info: &mut AnswerInfo) {
-        let (Some(c), Some(secrets)) = (
-            q.edns.and_then(|e| e.cookie),
-            self.snap.settings.cookies.as_deref(),
-        ) else {
-            return;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
-        let ip = client.addr.ip();
-        let valid = c.server_len > 0 && secrets.verify(&c.client, c.server(), ip, now);
-        info.cookie = Some(if valid {
-            CookieState::Valid
-        } else {
-            CookieState::ClientOnly
-        });
-        self.cookie = Some((c.client, secrets.make(&c.client, ip, now)));
+        if let Some((state, client_cookie, server)) = cookie_reply(self.snap, q, client) {
+            info.cookie = Some(state);
+            self.cookie = Some((client_cookie, server));
+        }
     }
 
     pub(super) fn set_aa(&mut self, aa: bool) {
@@ -341,6 +328,34 @@ impl<'a> Response<'a> {
         o[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
         self.ar += 1;
     }
+}
+
+/// What the query's DNS Cookie proved and the COOKIE option to answer
+/// with (its client cookie and a fresh server cookie for this client);
+/// `None` when it sent none or cookies are off. Shared by the engine and
+/// the template replay, so both answer the same.
+pub(crate) fn cookie_reply(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    client: Client,
+) -> Option<(CookieState, [u8; 8], [u8; crate::cookie::SERVER_LEN])> {
+    let (Some(c), Some(secrets)) = (
+        q.edns.and_then(|e| e.cookie),
+        snap.settings.cookies.as_deref(),
+    ) else {
+        return None;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    let ip = client.addr.ip();
+    let valid = c.server_len > 0 && secrets.verify(&c.client, c.server(), ip, now);
+    let state = if valid {
+        CookieState::Valid
+    } else {
+        CookieState::ClientOnly
+    };
+    Some((state, c.client, secrets.make(&c.client, ip, now)))
 }
 
 /// A name remembered for compression.

@@ -27,9 +27,9 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "xdp_netns: FAIL: needs root (network namespaces, XDP)" >&2
   exit 1
 fi
-if ! command -v dig >/dev/null || ! command -v ip >/dev/null || ! command -v nft >/dev/null || ! command -v ping >/dev/null || ! command -v python3 >/dev/null; then
+if ! command -v dig >/dev/null || ! command -v ip >/dev/null || ! command -v nft >/dev/null || ! command -v ping >/dev/null || ! command -v python3 >/dev/null || ! command -v curl >/dev/null; then
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 dnsutils nftables iputils-ping python3 >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 dnsutils nftables iputils-ping python3 curl >/dev/null
 fi
 bin=${STEERDNS_BIN:-target/debug/steerdns}
 if [ -z "${STEERDNS_BIN:-}" ]; then
@@ -243,6 +243,15 @@ for _ in $(seq 1 50); do [ -e "$work/sniff.ready" ] && break; sleep 0.1; done
 send_odd vlan
 wait "$sniffer" || true
 if grep -q seen "$work/sniff.out"; then ok "vlan: passed to the kernel"; else fail "vlan: the tagged query never reached the kernel:"; cat "$work/sniff.out"; fi
+
+# The workers' counts reach /metrics (carried once a second; bounded wait).
+metric=""
+for _ in $(seq 1 50); do
+  metric=$(ip netns exec "$S" curl -sf http://127.0.0.1:9153/metrics 2>/dev/null | grep '^steerdns_xdp_frames_total{result="answered"}' | awk '{print $2}' || true)
+  [ "${metric:-0}" -ge "$udp_queries" ] 2>/dev/null && break
+  sleep 0.1
+done
+if [ "${metric:-0}" -ge "$udp_queries" ] 2>/dev/null; then ok "metrics: steerdns_xdp_frames_total{result=\"answered\"} $metric"; else fail "metrics: xdp answered '${metric:-none}', want >= $udp_queries"; fi
 
 # SIGTERM: stops, logs its count, detaches.
 kill -TERM "$spid"

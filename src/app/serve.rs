@@ -126,6 +126,13 @@ pub async fn serve_on(
         server.xdp = Some(started);
     }
     let _ctl = control.enter();
+    if let Some(Ok(x)) = &server.xdp {
+        tokio::spawn(carry_xdp(
+            x.stats_reader(),
+            server.shared.metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(carry_drops(
         server.udp.iter().map(UdpServer::stats_reader).collect(),
         tcp_opts.limit_drops.clone(),
@@ -320,6 +327,60 @@ async fn carry_drops(
                 tcp_now - reported_tcp,
             );
             reported_tcp = tcp_now;
+        }
+    }
+}
+
+/// The AF_XDP workers count frames themselves (no metrics on their loops);
+/// carry the totals into `steerdns_xdp_frames_total{result}` every second.
+async fn carry_xdp(
+    reader: crate::xdp::XdpStatsReader,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
+    let family = match prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "steerdns_xdp_frames_total",
+            "Frames of the AF_XDP listener, by result: received (taken off the receive rings), answered (replies sent), malformed, declined (the handler sent nothing), too_big (reply over the MTU), tx_full (no room on the transmit ring).",
+        ),
+        &["result"],
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            error!("xdp metrics: {e}");
+            return;
+        }
+    };
+    if let Err(e) = metrics.registry().register(Box::new(family.clone())) {
+        info!(error = %e, "xdp metrics not registered");
+    }
+    let counters = [
+        "received",
+        "answered",
+        "malformed",
+        "declined",
+        "too_big",
+        "tx_full",
+    ]
+    .map(|r| family.with_label_values(&[r]));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = reader.stats();
+        let now = [
+            s.received,
+            s.answered,
+            s.dropped_malformed,
+            s.dropped_by_handler,
+            s.dropped_too_big,
+            s.dropped_tx_full,
+        ];
+        for (c, n) in counters.iter().zip(now) {
+            // Counters only grow; the workers' totals do too.
+            c.inc_by(n.saturating_sub(c.get()));
         }
     }
 }

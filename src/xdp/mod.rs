@@ -262,19 +262,51 @@ pub fn start(
     Ok(server)
 }
 
+/// Reads an [`XdpServer`]'s totals from another thread (the metrics).
+#[derive(Clone)]
+pub struct XdpStatsReader {
+    counters: Vec<Arc<Counters>>,
+}
+
+impl std::fmt::Debug for XdpStatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpStatsReader")
+            .field("queues", &self.counters.len())
+            .finish()
+    }
+}
+
+impl XdpStatsReader {
+    /// Totals so far.
+    pub fn stats(&self) -> XdpStats {
+        totals(&self.counters)
+    }
+}
+
+fn totals(counters: &[Arc<Counters>]) -> XdpStats {
+    let mut s = XdpStats::default();
+    for c in counters {
+        s.received += c.received.load(Ordering::Relaxed);
+        s.answered += c.answered.load(Ordering::Relaxed);
+        s.dropped_malformed += c.malformed.load(Ordering::Relaxed);
+        s.dropped_by_handler += c.by_handler.load(Ordering::Relaxed);
+        s.dropped_too_big += c.too_big.load(Ordering::Relaxed);
+        s.dropped_tx_full += c.tx_full.load(Ordering::Relaxed);
+    }
+    s
+}
+
 impl XdpServer {
     /// Totals so far.
     pub fn stats(&self) -> XdpStats {
-        let mut s = XdpStats::default();
-        for c in &self.counters {
-            s.received += c.received.load(Ordering::Relaxed);
-            s.answered += c.answered.load(Ordering::Relaxed);
-            s.dropped_malformed += c.malformed.load(Ordering::Relaxed);
-            s.dropped_by_handler += c.by_handler.load(Ordering::Relaxed);
-            s.dropped_too_big += c.too_big.load(Ordering::Relaxed);
-            s.dropped_tx_full += c.tx_full.load(Ordering::Relaxed);
+        totals(&self.counters)
+    }
+
+    /// A reader of the totals that outlives borrowing the server.
+    pub fn stats_reader(&self) -> XdpStatsReader {
+        XdpStatsReader {
+            counters: self.counters.clone(),
         }
-        s
     }
 
     /// "native" or "generic" XDP.

@@ -430,4 +430,6 @@ fn add_aliases(nodes: &mut Vec<BNode>) {
 }
 
 #[cfg(test)]
+pub(crate) mod synthetic;
+#[cfg(test)]
 mod tests;

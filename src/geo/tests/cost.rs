@@ -9,47 +9,20 @@ use super::*;
 #[ignore]
 fn bench_locate() {
     use std::time::Instant;
-    let countries: Vec<CountryCode> = tables::all_countries().collect();
     let d = Dir::new();
-    let mut w = MmdbWriter::new("Bench-City", IpVersion::V6);
-    w.description("en", "bench").ipv4_aliases(true);
-    // 200k IPv4 /24s spread over the space, plus 50k IPv6 /48s; ~5k
-    // distinct records (country × a few cities).
-    let mut x: u32 = 12345;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        x
-    };
-    for i in 0..200_000u32 {
-        let r = next();
-        let c = countries[(r % countries.len() as u32) as usize];
-        let city_no = (r >> 16) % 20;
-        let rec = city(
-            None,
-            c.as_str(),
-            Some("AB"),
-            Some((f64::from(city_no), f64::from(i % 7))),
-        );
-        let n = Ipv4Addr::from(next() & 0xffff_ff00);
-        w.insert(IpNet::new(IpAddr::V4(n), 24).unwrap(), &rec)
-            .unwrap();
-    }
-    let mut v6_nets = Vec::new();
-    for _ in 0..50_000u32 {
-        let r = next();
-        let c = countries[(r % countries.len() as u32) as usize];
-        let hi = u128::from(0x2000_0000u32 | (next() & 0x0fff_ffff)) << 96
-            | u128::from(next() & 0xffff) << 80;
-        let n = Ipv6Addr::from(hi);
-        v6_nets.push(hi);
-        w.insert(
-            IpNet::new(IpAddr::V6(n), 48).unwrap(),
-            &city(None, c.as_str(), None, None),
-        )
-        .unwrap();
-    }
+    // With an AS number in every record, so the same file also serves as
+    // the ASN database below (one is refused without any).
+    let mut syn = mmdb_writer::synthetic::Synthetic::new(|c, sub, ll| {
+        let mut rec = city(None, c, sub, ll);
+        if let MmdbValue::Map(m) = &mut rec {
+            m.push((
+                "autonomous_system_number".to_owned(),
+                MmdbValue::Uint32(64_500),
+            ));
+        }
+        rec
+    });
+    let w = &syn.writer;
     let path = d.0.path().join("bench.mmdb");
     let t = Instant::now();
     w.write_to(&path).unwrap();
@@ -71,25 +44,14 @@ fn bench_locate() {
     // The same file as ASN database too: two tree walks per locate.
     let both = GeoDb::open(Some(&path), Some(&path), overrides()).unwrap();
 
-    let v4: Vec<IpAddr> = (0..100_000)
-        .map(|_| IpAddr::V4(Ipv4Addr::from(next())))
-        .collect();
+    let v4: Vec<IpAddr> = (0..100_000).map(|_| syn.v4()).collect();
     let v4_hits: Vec<IpAddr> = v4
         .iter()
         .filter(|&&a| loc_only.locate(a).source == LocationSource::Database)
         .copied()
         .collect();
     // Half inside inserted /48s, half random.
-    let v6: Vec<IpAddr> = (0..100_000usize)
-        .map(|i| {
-            let hi = if i % 2 == 0 {
-                v6_nets[i % v6_nets.len()]
-            } else {
-                u128::from(0x2000_0000u32 | (next() & 0x0fff_ffff)) << 96
-            };
-            IpAddr::V6(Ipv6Addr::from(hi | u128::from(next())))
-        })
-        .collect();
+    let v6: Vec<IpAddr> = (0..100_000usize).map(|i| syn.v6(i)).collect();
     let mapped: Vec<IpAddr> = v4_hits
         .iter()
         .map(|a| match a {

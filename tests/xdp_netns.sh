@@ -11,7 +11,8 @@
 # comes from the IP header the XDP path parses), geo + ECS, NXDOMAIN, AAAA
 # over IPv6, TCP (the kernel path) still served, ping (v4 and v6) passes
 # the program, the listener's own count of answers at stop, and that SIGTERM
-# and SIGKILL both leave the interface without an XDP program. Frames the
+# and SIGKILL both leave the interface without an XDP program, and that a
+# burst found in one wake-up is answered and then coalesced. Frames the
 # program does not fully parse must reach the kernel (the nft counter moves)
 # instead of AF_XDP: IPv4 with options, IPv4 fragments, IPv6 with a
 # destination-options header, IPv6 fragments, and a query on a VLAN.
@@ -252,6 +253,47 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 if [ "${metric:-0}" -ge "$udp_queries" ] 2>/dev/null; then ok "metrics: steerdns_xdp_frames_total{result=\"answered\"} $metric"; else fail "metrics: xdp answered '${metric:-none}', want >= $udp_queries"; fi
+
+# A burst while the worker is stopped: 64 queries wait on the rx ring, one
+# wake-up finds them all, so the worker answers every one and then sleeps
+# xdp_coalesce (the default) before it looks again; the coalesce count moves.
+coalesced() {
+  ip netns exec "$S" curl -sf http://127.0.0.1:9153/metrics 2>/dev/null | grep '^steerdns_xdp_waits_total{kind="coalesce"}' | awk '{print $2}' || true
+}
+before=$(coalesced)
+kill -STOP "$spid"
+ip netns exec "$C" python3 - "$work/burst.sent" >"$work/burst.out" 2>&1 <<'PY' &
+import socket, struct, sys, time
+n = 64
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+q = b"".join(bytes([len(l)]) + l for l in b"static.lb.example.com".split(b".")) + b"\0\0\1\0\1"
+for i in range(n):
+    s.sendto(struct.pack(">HHHHHH", 0x5000 + i, 0x0100, 1, 0, 0, 0) + q, ("10.77.0.1", 53))
+open(sys.argv[1], "w").close()
+got, deadline = set(), time.monotonic() + 10
+while len(got) < n and time.monotonic() < deadline:
+    try:
+        r = s.recv(512)
+    except socket.timeout:
+        continue
+    ident, flags, _, an = struct.unpack(">HHHH", r[:8])
+    if flags & 0x8000 and flags & 0xF == 0 and an == 1 and r.endswith(bytes([192, 0, 2, 1])):
+        got.add(ident)
+print(f"answered {len(got)} of {n}")
+PY
+burst=$!
+for _ in $(seq 1 50); do [ -e "$work/burst.sent" ] && break; sleep 0.1; done
+kill -CONT "$spid"
+wait "$burst" || true
+if grep -q 'answered 64 of 64' "$work/burst.out"; then ok "burst: $(cat "$work/burst.out")"; else fail "burst: $(cat "$work/burst.out")"; fi
+after=$before
+for _ in $(seq 1 50); do
+  after=$(coalesced)
+  [ "${after:-0}" -gt "${before:-0}" ] 2>/dev/null && break
+  sleep 0.1
+done
+if [ "${after:-0}" -gt "${before:-0}" ] 2>/dev/null; then ok "burst: coalesced (steerdns_xdp_waits_total{kind=\"coalesce\"} ${before:-0} -> $after)"; else fail "burst: no coalescing sleep counted (${before:-none} -> ${after:-none})"; fi
 
 # SIGTERM: stops, logs its count, detaches.
 kill -TERM "$spid"

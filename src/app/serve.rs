@@ -119,7 +119,12 @@ pub async fn serve_on(
         .context("starting the DNS TCP loop")?;
     tokio::spawn(tcp::stop_when_cancelled(tcp_loop, shutdown.clone()));
     if let Some(interface) = &settings.xdp_interface {
-        let started = crate::xdp::start(interface, &server.udp_addrs, server.shared.clone());
+        let started = crate::xdp::start(
+            interface,
+            &server.udp_addrs,
+            server.shared.clone(),
+            settings.xdp_coalesce,
+        );
         if let Err(e) = &started {
             error!("AF_XDP listener refused to start: {e}; answering through the sockets only");
         }
@@ -354,6 +359,22 @@ async fn carry_xdp(
     if let Err(e) = metrics.registry().register(Box::new(family.clone())) {
         info!(error = %e, "xdp metrics not registered");
     }
+    let wakeups = match prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "steerdns_xdp_waits_total",
+            "Waits of the AF_XDP workers, by kind: poll (blocked until the next packet woke them), coalesce (slept server.xdp_coalesce under load so that queries gather).",
+        ),
+        &["kind"],
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            error!("xdp metrics: {e}");
+            return;
+        }
+    };
+    if let Err(e) = metrics.registry().register(Box::new(wakeups.clone())) {
+        info!(error = %e, "xdp metrics not registered");
+    }
     let counters = [
         "received",
         "answered",
@@ -362,7 +383,10 @@ async fn carry_xdp(
         "too_big",
         "tx_full",
     ]
-    .map(|r| family.with_label_values(&[r]));
+    .map(|r| family.with_label_values(&[r]))
+    .into_iter()
+    .chain(["poll", "coalesce"].map(|k| wakeups.with_label_values(&[k])))
+    .collect::<Vec<_>>();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -377,6 +401,8 @@ async fn carry_xdp(
             s.dropped_by_handler,
             s.dropped_too_big,
             s.dropped_tx_full,
+            s.polls,
+            s.coalesced,
         ];
         for (c, n) in counters.iter().zip(now) {
             // Counters only grow; the workers' totals do too.

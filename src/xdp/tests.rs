@@ -29,7 +29,13 @@ fn sa(s: &str) -> SocketAddr {
 
 #[test]
 fn refuses_a_missing_interface_with_a_clear_error() {
-    let e = start("sdns-absent0", &[sa("10.0.0.1:53")], Arc::new(Echo)).unwrap_err();
+    let e = start(
+        "sdns-absent0",
+        &[sa("10.0.0.1:53")],
+        Arc::new(Echo),
+        Duration::ZERO,
+    )
+    .unwrap_err();
     assert!(matches!(e, XdpError::NoInterface(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
@@ -39,7 +45,7 @@ fn refuses_a_missing_interface_with_a_clear_error() {
 
 #[test]
 fn refuses_without_listen_addresses() {
-    let e = start("lo", &[], Arc::new(Echo)).unwrap_err();
+    let e = start("lo", &[], Arc::new(Echo), Duration::ZERO).unwrap_err();
     assert!(e.to_string().contains("no UDP listen address"), "{e}");
 }
 

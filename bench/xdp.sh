@@ -170,24 +170,30 @@ check() { # check NAME -> 0 when right
     return 0
 }
 
+cpu_busy() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6 }' /proc/stat; }
 proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-# One dnsperf run; prints "qps completed lost q_per_server_cpu_s avg_latency_us".
+# One dnsperf run; prints "qps completed lost q_per_server_cpu_s avg_latency_us
+# q_per_busy_core_s" (the last: answers over the non-idle time of the
+# server's CPU in /proc/stat, whatever ran there: a check on the process
+# accounting, which samples at the tick).
 measure() { # measure NAME PID [RATE]
-    local s=$1 pid=$2 rate=${3:-} out=$TMP/$1/dnsperf.out p0 p1 qps done_ lost
+    local s=$1 pid=$2 rate=${3:-} out=$TMP/$1/dnsperf.out p0 p1 c0 c1 qps done_ lost lat
     local limit=()
     [[ -n $rate ]] && limit=(-Q "$rate")
     p0=$(proc_ticks "$pid")
+    c0=$(cpu_busy "$SERVER_CPU")
     timeout $((DURATION + 30)) ip netns exec "$NS_C" taskset -c "$CLIENT_CPU" dnsperf -B -d "$TMP/queries.bin" \
         -s "$ADDR" -p "$(port "$s")" -l "$DURATION" -c "$DNSPERF_CLIENTS" \
         -q "$DNSPERF_OUTSTANDING" -t 2 "${limit[@]}" >"$out" 2>&1 || true
     p1=$(proc_ticks "$pid")
+    c1=$(cpu_busy "$SERVER_CPU")
     qps=$(awk '/Queries per second:/ { printf "%.0f", $4 }' "$out")
     done_=$(awk '/Queries completed:/ { print $3 }' "$out")
     lost=$(awk '/Queries lost:/ { print $3 }' "$out")
     lat=$(awk '/Average Latency/ { printf "%.0f", $4 * 1e6 }' "$out")
-    awk -v q="${qps:-0}" -v a="${done_:-0}" -v l="${lost:-?}" -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v us="${lat:-0}" \
-        'BEGIN { printf "%s %s %s %.0f %s\n", q, a, l, (t > 0 ? a * hz / t : 0), us }'
+    awk -v q="${qps:-0}" -v a="${done_:-0}" -v l="${lost:-?}" -v t=$((p1 - p0)) -v hz="$(getconf CLK_TCK)" -v us="${lat:-0}" -v c=$((c1 - c0)) \
+        'BEGIN { printf "%s %s %s %.0f %s %.0f\n", q, a, l, (t > 0 ? a * hz / t : 0), us, (c > 0 ? a * hz / c : 0) }'
 }
 
 # One query at a time for 3 s (dnsperf, one client, one outstanding
@@ -215,12 +221,12 @@ for round in $(seq 1 "$ROUNDS"); do
             stop_server "$SERVER_PID"
             continue
         fi
-        read -r qps done_ lost eff lat < <(measure "$s" "$SERVER_PID")
+        read -r qps done_ lost eff lat core < <(measure "$s" "$SERVER_PID")
         half=$((qps / 2))
-        read -r hqps hdone hlost heff hlat < <(measure "$s" "$SERVER_PID" "$half")
+        read -r hqps hdone hlost heff hlat hcore < <(measure "$s" "$SERVER_PID" "$half")
         read -r p50 p99 < <(one_at_a_time "$s")
-        log "round $round $s: max $qps q/s (lost $lost, avg $lat us), $eff q per server cpu-s; at 50 % ($half q/s): $hqps q/s, lost $hlost of $((hdone + hlost)), avg $hlat us, $heff q per server cpu-s; one at a time: p50 $p50 us, p99 $p99 us"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$s" "$qps" "$lost" "$eff" "$half" "$hlost" "$heff" "$lat" "$hlat" "$p50" "$p99" >>"$RESULTS"
+        log "round $round $s: max $qps q/s (lost $lost, avg $lat us), $eff q per server cpu-s; at 50 % ($half q/s): $hqps q/s, lost $hlost of $((hdone + hlost)), avg $hlat us, $heff q per server cpu-s; one at a time: p50 $p50 us, p99 $p99 us; q per busy core-s $core, at 50 % $hcore"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$s" "$qps" "$lost" "$eff" "$half" "$hlost" "$heff" "$lat" "$hlat" "$p50" "$p99" "$core" "$hcore" >>"$RESULTS"
         check "$s" || log "$s failed the answer check after load"
         stop_server "$SERVER_PID"
         if [[ $s == xdp* ]]; then
@@ -237,7 +243,7 @@ echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "runs:    $ROUNDS x ${DURATION}s per server (max, then 50 %), server on cpu $SERVER_CPU, dnsperf on cpu $CLIENT_CPU, veth, client rps $([[ $RPS == 1 ]] && echo "on (cpu $CLIENT_CPU)" || echo off)"
 echo
 awk -F'\t' '
-    { k = $2; n[k]++; q[k, n[k]] = $3; e[k, n[k]] = $5; hl[k, n[k]] = $7; he[k, n[k]] = $8; la[k, n[k]] = $9; hla[k, n[k]] = $10; p5[k, n[k]] = $11; p9[k, n[k]] = $12
+    { k = $2; n[k]++; q[k, n[k]] = $3; e[k, n[k]] = $5; hl[k, n[k]] = $7; he[k, n[k]] = $8; la[k, n[k]] = $9; hla[k, n[k]] = $10; p5[k, n[k]] = $11; p9[k, n[k]] = $12; co[k, n[k]] = $13; hco[k, n[k]] = $14
       if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
     function median(arr, k,   i, j, t, a, c) {
         c = n[k]; for (i = 1; i <= c; i++) a[i] = arr[k, i] + 0
@@ -259,9 +265,12 @@ awk -F'\t' '
             if (a == b || a == "gdnsd" || (a == "socket" && b ~ /^xdp/) || (a == "xdp0" && b == "xdp")) continue
             if (me[b] > 0 && mh[b] > 0) printf "  %s/%s: %.2f  %.2f\n", a, b, me[a] / me[b], mh[a] / mh[b]
         }
+        print ""
+        print "cross-check, q per busy second of the server core (/proc/stat: all that ran there), at max; at 50 %:"
+        for (i = 1; i <= m; i++) { k = order[i]; printf "  %-7s %8.0f  %8.0f\n", k, median(co, k), median(hco, k) }
     }' "$RESULTS"
 echo
-echo "raw (round server max_qps lost_at_max q_per_cpu_s_at_max rate_50 lost_at_50 q_per_cpu_s_at_50 avg_us avg_us_at_50 one_p50_us one_p99_us):"
+echo "raw (round server max_qps lost_at_max q_per_cpu_s_at_max rate_50 lost_at_50 q_per_cpu_s_at_50 avg_us avg_us_at_50 one_p50_us one_p99_us q_per_busy_core_s q_per_busy_core_s_at_50):"
 cat "$RESULTS"
 if [[ ${#SKIPPED[@]} -gt 0 ]]; then
     echo

@@ -336,8 +336,9 @@ async fn carry_drops(
     }
 }
 
-/// The AF_XDP workers count frames themselves (no metrics on their loops);
-/// carry the totals into `steerdns_xdp_frames_total{result}` every second.
+/// The AF_XDP workers count frames themselves (no metrics on their loops),
+/// the XDP program counts what it passes in a map; carry the totals into
+/// `steerdns_xdp_frames_total{result}` every second.
 async fn carry_xdp(
     reader: crate::xdp::XdpStatsReader,
     metrics: Arc<Metrics>,
@@ -346,7 +347,7 @@ async fn carry_xdp(
     let family = match prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "steerdns_xdp_frames_total",
-            "Frames of the AF_XDP listener, by result: received (taken off the receive rings), answered (replies sent), malformed, declined (the handler sent nothing), too_big (reply over the MTU), tx_full (no room on the transmit ring).",
+            "Frames of the AF_XDP listener, by result: received (taken off the receive rings), answered (replies sent), malformed, declined (the handler sent nothing), too_big (reply over the MTU), tx_full (no room on the transmit ring), passed (given to the kernel by the XDP program: not UDP to a listen address and port, or not parsed by it).",
         ),
         &["result"],
     ) {
@@ -382,6 +383,7 @@ async fn carry_xdp(
         "declined",
         "too_big",
         "tx_full",
+        "passed",
     ]
     .map(|r| family.with_label_values(&[r]))
     .into_iter()
@@ -401,6 +403,7 @@ async fn carry_xdp(
             s.dropped_by_handler,
             s.dropped_too_big,
             s.dropped_tx_full,
+            s.passed,
             s.polls,
             s.coalesced,
         ];

@@ -6,7 +6,8 @@
 //! AF_XDP socket per receive queue of the interface (zero-copy when the
 //! driver can, else copy mode), loads a hand-assembled XDP program (see
 //! [`prog`]) that redirects only UDP to the listen addresses and ports and
-//! passes everything else, and attaches it with a BPF link: native
+//! passes everything else (counting it in a per-CPU map, read by
+//! [`XdpServer::stats`]), and attaches it with a BPF link: native
 //! (driver) XDP when the driver has it, else generic. The link lives in
 //! this process, so stopping, or dying, detaches the program.
 //!
@@ -144,6 +145,39 @@ pub struct XdpStats {
     pub polls: u64,
     /// Sleeps of `xdp_coalesce` under load (see the module doc).
     pub coalesced: u64,
+    /// Frames the program gave to the kernel: everything but UDP to a
+    /// listen address and port (ARP, ICMP, TCP, other ports, VLAN tags,
+    /// IPv4 options, fragments, IPv6 extension headers). Matches whose
+    /// queue has no socket also go to the kernel but are not counted.
+    pub passed: u64,
+}
+
+/// The program's count of the frames it passed (slot 0 of a per-CPU
+/// array), read with a system call: by the metrics once a second and the
+/// stop log, never by the workers.
+struct PassCounter {
+    map: OwnedFd,
+    /// Possible CPUs: the values one lookup returns.
+    cpus: usize,
+    /// The largest sum read so far, returned when a read fails.
+    last: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl PassCounter {
+    fn read(&self) -> u64 {
+        match bpf::percpu_sum(&self.map, 0, self.cpus) {
+            // Each CPU's count only grows, so the sum does too; max() keeps
+            // that true for readers racing each other.
+            Ok(n) => self.last.fetch_max(n, Ordering::Relaxed).max(n),
+            Err(e) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    warn!(error = %e, "xdp: cannot read the pass counter; it stays at its last value");
+                }
+                self.last.load(Ordering::Relaxed)
+            }
+        }
+    }
 }
 
 /// A running AF_XDP listener; [`XdpServer::shutdown`] (or drop) detaches the
@@ -158,6 +192,7 @@ pub struct XdpServer {
     link: Option<OwnedFd>,
     _prog: OwnedFd,
     _map: OwnedFd,
+    passed: Arc<PassCounter>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
@@ -236,7 +271,11 @@ pub fn start(
     for (q, x) in sockets.iter().enumerate() {
         bpf::map_set(&map, q as u32, x.raw_fd()).map_err(sys("XSKMAP update"))?;
     }
-    let insns = prog::assemble(listen, map.as_raw_fd(), prog::XDP_PASS);
+    let passed = bpf::create_percpu_counter().map_err(sys("create pass counter"))?;
+    let cpus = bpf::possible_cpus().map_err(sys("read possible CPUs"))?;
+    // One read now: a wrong value buffer size shows here, not in the metrics.
+    bpf::percpu_sum(&passed, 0, cpus).map_err(sys("read pass counter"))?;
+    let insns = prog::assemble(listen, map.as_raw_fd(), passed.as_raw_fd(), prog::XDP_PASS);
     let prog_fd = bpf::load_xdp(&insns).map_err(sys("load XDP program"))?;
     let (link, attach) = match bpf::link_xdp(&prog_fd, index, bpf::XDP_FLAGS_DRV_MODE) {
         Ok(l) => (l, "native"),
@@ -261,6 +300,12 @@ pub fn start(
         link: Some(link),
         _prog: prog_fd,
         _map: map,
+        passed: Arc::new(PassCounter {
+            map: passed,
+            cpus,
+            last: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        }),
         stop: stop.clone(),
         workers: Vec::new(),
         counters: Vec::new(),
@@ -291,6 +336,7 @@ pub fn start(
 #[derive(Clone)]
 pub struct XdpStatsReader {
     counters: Vec<Arc<Counters>>,
+    passed: Arc<PassCounter>,
 }
 
 impl std::fmt::Debug for XdpStatsReader {
@@ -302,14 +348,17 @@ impl std::fmt::Debug for XdpStatsReader {
 }
 
 impl XdpStatsReader {
-    /// Totals so far.
+    /// Totals so far (`passed` costs a system call).
     pub fn stats(&self) -> XdpStats {
-        totals(&self.counters)
+        totals(&self.counters, &self.passed)
     }
 }
 
-fn totals(counters: &[Arc<Counters>]) -> XdpStats {
-    let mut s = XdpStats::default();
+fn totals(counters: &[Arc<Counters>], passed: &PassCounter) -> XdpStats {
+    let mut s = XdpStats {
+        passed: passed.read(),
+        ..XdpStats::default()
+    };
     for c in counters {
         s.received += c.received.load(Ordering::Relaxed);
         s.answered += c.answered.load(Ordering::Relaxed);
@@ -324,15 +373,16 @@ fn totals(counters: &[Arc<Counters>]) -> XdpStats {
 }
 
 impl XdpServer {
-    /// Totals so far.
+    /// Totals so far (`passed` costs a system call).
     pub fn stats(&self) -> XdpStats {
-        totals(&self.counters)
+        totals(&self.counters, &self.passed)
     }
 
     /// A reader of the totals that outlives borrowing the server.
     pub fn stats_reader(&self) -> XdpStatsReader {
         XdpStatsReader {
             counters: self.counters.clone(),
+            passed: self.passed.clone(),
         }
     }
 
@@ -366,6 +416,7 @@ impl XdpServer {
             dropped_tx_full = s.dropped_tx_full,
             polls = s.polls,
             coalesced = s.coalesced,
+            passed = s.passed,
             "xdp listener stopped, program detached"
         );
     }

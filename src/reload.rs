@@ -143,11 +143,12 @@ impl Control {
                 || old.settings.udp_workers != snap.settings.udp_workers
                 || old.settings.anycast != snap.settings.anycast
                 || old.settings.xdp_interface != snap.settings.xdp_interface
+                || old.settings.xdp_coalesce != snap.settings.xdp_coalesce
                 || old.settings.dns_cpus != snap.settings.dns_cpus
         };
         if listen_changed {
             warn!(
-                "listen addresses, workers, dns_cpus or [anycast] changed: that takes a restart; keeping the current ones"
+                "listen addresses, workers, dns_cpus, xdp_* or [anycast] changed: that takes a restart; keeping the current ones"
             );
         }
         self.shared.publish(snap);

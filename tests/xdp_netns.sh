@@ -11,10 +11,14 @@
 # comes from the IP header the XDP path parses), geo + ECS, NXDOMAIN, AAAA
 # over IPv6, TCP (the kernel path) still served, ping (v4 and v6) passes
 # the program, the listener's own count of answers at stop, and that SIGTERM
-# and SIGKILL both leave the interface without an XDP program. Frames the
+# and SIGKILL both leave the interface without an XDP program, and that a
+# burst found in one wake-up is answered and then coalesced. Frames the
 # program does not fully parse must reach the kernel (the nft counter moves)
 # instead of AF_XDP: IPv4 with options, IPv4 fragments, IPv6 with a
-# destination-options header, IPv6 fragments, and a query on a VLAN.
+# destination-options header, IPv6 fragments, and a query on a VLAN; the
+# program's count of what it passed (steerdns_xdp_frames_total{result=
+# "passed"}) grows by at least the frames sent that way, and not by UDP
+# queries.
 #
 # Needs root; installs iproute2, dnsutils, nftables and iputils-ping with
 # apt-get when missing. Skips (exit 0, "skipped: ...") only when the kernel
@@ -146,6 +150,31 @@ expect "IPv6: static"           'IN\s+A\s+192\.0\.2\.1$'                        
 expect "IPv6: NXDOMAIN"         'status: NXDOMAIN'                                          -- @fd77::1 nope.lb.example.com
 expect "NSID"                   'NSID: .*example-node-1'                                    -- @10.77.0.1 +nsid static.lb.example.com
 udp_queries=$queries
+
+# The program's pass count as /metrics has it, fresh: the metrics are
+# carried once a second and an idle worker's poll count moves every 100 ms,
+# so once the poll count differs from a first read, the values come from a
+# carry made after this call began (bounded wait).
+scrape() { # prints "polls passed" from one /metrics read
+  ip netns exec "$S" curl -sf http://127.0.0.1:9153/metrics 2>/dev/null |
+    awk '$1 == "steerdns_xdp_waits_total{kind=\"poll\"}" {p = $2}
+         $1 == "steerdns_xdp_frames_total{result=\"passed\"}" {x = $2}
+         END {if (p != "" && x != "") print p, x}' || true
+}
+fresh_passed() {
+  local first now
+  first=$(scrape)
+  for _ in $(seq 1 50); do
+    sleep 0.1
+    now=$(scrape)
+    if [ -n "$first" ] && [ -n "$now" ] && [ "${now% *}" != "${first% *}" ]; then
+      echo "${now#* }"; return 0
+    fi
+    [ -z "$first" ] && first=$now
+  done
+  echo none
+}
+passed_before=$(fresh_passed)
 expect "TCP (kernel path)"      'IN\s+A\s+192\.0\.2\.1$'                                    -- @10.77.0.1 +tcp static.lb.example.com
 if ip netns exec "$C" ping -c 2 -W 2 -q 10.77.0.1 >/dev/null; then ok "ping passes the program"; else fail "ping 10.77.0.1"; fi
 if ip netns exec "$C" ping -6 -c 2 -W 2 -q fd77::1 >/dev/null; then ok "ping -6 passes the program"; else fail "ping -6 fd77::1"; fi
@@ -244,6 +273,35 @@ send_odd vlan
 wait "$sniffer" || true
 if grep -q seen "$work/sniff.out"; then ok "vlan: passed to the kernel"; else fail "vlan: the tagged query never reached the kernel:"; cat "$work/sniff.out"; fi
 
+# Since passed_before the program passed at least: the TCP query's SYN and
+# the segment with the query (2), four echo requests, one frame each for
+# v4-options, v6-dstopts and vlan, two fragments each for v4-frag and
+# v6-frag (a 2 kB datagram, MTU 1500): 13. ARP or NDP may add more; the
+# plain control query went to AF_XDP and must not count.
+want=13
+passed_after=$(fresh_passed)
+if [ "$passed_before" != none ] && [ "$passed_after" != none ] && [ $((passed_after - passed_before)) -ge "$want" ]; then
+  ok "metrics: the program counted $((passed_after - passed_before)) passed frames (>= $want sent to the kernel)"
+else
+  fail "metrics: steerdns_xdp_frames_total{result=\"passed\"} $passed_before -> $passed_after, want +$want or more"
+fi
+# UDP queries to the listen address are redirected, not counted: a batch
+# of them moves the count by less than their number (ARP may add a few).
+batch=20
+passed_before=$(fresh_passed)
+answered_batch=0
+for i in $(seq 1 "$batch"); do
+  if ip netns exec "$C" dig +time=2 +tries=1 +short @10.77.0.1 static.lb.example.com 2>/dev/null | grep -qx '192\.0\.2\.1'; then
+    answered_batch=$((answered_batch + 1))
+  fi
+done
+passed_after=$(fresh_passed)
+if [ "$answered_batch" -eq "$batch" ] && [ "$passed_before" != none ] && [ "$passed_after" != none ] && [ $((passed_after - passed_before)) -lt "$batch" ]; then
+  ok "metrics: $batch UDP queries answered, the pass count moved by $((passed_after - passed_before)) (< $batch)"
+else
+  fail "metrics: $answered_batch of $batch UDP queries answered, passed $passed_before -> $passed_after (want < +$batch)"
+fi
+
 # The workers' counts reach /metrics (carried once a second; bounded wait).
 metric=""
 for _ in $(seq 1 50); do
@@ -253,6 +311,47 @@ for _ in $(seq 1 50); do
 done
 if [ "${metric:-0}" -ge "$udp_queries" ] 2>/dev/null; then ok "metrics: steerdns_xdp_frames_total{result=\"answered\"} $metric"; else fail "metrics: xdp answered '${metric:-none}', want >= $udp_queries"; fi
 
+# A burst while the worker is stopped: 64 queries wait on the rx ring, one
+# wake-up finds them all, so the worker answers every one and then sleeps
+# xdp_coalesce (the default) before it looks again; the coalesce count moves.
+coalesced() {
+  ip netns exec "$S" curl -sf http://127.0.0.1:9153/metrics 2>/dev/null | grep '^steerdns_xdp_waits_total{kind="coalesce"}' | awk '{print $2}' || true
+}
+before=$(coalesced)
+kill -STOP "$spid"
+ip netns exec "$C" python3 - "$work/burst.sent" >"$work/burst.out" 2>&1 <<'PY' &
+import socket, struct, sys, time
+n = 64
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+q = b"".join(bytes([len(l)]) + l for l in b"static.lb.example.com".split(b".")) + b"\0\0\1\0\1"
+for i in range(n):
+    s.sendto(struct.pack(">HHHHHH", 0x5000 + i, 0x0100, 1, 0, 0, 0) + q, ("10.77.0.1", 53))
+open(sys.argv[1], "w").close()
+got, deadline = set(), time.monotonic() + 10
+while len(got) < n and time.monotonic() < deadline:
+    try:
+        r = s.recv(512)
+    except socket.timeout:
+        continue
+    ident, flags, _, an = struct.unpack(">HHHH", r[:8])
+    if flags & 0x8000 and flags & 0xF == 0 and an == 1 and r.endswith(bytes([192, 0, 2, 1])):
+        got.add(ident)
+print(f"answered {len(got)} of {n}")
+PY
+burst=$!
+for _ in $(seq 1 50); do [ -e "$work/burst.sent" ] && break; sleep 0.1; done
+kill -CONT "$spid"
+wait "$burst" || true
+if grep -q 'answered 64 of 64' "$work/burst.out"; then ok "burst: $(cat "$work/burst.out")"; else fail "burst: $(cat "$work/burst.out")"; fi
+after=$before
+for _ in $(seq 1 50); do
+  after=$(coalesced)
+  [ "${after:-0}" -gt "${before:-0}" ] 2>/dev/null && break
+  sleep 0.1
+done
+if [ "${after:-0}" -gt "${before:-0}" ] 2>/dev/null; then ok "burst: coalesced (steerdns_xdp_waits_total{kind=\"coalesce\"} ${before:-0} -> $after)"; else fail "burst: no coalescing sleep counted (${before:-none} -> ${after:-none})"; fi
+
 # SIGTERM: stops, logs its count, detaches.
 kill -TERM "$spid"
 for _ in $(seq 1 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
@@ -261,6 +360,8 @@ wait "$spid" 2>/dev/null || true
 spid=""
 answered=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'xdp listener stopped.*' | grep -o 'answered=[0-9]*' | cut -d= -f2 || true)
 if [ "${answered:-0}" -ge "$udp_queries" ]; then ok "AF_XDP answered $answered UDP queries (>= $udp_queries asked)"; else fail "AF_XDP answered ${answered:-none} of $udp_queries"; grep -i xdp "$log"; fi
+stop_passed=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'xdp listener stopped.*' | grep -o 'passed=[0-9]*' | cut -d= -f2 || true)
+if [ "${stop_passed:-0}" -ge "${passed_after:-1}" ] 2>/dev/null; then ok "stop log: passed=$stop_passed (>= $passed_after in /metrics)"; else fail "stop log: passed=${stop_passed:-none}, /metrics had $passed_after"; fi
 if ip -n "$S" link show "$VS" | grep -q 'prog/xdp'; then fail "XDP program still attached after SIGTERM"; else ok "SIGTERM detached the program"; fi
 
 # SIGKILL: the kernel closes the BPF link with the process.

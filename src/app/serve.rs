@@ -119,7 +119,12 @@ pub async fn serve_on(
         .context("starting the DNS TCP loop")?;
     tokio::spawn(tcp::stop_when_cancelled(tcp_loop, shutdown.clone()));
     if let Some(interface) = &settings.xdp_interface {
-        let started = crate::xdp::start(interface, &server.udp_addrs, server.shared.clone());
+        let started = crate::xdp::start(
+            interface,
+            &server.udp_addrs,
+            server.shared.clone(),
+            settings.xdp_coalesce,
+        );
         if let Err(e) = &started {
             error!("AF_XDP listener refused to start: {e}; answering through the sockets only");
         }
@@ -331,8 +336,9 @@ async fn carry_drops(
     }
 }
 
-/// The AF_XDP workers count frames themselves (no metrics on their loops);
-/// carry the totals into `steerdns_xdp_frames_total{result}` every second.
+/// The AF_XDP workers count frames themselves (no metrics on their loops),
+/// the XDP program counts what it passes in a map; carry the totals into
+/// `steerdns_xdp_frames_total{result}` every second.
 async fn carry_xdp(
     reader: crate::xdp::XdpStatsReader,
     metrics: Arc<Metrics>,
@@ -341,7 +347,7 @@ async fn carry_xdp(
     let family = match prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "steerdns_xdp_frames_total",
-            "Frames of the AF_XDP listener, by result: received (taken off the receive rings), answered (replies sent), malformed, declined (the handler sent nothing), too_big (reply over the MTU), tx_full (no room on the transmit ring).",
+            "Frames of the AF_XDP listener, by result: received (taken off the receive rings), answered (replies sent), malformed, declined (the handler sent nothing), too_big (reply over the MTU), tx_full (no room on the transmit ring), passed (given to the kernel by the XDP program: not UDP to a listen address and port, or not parsed by it).",
         ),
         &["result"],
     ) {
@@ -354,6 +360,22 @@ async fn carry_xdp(
     if let Err(e) = metrics.registry().register(Box::new(family.clone())) {
         info!(error = %e, "xdp metrics not registered");
     }
+    let wakeups = match prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "steerdns_xdp_waits_total",
+            "Waits of the AF_XDP workers, by kind: poll (blocked until the next packet woke them), coalesce (slept server.xdp_coalesce under load so that queries gather).",
+        ),
+        &["kind"],
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            error!("xdp metrics: {e}");
+            return;
+        }
+    };
+    if let Err(e) = metrics.registry().register(Box::new(wakeups.clone())) {
+        info!(error = %e, "xdp metrics not registered");
+    }
     let counters = [
         "received",
         "answered",
@@ -361,8 +383,12 @@ async fn carry_xdp(
         "declined",
         "too_big",
         "tx_full",
+        "passed",
     ]
-    .map(|r| family.with_label_values(&[r]));
+    .map(|r| family.with_label_values(&[r]))
+    .into_iter()
+    .chain(["poll", "coalesce"].map(|k| wakeups.with_label_values(&[k])))
+    .collect::<Vec<_>>();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -377,6 +403,9 @@ async fn carry_xdp(
             s.dropped_by_handler,
             s.dropped_too_big,
             s.dropped_tx_full,
+            s.passed,
+            s.polls,
+            s.coalesced,
         ];
         for (c, n) in counters.iter().zip(now) {
             // Counters only grow; the workers' totals do too.

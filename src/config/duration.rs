@@ -1,5 +1,5 @@
-//! Durations written by hand: `"10s"`, `"5m"`, `"1h30m"`, `"500ms"`, `"1d"`,
-//! `"1w"`, or a bare integer number of seconds.
+//! Durations written by hand: `"10s"`, `"5m"`, `"1h30m"`, `"500ms"`,
+//! `"100us"`, `"1d"`, `"1w"`, or a bare integer number of seconds.
 
 use std::fmt;
 
@@ -44,28 +44,29 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let ms: u128 = match unit {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
+        let us: u128 = match unit {
+            "us" => 1,
+            "ms" => 1_000,
+            "s" => 1_000_000,
+            "m" => 60_000_000,
+            "h" => 3_600_000_000,
+            "d" => 86_400_000_000,
+            "w" => 604_800_000_000,
             "" => {
                 return Err(format!(
-                    "bad duration {s:?}: missing unit after {n} (ms, s, m, h, d, w)"
+                    "bad duration {s:?}: missing unit after {n} (us, ms, s, m, h, d, w)"
                 ));
             }
             other => {
                 return Err(format!(
-                    "bad duration {s:?}: unknown unit {other:?} (use ms, s, m, h, d, w)"
+                    "bad duration {s:?}: unknown unit {other:?} (use us, ms, s, m, h, d, w)"
                 ));
             }
         };
-        total = total.saturating_add(n.saturating_mul(ms));
+        total = total.saturating_add(n.saturating_mul(us));
     }
-    let ms = u64::try_from(total).map_err(|_| format!("bad duration {s:?}: too large"))?;
-    Ok(Duration(std::time::Duration::from_millis(ms)))
+    let us = u64::try_from(total).map_err(|_| format!("bad duration {s:?}: too large"))?;
+    Ok(Duration(std::time::Duration::from_micros(us)))
 }
 
 impl<'de> Deserialize<'de> for Duration {
@@ -104,6 +105,8 @@ mod tests {
         assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse("1w").unwrap(), Duration::from_secs(604_800));
         assert_eq!(parse("250ms").unwrap().0.as_millis(), 250);
+        assert_eq!(parse("100us").unwrap().0.as_micros(), 100);
+        assert_eq!(parse("1ms500us").unwrap().0.as_micros(), 1500);
     }
 
     #[test]

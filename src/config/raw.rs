@@ -219,6 +219,10 @@ pub struct ServerConfig {
     pub watch_interval: Spanned<Duration>,
     /// Also answer UDP through AF_XDP on this network interface (opt-in).
     pub xdp_interface: Option<SString>,
+    /// How long a busy AF_XDP worker lets queries gather before it looks
+    /// at its ring again (`"0s"`: every packet wakes it).
+    #[serde(default = "default_xdp_coalesce")]
+    pub xdp_coalesce: Spanned<Duration>,
     /// CPUs the DNS threads are pinned to: `"off"` (default), `"auto"`, or
     /// a list of CPU numbers; the control plane gets the other CPUs.
     pub dns_cpus: Option<Spanned<toml::Value>>,
@@ -234,6 +238,10 @@ fn default_sample() -> Spanned<f64> {
 
 fn default_watch() -> Spanned<Duration> {
     unspanned(Duration::from_secs(5))
+}
+
+fn default_xdp_coalesce() -> Spanned<Duration> {
+    unspanned(Duration(std::time::Duration::from_micros(100)))
 }
 
 impl Default for ServerConfig {
@@ -256,6 +264,7 @@ impl Default for ServerConfig {
             query_log_sample: unspanned(0.0),
             watch_interval: default_watch(),
             xdp_interface: None,
+            xdp_coalesce: default_xdp_coalesce(),
             dns_cpus: None,
         }
     }

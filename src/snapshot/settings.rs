@@ -42,6 +42,9 @@ pub struct Settings {
     pub watch_interval: Duration,
     /// `server.xdp_interface`: answer UDP through AF_XDP there too.
     pub xdp_interface: Option<String>,
+    /// `server.xdp_coalesce`: how long a busy AF_XDP worker lets queries
+    /// gather between turns (zero: woken by every packet).
+    pub xdp_coalesce: std::time::Duration,
     /// `[anycast]`, when configured (read at start only).
     pub anycast: Option<super::anycast::AnycastSettings>,
     /// Response rate limiting (`[rrl]`), when on.
@@ -55,6 +58,10 @@ pub struct Settings {
     /// `server.dns_cpus`: where the DNS threads run (read at start only).
     pub dns_cpus: DnsCpus,
 }
+
+/// The longest `server.xdp_coalesce`: the added latency stays under a
+/// millisecond.
+const MAX_XDP_COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// `server.dns_cpus`: pin the DNS threads (UDP workers, TCP) to CPUs and
 /// the control plane (prober, API, cluster, reloads) to the others.
@@ -230,6 +237,17 @@ pub(super) fn compile_settings(file: &ConfigFile, d: &mut Diagnostics<'_>) -> Se
             }
             name.clone()
         }),
+        xdp_coalesce: {
+            let c = s.xdp_coalesce.get_ref().0;
+            if c > MAX_XDP_COALESCE {
+                d.error(
+                    s.xdp_coalesce.span(),
+                    "server.xdp_coalesce",
+                    "at most \"1ms\": every query arriving meanwhile waits for it; \"0s\" turns it off",
+                );
+            }
+            c.min(MAX_XDP_COALESCE)
+        },
         anycast: super::anycast::compile(file, d),
         rrl: super::protect::compile_rrl(file, d),
         tcp_max_per_client: tcp.0,
@@ -255,6 +273,30 @@ mod tests {
         assert!(!s.tcp_idle_timeout.is_zero());
         assert!(s.anycast.is_none() && s.rrl.is_none() && s.cookies.is_none());
         assert!((0.0..=1.0).contains(&s.query_log_sample));
+    }
+
+    #[test]
+    fn xdp_coalesce() {
+        for (text, want) in [
+            ("", 100),
+            ("xdp_coalesce = \"0s\"", 0),
+            ("xdp_coalesce = \"250us\"", 250),
+            ("xdp_coalesce = \"1ms\"", 1000),
+        ] {
+            let (s, e) = run(&format!("[server]\n{text}\n"), |_, f, d| {
+                compile_settings(f, d)
+            });
+            assert_eq!(e, "", "{text}");
+            assert_eq!(s.xdp_coalesce.as_micros(), want, "{text}");
+        }
+        let (_, e) = run(
+            "[server]\nnode_name = \"n\"\nxdp_coalesce = \"2ms\"\n",
+            |_, f, d| compile_settings(f, d),
+        );
+        assert!(
+            e.contains("3:16: server.xdp_coalesce: at most \"1ms\""),
+            "{e}"
+        );
     }
 
     #[test]

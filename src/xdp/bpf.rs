@@ -1,6 +1,7 @@
 //! The few bpf(2) commands the XDP path needs, called through `libc`: create
 //! the XSKMAP, load the program, attach it with a BPF link (closing the link
-//! fd, also by the process dying, detaches it), put sockets into the map.
+//! fd, also by the process dying, detaches it), put sockets into the map;
+//! and the per-CPU counter of frames the program passes, with its read.
 
 use std::io;
 use std::mem;
@@ -9,12 +10,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::prog::Insn;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 #[cfg(test)]
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
@@ -82,6 +85,62 @@ pub(crate) fn create_xskmap(entries: u32) -> io::Result<OwnedFd> {
     // map_name at offset 28.
     a.0[28..28 + 12].copy_from_slice(b"steerdns_xsk");
     bpf(BPF_MAP_CREATE, &mut a).map(fd_of)
+}
+
+/// A `BPF_MAP_TYPE_PERCPU_ARRAY` with one `u64` slot (key 0): a counter
+/// the program increments without atomics, each CPU in its own copy.
+pub(crate) fn create_percpu_counter() -> io::Result<OwnedFd> {
+    let mut a = Attr::new();
+    a.u32(0, BPF_MAP_TYPE_PERCPU_ARRAY)
+        .u32(4, 4) // key_size
+        .u32(8, 8) // value_size
+        .u32(12, 1); // max_entries
+    a.0[28..28 + 13].copy_from_slice(b"steerdns_pass");
+    bpf(BPF_MAP_CREATE, &mut a).map(fd_of)
+}
+
+/// How many CPUs a per-CPU map holds a value for: the kernel copies one
+/// per *possible* CPU (`/sys/devices/system/cpu/possible`), not per online
+/// one.
+pub(crate) fn possible_cpus() -> io::Result<usize> {
+    let path = "/sys/devices/system/cpu/possible";
+    let text = std::fs::read_to_string(path)?;
+    count_cpus(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: not a CPU list: {:?}", text.trim()),
+        )
+    })
+}
+
+/// The number of CPUs in a kernel CPU list such as `0-1` or `0,2-3`.
+fn count_cpus(list: &str) -> Option<usize> {
+    let mut n = 0usize;
+    for part in list.trim().split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<usize>().ok()?, hi.parse::<usize>().ok()?),
+            None => {
+                let c = part.parse::<usize>().ok()?;
+                (c, c)
+            }
+        };
+        n = n.checked_add(hi.checked_sub(lo)? + 1)?;
+    }
+    (n > 0).then_some(n)
+}
+
+/// The sum over all CPUs of slot `key` of a per-CPU map of `u64`s
+/// (`cpus`: from [`possible_cpus`]). One system call and a buffer of
+/// `cpus` values: for the metrics, not a hot path.
+pub(crate) fn percpu_sum(map: &OwnedFd, key: u32, cpus: usize) -> io::Result<u64> {
+    // Each CPU's value is rounded up to 8 bytes; a u64 already is.
+    let mut values = vec![0u64; cpus];
+    let mut a = Attr::new();
+    a.u32(0, map.as_raw_fd() as u32)
+        .u64(8, std::ptr::from_ref(&key) as u64)
+        .u64(16, values.as_mut_ptr() as u64);
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut a)?;
+    Ok(values.iter().fold(0u64, |s, v| s.wrapping_add(*v)))
 }
 
 /// Put socket `xsk` into slot `key` of the XSKMAP.
@@ -158,4 +217,21 @@ pub(crate) fn test_run(prog: &OwnedFd, packet: &[u8]) -> io::Result<u32> {
         .u32(32, 1); // repeat
     bpf(BPF_PROG_TEST_RUN, &mut a)?;
     Ok(a.read_u32(4)) // retval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cpu_lists() {
+        assert_eq!(count_cpus("0"), Some(1));
+        assert_eq!(count_cpus("0-1\n"), Some(2));
+        assert_eq!(count_cpus("0,2-3"), Some(3));
+        assert_eq!(count_cpus("0-3,8-11"), Some(8));
+        assert_eq!(count_cpus(""), None);
+        assert_eq!(count_cpus("3-1"), None);
+        assert_eq!(count_cpus("0-x"), None);
+        assert!(possible_cpus().unwrap() >= 1);
+    }
 }

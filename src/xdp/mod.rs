@@ -6,7 +6,8 @@
 //! AF_XDP socket per receive queue of the interface (zero-copy when the
 //! driver can, else copy mode), loads a hand-assembled XDP program (see
 //! [`prog`]) that redirects only UDP to the listen addresses and ports and
-//! passes everything else, and attaches it with a BPF link: native
+//! passes everything else (counting it in a per-CPU map, read by
+//! [`XdpServer::stats`]), and attaches it with a BPF link: native
 //! (driver) XDP when the driver has it, else generic. The link lives in
 //! this process, so stopping, or dying, detaches the program.
 //!
@@ -15,6 +16,17 @@
 //! interfaces). Replies the interface's MTU cannot carry in one frame are
 //! dropped and counted (no IP fragmentation here; keep
 //! `server.max_udp_payload` below the MTU minus 48).
+//!
+//! Wake-ups, not packets, are what a query costs most here: each one is a
+//! poll(2), a context switch and an interrupt, and under load they came
+//! every three queries. So a worker that has just answered something sends
+//! its replies and sleeps `coalesce` (`server.xdp_coalesce`, like a NIC's
+//! interrupt coalescing) before it looks at the ring again, taking
+//! everything that arrived meanwhile in one turn, as long as queries come
+//! faster than it is woken: it sleeps only after a wake-up that found two
+//! or more, else it blocks in poll(2) until the next packet. A quiet
+//! server, or one client asking one query at a time, is answered without
+//! a wait; under load a query waits at most `coalesce` longer.
 //!
 //! Where AF_XDP is not available (no such interface, not root, a kernel
 //! without `CONFIG_XDP_SOCKETS` or bpf(2), another XDP program attached),
@@ -33,6 +45,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -43,6 +56,10 @@ const BATCH: u32 = 64;
 
 /// Queued replies that make the worker send before its next poll.
 const KICK_AT: u32 = 32;
+
+/// Frames per wake-up from which a worker sleeps `coalesce` before it
+/// looks again (see the module doc).
+const COALESCE_FROM: u32 = 2;
 
 /// How long an idle worker waits for packets before checking for stop.
 const WAKEUP_MS: i32 = 100;
@@ -105,6 +122,8 @@ struct Counters {
     by_handler: AtomicU64,
     too_big: AtomicU64,
     tx_full: AtomicU64,
+    polls: AtomicU64,
+    sleeps: AtomicU64,
 }
 
 /// Totals over all queues of an [`XdpServer`].
@@ -122,6 +141,43 @@ pub struct XdpStats {
     pub dropped_too_big: u64,
     /// Replies with no room on the transmit ring.
     pub dropped_tx_full: u64,
+    /// Waits in poll(2) for the next packet (each ends in a wake-up).
+    pub polls: u64,
+    /// Sleeps of `xdp_coalesce` under load (see the module doc).
+    pub coalesced: u64,
+    /// Frames the program gave to the kernel: everything but UDP to a
+    /// listen address and port (ARP, ICMP, TCP, other ports, VLAN tags,
+    /// IPv4 options, fragments, IPv6 extension headers). Matches whose
+    /// queue has no socket also go to the kernel but are not counted.
+    pub passed: u64,
+}
+
+/// The program's count of the frames it passed (slot 0 of a per-CPU
+/// array), read with a system call: by the metrics once a second and the
+/// stop log, never by the workers.
+struct PassCounter {
+    map: OwnedFd,
+    /// Possible CPUs: the values one lookup returns.
+    cpus: usize,
+    /// The largest sum read so far, returned when a read fails.
+    last: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl PassCounter {
+    fn read(&self) -> u64 {
+        match bpf::percpu_sum(&self.map, 0, self.cpus) {
+            // Each CPU's count only grows, so the sum does too; max() keeps
+            // that true for readers racing each other.
+            Ok(n) => self.last.fetch_max(n, Ordering::Relaxed).max(n),
+            Err(e) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    warn!(error = %e, "xdp: cannot read the pass counter; it stays at its last value");
+                }
+                self.last.load(Ordering::Relaxed)
+            }
+        }
+    }
 }
 
 /// A running AF_XDP listener; [`XdpServer::shutdown`] (or drop) detaches the
@@ -136,6 +192,7 @@ pub struct XdpServer {
     link: Option<OwnedFd>,
     _prog: OwnedFd,
     _map: OwnedFd,
+    passed: Arc<PassCounter>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
@@ -180,11 +237,13 @@ fn mtu(name: &str) -> usize {
 }
 
 /// Start answering UDP to `listen` (ports resolved; unspecified addresses
-/// match any of their family) on every receive queue of `interface`.
+/// match any of their family) on every receive queue of `interface`; a busy
+/// worker sleeps `coalesce` between turns (zero: woken by every packet).
 pub fn start(
     interface: &str,
     listen: &[SocketAddr],
     handler: Arc<dyn Handler>,
+    coalesce: Duration,
 ) -> Result<XdpServer, XdpError> {
     let sys = |what: &'static str| {
         move |source: io::Error| XdpError::System {
@@ -212,7 +271,11 @@ pub fn start(
     for (q, x) in sockets.iter().enumerate() {
         bpf::map_set(&map, q as u32, x.raw_fd()).map_err(sys("XSKMAP update"))?;
     }
-    let insns = prog::assemble(listen, map.as_raw_fd(), prog::XDP_PASS);
+    let passed = bpf::create_percpu_counter().map_err(sys("create pass counter"))?;
+    let cpus = bpf::possible_cpus().map_err(sys("read possible CPUs"))?;
+    // One read now: a wrong value buffer size shows here, not in the metrics.
+    bpf::percpu_sum(&passed, 0, cpus).map_err(sys("read pass counter"))?;
+    let insns = prog::assemble(listen, map.as_raw_fd(), passed.as_raw_fd(), prog::XDP_PASS);
     let prog_fd = bpf::load_xdp(&insns).map_err(sys("load XDP program"))?;
     let (link, attach) = match bpf::link_xdp(&prog_fd, index, bpf::XDP_FLAGS_DRV_MODE) {
         Ok(l) => (l, "native"),
@@ -237,6 +300,12 @@ pub fn start(
         link: Some(link),
         _prog: prog_fd,
         _map: map,
+        passed: Arc::new(PassCounter {
+            map: passed,
+            cpus,
+            last: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        }),
         stop: stop.clone(),
         workers: Vec::new(),
         counters: Vec::new(),
@@ -247,7 +316,7 @@ pub fn start(
         let (stop, handler) = (stop.clone(), handler.clone());
         let spawned = thread::Builder::new()
             .name(format!("steerdns-xdp{q}"))
-            .spawn(move || worker(socket, &*handler, &stop, &counters, mtu));
+            .spawn(move || worker(socket, &*handler, &stop, &counters, mtu, coalesce));
         match spawned {
             Ok(h) => server.workers.push(h),
             // Dropping `server` detaches the program and stops the others.
@@ -256,7 +325,8 @@ pub fn start(
     }
     let addrs: Vec<String> = listen.iter().map(ToString::to_string).collect();
     info!(
-        "listening proto=udp-xdp interface={interface} queues={queues} xdp={attach} bind={bind} addrs={}",
+        "listening proto=udp-xdp interface={interface} queues={queues} xdp={attach} bind={bind} coalesce={}us addrs={}",
+        coalesce.as_micros(),
         addrs.join(",")
     );
     Ok(server)
@@ -266,6 +336,7 @@ pub fn start(
 #[derive(Clone)]
 pub struct XdpStatsReader {
     counters: Vec<Arc<Counters>>,
+    passed: Arc<PassCounter>,
 }
 
 impl std::fmt::Debug for XdpStatsReader {
@@ -277,14 +348,17 @@ impl std::fmt::Debug for XdpStatsReader {
 }
 
 impl XdpStatsReader {
-    /// Totals so far.
+    /// Totals so far (`passed` costs a system call).
     pub fn stats(&self) -> XdpStats {
-        totals(&self.counters)
+        totals(&self.counters, &self.passed)
     }
 }
 
-fn totals(counters: &[Arc<Counters>]) -> XdpStats {
-    let mut s = XdpStats::default();
+fn totals(counters: &[Arc<Counters>], passed: &PassCounter) -> XdpStats {
+    let mut s = XdpStats {
+        passed: passed.read(),
+        ..XdpStats::default()
+    };
     for c in counters {
         s.received += c.received.load(Ordering::Relaxed);
         s.answered += c.answered.load(Ordering::Relaxed);
@@ -292,20 +366,23 @@ fn totals(counters: &[Arc<Counters>]) -> XdpStats {
         s.dropped_by_handler += c.by_handler.load(Ordering::Relaxed);
         s.dropped_too_big += c.too_big.load(Ordering::Relaxed);
         s.dropped_tx_full += c.tx_full.load(Ordering::Relaxed);
+        s.polls += c.polls.load(Ordering::Relaxed);
+        s.coalesced += c.sleeps.load(Ordering::Relaxed);
     }
     s
 }
 
 impl XdpServer {
-    /// Totals so far.
+    /// Totals so far (`passed` costs a system call).
     pub fn stats(&self) -> XdpStats {
-        totals(&self.counters)
+        totals(&self.counters, &self.passed)
     }
 
     /// A reader of the totals that outlives borrowing the server.
     pub fn stats_reader(&self) -> XdpStatsReader {
         XdpStatsReader {
             counters: self.counters.clone(),
+            passed: self.passed.clone(),
         }
     }
 
@@ -337,6 +414,9 @@ impl XdpServer {
             dropped_by_handler = s.dropped_by_handler,
             dropped_too_big = s.dropped_too_big,
             dropped_tx_full = s.dropped_tx_full,
+            polls = s.polls,
+            coalesced = s.coalesced,
+            passed = s.passed,
             "xdp listener stopped, program detached"
         );
     }
@@ -357,6 +437,8 @@ struct Local {
     by_handler: u64,
     too_big: u64,
     tx_full: u64,
+    polls: u64,
+    sleeps: u64,
 }
 
 impl Local {
@@ -368,6 +450,8 @@ impl Local {
             (&mut self.by_handler, &c.by_handler),
             (&mut self.too_big, &c.too_big),
             (&mut self.tx_full, &c.tx_full),
+            (&mut self.polls, &c.polls),
+            (&mut self.sleeps, &c.sleeps),
         ] {
             if *v != 0 {
                 a.fetch_add(*v, Ordering::Relaxed);
@@ -377,27 +461,60 @@ impl Local {
     }
 }
 
+/// Let this thread's sleeps overrun by at most a tenth of `coalesce`
+/// (the kernel's default slack, 50 µs, is as long as the sleep itself).
+fn set_timer_slack(coalesce: Duration) {
+    let ns = (coalesce.as_nanos() / 10).clamp(1_000, 100_000) as libc::c_ulong;
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer; it only changes this
+    // thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, ns, 0, 0, 0);
+    }
+}
+
 /// One queue's loop: recycle sent frames, take a batch off the rx ring,
-/// answer each query in its own frame and queue it for sending.
+/// answer each query in its own frame and queue it for sending; under load
+/// sleep `coalesce` between turns (see the module doc).
 fn worker(
     mut x: xsk::Xsk,
     handler: &dyn Handler,
     stop: &AtomicBool,
     counters: &Counters,
     mtu: usize,
+    coalesce: Duration,
 ) {
     let mut out = Vec::with_capacity(65535);
     let mut local = Local::default();
+    if !coalesce.is_zero() {
+        set_timer_slack(coalesce);
+    }
+    // Frames taken since the last wake-up (from poll or from a sleep).
+    let mut taken = 0u32;
     while !stop.load(Ordering::Relaxed) {
         x.recycle();
         let n = x.rx_ready(BATCH);
         if n == 0 {
-            // The poll inside `wait` sends the replies queued so far: one
-            // system call per idle turn instead of a send and a poll.
             x.submit();
-            x.wait(WAKEUP_MS);
+            // Two or more queries since the last wake-up: they come faster
+            // than the worker is woken, so let the next ones gather instead
+            // of being woken by each. One at a time (a quiet server, or
+            // one client asking in turn) is answered without a wait.
+            if std::mem::take(&mut taken) >= COALESCE_FROM && !coalesce.is_zero() {
+                x.kick();
+                local.sleeps += 1;
+                local.publish(counters);
+                thread::sleep(coalesce);
+            } else {
+                // The poll inside `wait` sends the replies queued so far:
+                // one system call per idle turn instead of a send and a
+                // poll.
+                local.polls += 1;
+                local.publish(counters);
+                x.wait(WAKEUP_MS);
+            }
             continue;
         }
+        taken += n;
         for k in 0..n {
             let (addr, len) = x.rx_desc(k);
             local.received += 1;

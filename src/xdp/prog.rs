@@ -5,7 +5,10 @@
 //! of the receive queue (`bpf_redirect_map(map, rx_queue_index, XDP_PASS)`:
 //! without a socket in that slot the packet goes to the kernel). Everything
 //! else (ARP, ICMP, TCP, VLAN tags, IPv4 options, fragments, IPv6 extension
-//! headers, other ports) gets `XDP_PASS`.
+//! headers, other ports) gets `XDP_PASS` and is counted in slot 0 of a
+//! per-CPU array (plain load, add, store: each CPU has its own copy, so no
+//! atomics). A match whose queue has no socket falls back to `XDP_PASS`
+//! inside `bpf_redirect_map` and is not counted.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -33,12 +36,16 @@ const fn regs(dst: u8, src: u8) -> u8 {
 const LDX_MEM_W: u8 = 0x61;
 const LDX_MEM_H: u8 = 0x69;
 const LDX_MEM_B: u8 = 0x71;
+const LDX_MEM_DW: u8 = 0x79;
+const STX_MEM_DW: u8 = 0x7b;
+const ST_MEM_W: u8 = 0x62;
 const ALU64_MOV_X: u8 = 0xbf;
 const ALU64_MOV_K: u8 = 0xb7;
 const ALU64_ADD_K: u8 = 0x07;
 const ALU64_AND_K: u8 = 0x57;
 const JMP_JGT_X: u8 = 0x2d;
 const JMP_JNE_K: u8 = 0x55;
+const JMP_JEQ_K: u8 = 0x15;
 const JMP_JA: u8 = 0x05;
 const JMP32_JNE_K: u8 = 0x56;
 const JMP_CALL: u8 = 0x85;
@@ -46,6 +53,8 @@ const JMP_EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
 const PSEUDO_MAP_FD: u8 = 1;
 
+/// `BPF_FUNC_map_lookup_elem`.
+const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 /// `BPF_FUNC_redirect_map`.
 const FUNC_REDIRECT_MAP: i32 = 51;
 /// `XDP_DROP`, `XDP_PASS`.
@@ -63,12 +72,16 @@ const R5: u8 = 5;
 const R6: u8 = 6;
 const R7: u8 = 7;
 const R8: u8 = 8;
+/// The read-only frame pointer.
+const R10: u8 = 10;
 
 /// Jump targets, resolved when the program is finished.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Label {
     Pass,
     Redirect,
+    /// After the pass counter: return `XDP_PASS`.
+    Return,
     V6,
     /// The n-th IPv4 / IPv6 candidate's failure target: the next candidate.
     Next(usize),
@@ -147,9 +160,11 @@ const UDP_LEN: i32 = 8;
 
 /// Assemble the program for `listen` (addresses with resolved ports; an
 /// unspecified address matches every destination of its family).
-/// `map_fd` is the XSKMAP; `miss` is the action when the queue has no
-/// socket (`XDP_PASS` when serving; tests use `XDP_DROP` to see matches).
-pub(crate) fn assemble(listen: &[SocketAddr], map_fd: i32, miss: i32) -> Vec<Insn> {
+/// `map_fd` is the XSKMAP; `passed_fd` the per-CPU array whose slot 0
+/// counts the frames given to the kernel (not those `miss` passes);
+/// `miss` is the action when the queue has no socket (`XDP_PASS` when
+/// serving; tests use `XDP_DROP` to see matches).
+pub(crate) fn assemble(listen: &[SocketAddr], map_fd: i32, passed_fd: i32, miss: i32) -> Vec<Insn> {
     let mut a = Asm::new();
     // r6 = ctx; r2 = data; r3 = data_end (struct xdp_md offsets 0 and 4).
     a.raw(ALU64_MOV_X, R6, R1, 0, 0);
@@ -220,6 +235,19 @@ pub(crate) fn assemble(listen: &[SocketAddr], map_fd: i32, miss: i32) -> Vec<Ins
     a.raw(JMP_EXIT, 0, 0, 0, 0);
 
     a.label(Label::Pass);
+    // Count it: r0 = bpf_map_lookup_elem(&passed, &(u32){0}); if (r0)
+    // *(u64 *)r0 += 1. The key lives on the stack at fp-4.
+    a.raw(ST_MEM_W, R10, 0, -4, 0);
+    a.raw(ALU64_MOV_X, R2, R10, 0, 0);
+    a.raw(ALU64_ADD_K, R2, 0, 0, -4);
+    a.raw(LD_IMM64, R1, PSEUDO_MAP_FD, 0, passed_fd);
+    a.raw(0, 0, 0, 0, 0);
+    a.raw(JMP_CALL, 0, 0, 0, FUNC_MAP_LOOKUP_ELEM);
+    a.jump(JMP_JEQ_K, R0, 0, 0, Label::Return);
+    a.load(LDX_MEM_DW, R1, R0, 0);
+    a.raw(ALU64_ADD_K, R1, 0, 0, 1);
+    a.raw(STX_MEM_DW, R0, R1, 0, 0);
+    a.label(Label::Return);
     a.raw(ALU64_MOV_K, R0, 0, 0, XDP_PASS);
     a.raw(JMP_EXIT, 0, 0, 0, 0);
     a.finish()
@@ -260,7 +288,7 @@ mod tests {
             addrs(&["0.0.0.0:5353", "[::]:53", "10.1.1.1:53", "[fd00::2]:8053"]),
             addrs(&[]),
         ] {
-            let p = assemble(&listen, 3, XDP_PASS);
+            let p = assemble(&listen, 3, 4, XDP_PASS);
             assert!(p.len() < 4096);
             for (i, insn) in p.iter().enumerate() {
                 let class = insn.code & 0x07;
@@ -289,10 +317,44 @@ mod tests {
 
     #[test]
     fn wildcard_has_no_address_compare() {
-        let specific = assemble(&addrs(&["10.0.0.1:53"]), 3, XDP_PASS);
-        let wildcard = assemble(&addrs(&["0.0.0.0:53"]), 3, XDP_PASS);
+        let specific = assemble(&addrs(&["10.0.0.1:53"]), 3, 4, XDP_PASS);
+        let wildcard = assemble(&addrs(&["0.0.0.0:53"]), 3, 4, XDP_PASS);
         assert_eq!(specific.len(), wildcard.len() + 1);
-        let map_loads = specific.iter().filter(|i| i.code == LD_IMM64).count();
-        assert_eq!(map_loads, 1);
+    }
+
+    #[test]
+    fn loads_both_maps_by_fd() {
+        let p = assemble(&addrs(&["10.0.0.1:53", "[fd00::1]:53"]), 3, 4, XDP_PASS);
+        let map_loads: Vec<_> = p
+            .iter()
+            .filter(|i| i.code == LD_IMM64)
+            .map(|i| (i.regs, i.imm))
+            .collect();
+        // The XSKMAP for the redirect, the counter for the pass path.
+        assert_eq!(
+            map_loads,
+            [(regs(R1, PSEUDO_MAP_FD), 3), (regs(R1, PSEUDO_MAP_FD), 4)]
+        );
+    }
+
+    #[test]
+    fn every_pass_is_counted_before_it_returns() {
+        let p = assemble(&addrs(&["10.0.0.1:53"]), 3, 4, XDP_PASS);
+        // The only `r0 = XDP_PASS` is the last instruction but the exit, and
+        // the counter's lookup call and increment come right before it.
+        let passes: Vec<usize> = (0..p.len())
+            .filter(|&i| p[i].code == ALU64_MOV_K && p[i].regs == regs(R0, 0))
+            .collect();
+        assert_eq!(passes, [p.len() - 2]);
+        assert_eq!(p[passes[0] - 1].code, STX_MEM_DW);
+        assert_eq!(p[passes[0] - 2].code, ALU64_ADD_K);
+        assert_eq!(p[passes[0] - 3].code, LDX_MEM_DW);
+        let lookup = p
+            .iter()
+            .position(|i| i.code == JMP_CALL && i.imm == FUNC_MAP_LOOKUP_ELEM)
+            .expect("a lookup");
+        // A failed lookup skips the increment only.
+        assert_eq!(p[lookup + 1].code, JMP_JEQ_K);
+        assert_eq!(lookup + 2 + p[lookup + 1].off as usize, passes[0]);
     }
 }

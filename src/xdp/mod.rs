@@ -123,7 +123,7 @@ struct Counters {
     too_big: AtomicU64,
     tx_full: AtomicU64,
     polls: AtomicU64,
-    sleeps: AtomicU64,
+    coalesced: AtomicU64,
 }
 
 /// Totals over all queues of an [`XdpServer`].
@@ -152,34 +152,6 @@ pub struct XdpStats {
     pub passed: u64,
 }
 
-/// The program's count of the frames it passed (slot 0 of a per-CPU
-/// array), read with a system call: by the metrics once a second and the
-/// stop log, never by the workers.
-struct PassCounter {
-    map: OwnedFd,
-    /// Possible CPUs: the values one lookup returns.
-    cpus: usize,
-    /// The largest sum read so far, returned when a read fails.
-    last: AtomicU64,
-    warned: AtomicBool,
-}
-
-impl PassCounter {
-    fn read(&self) -> u64 {
-        match bpf::percpu_sum(&self.map, 0, self.cpus) {
-            // Each CPU's count only grows, so the sum does too; max() keeps
-            // that true for readers racing each other.
-            Ok(n) => self.last.fetch_max(n, Ordering::Relaxed).max(n),
-            Err(e) => {
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    warn!(error = %e, "xdp: cannot read the pass counter; it stays at its last value");
-                }
-                self.last.load(Ordering::Relaxed)
-            }
-        }
-    }
-}
-
 /// A running AF_XDP listener; [`XdpServer::shutdown`] (or drop) detaches the
 /// program and stops the workers.
 pub struct XdpServer {
@@ -192,7 +164,7 @@ pub struct XdpServer {
     link: Option<OwnedFd>,
     _prog: OwnedFd,
     _map: OwnedFd,
-    passed: Arc<PassCounter>,
+    passed: Arc<bpf::PassCounter>,
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     counters: Vec<Arc<Counters>>,
@@ -300,12 +272,7 @@ pub fn start(
         link: Some(link),
         _prog: prog_fd,
         _map: map,
-        passed: Arc::new(PassCounter {
-            map: passed,
-            cpus,
-            last: AtomicU64::new(0),
-            warned: AtomicBool::new(false),
-        }),
+        passed: Arc::new(bpf::PassCounter::new(passed, cpus)),
         stop: stop.clone(),
         workers: Vec::new(),
         counters: Vec::new(),
@@ -336,7 +303,7 @@ pub fn start(
 #[derive(Clone)]
 pub struct XdpStatsReader {
     counters: Vec<Arc<Counters>>,
-    passed: Arc<PassCounter>,
+    passed: Arc<bpf::PassCounter>,
 }
 
 impl std::fmt::Debug for XdpStatsReader {
@@ -354,7 +321,7 @@ impl XdpStatsReader {
     }
 }
 
-fn totals(counters: &[Arc<Counters>], passed: &PassCounter) -> XdpStats {
+fn totals(counters: &[Arc<Counters>], passed: &bpf::PassCounter) -> XdpStats {
     let mut s = XdpStats {
         passed: passed.read(),
         ..XdpStats::default()
@@ -367,7 +334,7 @@ fn totals(counters: &[Arc<Counters>], passed: &PassCounter) -> XdpStats {
         s.dropped_too_big += c.too_big.load(Ordering::Relaxed);
         s.dropped_tx_full += c.tx_full.load(Ordering::Relaxed);
         s.polls += c.polls.load(Ordering::Relaxed);
-        s.coalesced += c.sleeps.load(Ordering::Relaxed);
+        s.coalesced += c.coalesced.load(Ordering::Relaxed);
     }
     s
 }
@@ -438,7 +405,7 @@ struct Local {
     too_big: u64,
     tx_full: u64,
     polls: u64,
-    sleeps: u64,
+    coalesced: u64,
 }
 
 impl Local {
@@ -451,7 +418,7 @@ impl Local {
             (&mut self.too_big, &c.too_big),
             (&mut self.tx_full, &c.tx_full),
             (&mut self.polls, &c.polls),
-            (&mut self.sleeps, &c.sleeps),
+            (&mut self.coalesced, &c.coalesced),
         ] {
             if *v != 0 {
                 a.fetch_add(*v, Ordering::Relaxed);
@@ -501,7 +468,7 @@ fn worker(
             // one client asking in turn) is answered without a wait.
             if std::mem::take(&mut taken) >= COALESCE_FROM && !coalesce.is_zero() {
                 x.kick();
-                local.sleeps += 1;
+                local.coalesced += 1;
                 local.publish(counters);
                 thread::sleep(coalesce);
             } else {
